@@ -1,0 +1,61 @@
+# pverep — the README's two commands are `make demo` and `make test`.
+# Everything installs itself: Debian packages (apt-get, only what is missing), a private
+# virtualenv in .venv with the Python dependencies, and the Rust extension built by maturin.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+# Debian packages the lab, the tests and the benches need.
+DEB_PACKAGES := zfs-fuse openssh-server openssh-client btrfs-progs iproute2 util-linux procps \
+                cstream pv mbuffer nftables psmisc
+
+.PHONY: all sysdeps venv build test test-fast lint bench demo clean
+all: build
+
+sysdeps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "maturin>=1.5,<2"
+	touch $@
+
+venv: $(VENV)/.stamp
+
+# Editable install: python/ on the path, the extension built in release mode next to it.
+build: venv
+	$(VENV)/bin/maturin develop -q --release -E test
+
+lint: build
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -q -- -D warnings
+	$(VENV)/bin/ruff check python tests benches
+	$(VENV)/bin/ruff format --check python tests benches
+	$(VENV)/bin/mypy
+
+test: sysdeps build
+	cargo test -q -p pverep-core
+	$(PY) -m mypy.stubtest pverep._core
+	$(MAKE) --no-print-directory lint
+	$(PY) -m pytest -q
+
+# Quick loop while developing: no lab, no lint.
+test-fast: build
+	$(PY) -m pytest -q -m "not lab"
+
+bench: sysdeps build
+	$(PY) -m pytest -q benches --benchmark-only --benchmark-enable
+
+demo: sysdeps build
+	$(PY) -m pverep.demo
+
+clean:
+	rm -rf $(VENV) target .pytest_cache .mypy_cache .ruff_cache

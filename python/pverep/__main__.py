@@ -1,0 +1,3 @@
+from pverep.cli import main
+
+main()

@@ -1,0 +1,104 @@
+"""Every path pvesr uses, relative to one root.
+
+Real nodes use root ``/``. Tests and the lab move the whole tree by setting ``PVEREP_ROOT`` (or
+the CLI's ``--root``), so nothing ever touches the host's real ``/etc/pve`` by accident.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT_ENV = "PVEREP_ROOT"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """All of pvesr's well-known files under ``root``."""
+
+    root: Path = Path("/")
+
+    @classmethod
+    def from_env(cls, root: str | os.PathLike[str] | None = None) -> Paths:
+        """Explicit ``root`` wins, then ``$PVEREP_ROOT``, then ``/``."""
+        chosen = root if root is not None else os.environ.get(ROOT_ENV) or "/"
+        return cls(Path(chosen))
+
+    def _p(self, absolute: str) -> Path:
+        return self.root / absolute.lstrip("/")
+
+    # --- /etc/pve (pmxcfs, cluster-wide) ---
+    @property
+    def etc_pve(self) -> Path:
+        return self._p("/etc/pve")
+
+    @property
+    def replication_cfg(self) -> Path:
+        return self._p("/etc/pve/replication.cfg")
+
+    @property
+    def storage_cfg(self) -> Path:
+        return self._p("/etc/pve/storage.cfg")
+
+    @property
+    def datacenter_cfg(self) -> Path:
+        return self._p("/etc/pve/datacenter.cfg")
+
+    @property
+    def members(self) -> Path:
+        return self._p("/etc/pve/.members")
+
+    @property
+    def vmlist(self) -> Path:
+        return self._p("/etc/pve/.vmlist")
+
+    @property
+    def cfs_lock_dir(self) -> Path:
+        return self._p("/etc/pve/priv/lock")
+
+    @property
+    def ha_manager_status(self) -> Path:
+        return self._p("/etc/pve/ha/manager_status")
+
+    def node_dir(self, node: str) -> Path:
+        return self._p(f"/etc/pve/nodes/{node}")
+
+    def guest_config(self, node: str, vmtype: str, vmid: int) -> Path:
+        """``vmtype`` is ``qemu`` or ``lxc`` as in the vmlist."""
+        sub = "qemu-server" if vmtype == "qemu" else "lxc"
+        return self.node_dir(node) / sub / f"{vmid}.conf"
+
+    def node_known_hosts(self, node: str) -> Path:
+        return self.node_dir(node) / "ssh_known_hosts"
+
+    # --- node-local state ---
+    @property
+    def state_file(self) -> Path:
+        return self._p("/var/lib/pve-manager/pve-replication-state.json")
+
+    @property
+    def state_lock(self) -> Path:
+        return self._p("/var/lib/pve-manager/pve-replication-state.lck")
+
+    @property
+    def job_log_dir(self) -> Path:
+        return self._p("/var/log/pve/replicate")
+
+    def job_log(self, jobid: str) -> Path:
+        return self.job_log_dir / jobid
+
+    @property
+    def run_lock(self) -> Path:
+        return self._p("/var/lock/pvesr.lck")
+
+    @property
+    def migrate_lock_dir(self) -> Path:
+        return self._p("/var/lock/pve-manager")
+
+    def migrate_lock(self, vmid: int) -> Path:
+        return self.migrate_lock_dir / f"pve-migrate-{vmid}"
+
+    @property
+    def pverep_conf(self) -> Path:
+        return self._p("/etc/pverep/pverep.conf")
