@@ -392,8 +392,11 @@ def _prepare_node_dir(cfg: LabConfig, node: str) -> None:
     shutil.copytree("/etc/zfs", nd / "etc-zfs", symlinks=True)
     zfsrc = nd / "etc-zfs" / "zfsrc"
     lines = zfsrc.read_text().splitlines() if zfsrc.exists() else []
-    lines = [ln for ln in lines if not ln.strip().startswith("max-arc-size")]
-    zfsrc.write_text("\n".join([*lines, f"max-arc-size = {ARC_MB}"]) + "\n")
+    # The kernel must not trust cached attributes: zfs-fuse changes files behind its back on
+    # `zfs recv`/`rollback` into a mounted filesystem (OpenZFS remounts, zfs-fuse does not).
+    ours = {"max-arc-size": ARC_MB, "fuse-attr-timeout": 0, "fuse-entry-timeout": 0}
+    lines = [ln for ln in lines if ln.split("=")[0].strip() not in ours]
+    zfsrc.write_text("\n".join([*lines, *(f"{k} = {v}" for k, v in ours.items())]) + "\n")
     with (nd / f"{POOL}.img").open("wb") as img:
         img.truncate(POOL_SIZE)
 
