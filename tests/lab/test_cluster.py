@@ -21,14 +21,18 @@ def test_each_node_has_its_own_name_and_address(lab: Lab) -> None:
 
 
 def test_each_node_runs_its_own_pool(lab: Lab) -> None:
-    guids = {run(lab, n, "zfs", "get", "-Hp", "-o", "value", "guid", "rpool").strip() for n in lab.nodes}
+    guids = {
+        run(lab, n, "zfs", "get", "-Hp", "-o", "value", "guid", "rpool").strip() for n in lab.nodes
+    }
     assert len(guids) == len(lab.nodes)
     assert run(lab, "pve2", "zfs", "list", "-H", "-o", "name", "rpool/data").strip() == "rpool/data"
 
 
 def test_ssh_reaches_the_other_node_and_its_pool(lab: Lab) -> None:
     own = run(lab, "pve2", "zfs", "get", "-Hp", "-o", "value", "guid", "rpool").strip()
-    remote = run(lab, "pve1", "ssh", "root@pve2", "--", "zfs", "list", "-Hp", "-o", "name,guid", "rpool")
+    remote = run(
+        lab, "pve1", "ssh", "root@pve2", "--", "zfs", "list", "-Hp", "-o", "name,guid", "rpool"
+    )
     assert remote.split() == ["rpool", own]
     assert "rpool/data" in run(lab, "pve1", "ssh", "root@pve2", "--", "zfs", "list")
 
@@ -40,8 +44,12 @@ def test_etc_pve_is_shared_and_magic_links_are_per_node(lab: Lab) -> None:
     finally:
         lab.exec("pve2", ["rm", "/etc/pve/lab-test.txt"], check=True)
     for node in lab.nodes:
-        assert run(lab, node, "readlink", "-f", "/etc/pve/local").strip() == f"/etc/pve/nodes/{node}"
-        assert run(lab, node, "readlink", "-f", "/etc/pve/lxc").strip() == f"/etc/pve/nodes/{node}/lxc"
+        assert (
+            run(lab, node, "readlink", "-f", "/etc/pve/local").strip() == f"/etc/pve/nodes/{node}"
+        )
+        assert (
+            run(lab, node, "readlink", "-f", "/etc/pve/lxc").strip() == f"/etc/pve/nodes/{node}/lxc"
+        )
         members = json.loads(run(lab, node, "cat", "/etc/pve/.members"))
         assert members["nodename"] == node
         assert members["cluster"]["quorate"] == 1
@@ -52,7 +60,12 @@ def test_etc_pve_is_shared_and_magic_links_are_per_node(lab: Lab) -> None:
 
 
 def test_node_local_state_is_private(lab: Lab) -> None:
-    paths = ["/var/lib/pve-manager/lab-test", "/var/log/pve/lab-test", "/var/lock/lab-test", "/tmp/lab-test"]
+    paths = [
+        "/var/lib/pve-manager/lab-test",
+        "/var/log/pve/lab-test",
+        "/var/lock/lab-test",
+        "/tmp/lab-test",
+    ]
     lab.exec("pve1", ["touch", *paths], check=True)
     try:
         for path in paths:
@@ -69,7 +82,9 @@ def test_pverep_of_this_checkout_runs_on_nodes_also_over_ssh(lab: Lab) -> None:
     env = {"PVEREP_ROOT": "/somewhere", "PATH": "/nonexistent"}
     seen = run(lab, "pve3", "sh", "-c", 'echo "${PVEREP_ROOT-unset}"; command -v zfs')
     assert seen.split()[0] == "unset"
-    seen = str(lab.exec("pve3", ["sh", "-c", 'echo "${PVEREP_ROOT-unset}"'], env=env, check=True).stdout)
+    seen = str(
+        lab.exec("pve3", ["sh", "-c", 'echo "${PVEREP_ROOT-unset}"'], env=env, check=True).stdout
+    )
     assert seen.strip() == "unset"
 
 

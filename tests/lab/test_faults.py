@@ -47,7 +47,11 @@ def test_shape_puts_tbf_on_both_ends(lab: Lab) -> None:
     try:
         inside = lab.exec("pve2", ["tc", "qdisc", "show", "dev", "eth0"], check=True).stdout
         assert "tbf" in inside and "8Mbit" in inside
-        lab.exec("pve1", ["sh", "-c", "head -c 300000 /dev/zero | ssh pve2 'cat > /dev/null'"], check=True)
+        lab.exec(
+            "pve1",
+            ["sh", "-c", "head -c 300000 /dev/zero | ssh pve2 'cat > /dev/null'"],
+            check=True,
+        )
     finally:
         lab.shape("pve2", None)
     assert "tbf" not in lab.exec("pve2", ["tc", "qdisc", "show", "dev", "eth0"], check=True).stdout

@@ -24,7 +24,9 @@ def test_create_container_and_vm(lab: Lab, vmid: int) -> None:
     assert f"rootfs: local-zfs:subvol-{vmid}-disk-0,size=64M\n" in conf
     assert f"mp0: local-zfs:subvol-{vmid}-disk-1,mp=/mnt/data1,backup=1,size=32M\n" in conf
     quota = lab.exec(
-        "pve2", ["zfs", "get", "-Hp", "-o", "value", "refquota", guests.dataset(ct.volumes[1])], check=True
+        "pve2",
+        ["zfs", "get", "-Hp", "-o", "value", "refquota", guests.dataset(ct.volumes[1])],
+        check=True,
     ).stdout
     assert int(quota) == 32 * 1024 * 1024
     assert vmlist(lab)[str(vmid)] == {"node": "pve2", "type": "lxc", "version": 1}
@@ -38,7 +40,9 @@ def test_create_vm_uses_filesystems_for_disks(lab: Lab) -> None:
         assert vm.volumes == (f"vm-{vmid}-disk-0",)
         conf = (lab.config.etc_pve / "nodes/pve1/qemu-server" / f"{vmid}.conf").read_text()
         assert f"scsi0: local-zfs:vm-{vmid}-disk-0,iothread=1,size=32M\n" in conf
-        kind = lab.exec("pve1", ["zfs", "get", "-H", "-o", "value", "type", guests.dataset(vm.volumes[0])])
+        kind = lab.exec(
+            "pve1", ["zfs", "get", "-H", "-o", "value", "type", guests.dataset(vm.volumes[0])]
+        )
         assert kind.stdout.strip() == "filesystem"
         assert vmlist(lab)[str(vmid)]["type"] == "qemu"
         with pytest.raises(PverepError, match="exists already"):
@@ -59,7 +63,11 @@ def test_write_changes_checksum_and_move_follows_the_config(lab: Lab, vmid: int)
 
     dataset = guests.dataset(guest.volumes[0])
     lab.exec("pve1", ["zfs", "snapshot", f"{dataset}@s"], check=True)
-    lab.exec("pve1", ["bash", "-o", "pipefail", "-c", f"zfs send {dataset}@s | ssh pve3 zfs recv {dataset}"], check=True)
+    lab.exec(
+        "pve1",
+        ["bash", "-o", "pipefail", "-c", f"zfs send {dataset}@s | ssh pve3 zfs recv {dataset}"],
+        check=True,
+    )
 
     moved = guests.move(lab, vmid, "pve3")
     assert moved.node == "pve3"

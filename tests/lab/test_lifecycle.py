@@ -52,7 +52,9 @@ def assert_nothing_left(before: dict[str, object]) -> None:
                 except OSError:
                     continue
                 assert str(cfg.dir) not in text, f"process {proc.name} still has the lab in {name}"
-    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+    links = subprocess.run(
+        ["ip", "-o", "link", "show"], capture_output=True, text=True, check=True
+    ).stdout
     assert cfg.bridge not in links and f"pvl{cfg.net_index}-" not in links
     assert str(cfg.dir) not in Path("/proc/self/mounts").read_text()
     for loop in Path("/sys/block").glob("loop*/loop/backing_file"):
@@ -63,7 +65,10 @@ def assert_nothing_left(before: dict[str, object]) -> None:
 
 def session_lab_still_works(lab: Lab) -> None:
     assert lab.exec("pve1", ["ssh", "pve2", "cat", "/etc/pve/storage.cfg"], check=True).stdout
-    assert lab.exec("pve3", ["zfs", "list", "-H", "-o", "name", "rpool"], check=True).stdout == "rpool\n"
+    assert (
+        lab.exec("pve3", ["zfs", "list", "-H", "-o", "name", "rpool"], check=True).stdout
+        == "rpool\n"
+    )
 
 
 def test_up_twice_down_twice_leaves_nothing(lab: Lab) -> None:
@@ -81,7 +86,9 @@ def test_up_twice_down_twice_leaves_nothing(lab: Lab) -> None:
     assert status.returncode == 0 and status.stdout.count(" up ") == 2
     echoed = pverep("exec", "pve2", "--", "sh", "-c", "cat; hostname; exit 3", input="in\n")
     assert (echoed.returncode, echoed.stdout) == (3, "in\npve2\n")
-    remote = pverep("exec", "pve1", "--", "ssh", "root@pve2", "--", "zfs", "list", "-H", "-o", "name")
+    remote = pverep(
+        "exec", "pve1", "--", "ssh", "root@pve2", "--", "zfs", "list", "-H", "-o", "name"
+    )
     assert remote.stdout.split() == ["rpool", "rpool/data"], remote.stderr
 
     before = footprint(cfg)
@@ -110,4 +117,6 @@ def test_bad_input_is_one_line_not_a_traceback() -> None:
     for args in (["exec", "pve9", "--", "true"], ["cut", "nonode"], ["--dir", "/tmp/x", "status"]):
         result = pverep(*args)
         assert result.returncode != 0
-        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, (
+            result.stderr
+        )

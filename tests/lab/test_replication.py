@@ -31,7 +31,13 @@ def test_full_then_incremental_send_over_ssh(lab: Lab, vmid: int) -> None:
     guests.write(lab, vmid, 500_000)
     before = guests.checksum(lab, vmid, "pve2")
     lab.exec("pve1", ["zfs", "snapshot", f"{dataset}@__replicate_{vmid}-0_2__"], check=True)
-    send(lab, "-i", f"@__replicate_{vmid}-0_1__", f"{dataset}@__replicate_{vmid}-0_2__", dataset=dataset)
+    send(
+        lab,
+        "-i",
+        f"@__replicate_{vmid}-0_1__",
+        f"{dataset}@__replicate_{vmid}-0_2__",
+        dataset=dataset,
+    )
 
     after = guests.checksum(lab, vmid, "pve2")
     assert after != before

@@ -14,7 +14,12 @@ def test_list_parsable_gives_exact_values_in_creation_order(lab: Lab, vmid: int)
     ds = guests.dataset(guests.create(lab, vmid, "pve1", "lxc", ["32M"]).volumes[0])
     for snap in ("zz", "aa", "mm"):
         zfs(lab, "snapshot", f"{ds}@{snap}")
-    rows = [ln.split("\t") for ln in zfs(lab, "list", "-Hp", "-t", "snapshot", "-o", "name,guid,createtxg,creation", ds).splitlines()]
+    rows = [
+        ln.split("\t")
+        for ln in zfs(
+            lab, "list", "-Hp", "-t", "snapshot", "-o", "name,guid,createtxg,creation", ds
+        ).splitlines()
+    ]
     assert [r[0].split("@")[1] for r in rows] == ["zz", "aa", "mm"]
     for name, guid, txg, creation in rows:
         assert guid == zfs(lab, "get", "-Hp", "-o", "value", "guid", name).strip()
@@ -42,6 +47,8 @@ def test_stand_ins_for_missing_features(lab: Lab, vmid: int) -> None:
     assert [ln.split("\t")[0] for ln in snaps.splitlines()] == [f"{ds}@a"]
     script = 'zfs send -c -L -e "$1" | ssh pve2 zfs recv -s -F "$2"'
     lab.exec("pve1", ["bash", "-o", "pipefail", "-c", script, "sh", f"{ds}@a", ds], check=True)
-    assert zfs(lab, "list", "-H", "-o", "name", "-t", "snapshot", ds, node="pve2").strip() == f"{ds}@a"
+    assert (
+        zfs(lab, "list", "-H", "-o", "name", "-t", "snapshot", ds, node="pve2").strip() == f"{ds}@a"
+    )
     zvol = lab.exec("pve1", ["zfs", "create", "-V", "16M", "rpool/data/vm-1-disk-9"])
     assert zvol.returncode == 1 and "zvols are not supported" in zvol.stderr

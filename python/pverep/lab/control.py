@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import shlex
 import shutil
@@ -35,8 +36,10 @@ from pverep.lab.procs import ProcRecord, load_records
 MARKER = ".pverep-lab"
 UP_TIMEOUT = 60.0
 NSENTER = ["nsenter", "--mount", "--uts", "--ipc", "--net", "--pid"]
-REQUIRED_TOOLS = ("zfs-fuse", "zpool", "zfs", "sshd", "ssh", "ssh-keygen", "unshare", "nsenter")
-REQUIRED_TOOLS += ("setsid", "ip", "tc", "mount")
+REQUIRED_TOOLS = (
+    *("zfs-fuse", "zpool", "zfs", "sshd", "ssh", "ssh-keygen"),
+    *("unshare", "nsenter", "setsid", "ip", "tc", "mount"),
+)
 #: Runs the command in the caller's cwd if the node has it, else in / (fixed script, data as args).
 CD_THEN_EXEC = 'cd -- "$1" 2>/dev/null || cd /; shift; exec "$@"'
 
@@ -104,7 +107,9 @@ class Lab:
             if (nd / "shaped").exists():
                 flags.append(f"shaped={(nd / 'shaped').read_text().strip()}")
             out.append(
-                NodeStatus(node, rec is not None, rec.pid if rec else None, cfg.node_ip(node), tuple(flags))
+                NodeStatus(
+                    node, rec is not None, rec.pid if rec else None, cfg.node_ip(node), tuple(flags)
+                )
             )
         return out
 
@@ -174,8 +179,9 @@ class Lab:
             self._refuse_foreign_dir()
             self.dir.mkdir(parents=True, exist_ok=True)
             (self.dir / MARKER).touch()
-            cfg = LabConfig(self.dir, tuple(node_name(i) for i in range(1, count + 1)),
-                            network.free_net_index())
+            cfg = LabConfig(
+                self.dir, tuple(node_name(i) for i in range(1, count + 1)), network.free_net_index()
+            )
             cfg.save()
             hostdirs.register(self.dir)
             try:
@@ -230,11 +236,13 @@ class Lab:
                 )  # fmt: skip
         deadline = time.monotonic() + UP_TIMEOUT
         for node in cfg.nodes:  # plug each netns into the bridge as soon as its PID is known
-            rec = _wait(deadline, f"{node} to start", lambda n=node: self._init_record(cfg, n))
+            rec = _wait(
+                deadline, f"{node} to start", functools.partial(self._init_record, cfg, node)
+            )
             network.plug_node(cfg.veth(node), cfg.bridge, rec.pid)
         for node in cfg.nodes:
             nd = cfg.node_dir(node)
-            _wait(deadline, f"{node} to come up", lambda nd=nd: _ready(nd))
+            _wait(deadline, f"{node} to come up", functools.partial(_ready, nd))
 
     # ------------------------------------------------------------------ down
     def down(self) -> float:
