@@ -212,20 +212,18 @@ def import_(
     allow_rename: str,
 ) -> None:
     """Import a volume stream (pvesm import): '-' stdin, tcp://<ip|cidr>, unix://<path>, file."""
-    target = _target(app)
+    _bool("with-snapshots", with_snapshots)  # accepted for pvesm compatibility; zfs ignores it
+    plan = remote.prepare_import(
+        _target(app),
+        volume,
+        fmt,
+        snapshot=snapshot,
+        base=base,
+        allow_rename=_bool("allow-rename", allow_rename),
+        delete_snapshot=delete_snapshot,
+    )
     with _import_source(filename) as fd:
-        volid = remote.import_volume(
-            target,
-            volume,
-            fmt,
-            fd,
-            snapshot=snapshot,
-            base=base,
-            with_snapshots=_bool("with-snapshots", with_snapshots),
-            allow_rename=_bool("allow-rename", allow_rename),
-            delete_snapshot=delete_snapshot,
-            on_stderr=_stderr,
-        )
+        volid = remote.run_import(plan, fd, on_stderr=_stderr)
     click.echo(f"successfully imported '{volid}'")
 
 

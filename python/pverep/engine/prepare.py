@@ -42,13 +42,12 @@ def prepare(
     """Delete this job's stale replication snapshots on ``volids`` and report what is left."""
     infos = {volid: volumes.snapshot_info(volid) for volid in volids}
     plan = _core.plan_prepare(infos, jobid, last_sync, parent_snapname)
-    keep_name = f"__replicate_{jobid}_{last_sync}__"
     missing = set(plan.missing_keep)
     result = PrepareResult()
     for volid in volids:
         result.snapshots[volid] = dict(plan.keep.get(volid, {}))
         if volid in missing:
-            log(f"expected snapshot {keep_name} not present for {volid}, not removing others")
+            log(f"expected snapshot {plan.keep_name} not present for {volid}, not removing others")
         for snap in plan.stale.get(volid, []):
             log(f"delete stale replication snapshot '{snap}' on {volid}")
             try:

@@ -23,6 +23,7 @@ from pverep.config.storage import StorageConfig, check_storage_id, parse_volume_
 from pverep.engine.prepare import Log, prepare
 from pverep.errors import PverepError, ValidationError
 from pverep.storage.volumes import Volumes
+from pverep.storage.zfs import ZfsPool
 from pverep.transport.base import LineSink
 
 #: The stream formats a zfspool storage exports and imports.
@@ -158,22 +159,30 @@ def _snap(name: str | None) -> str | None:
     return None if name is None else check_transfer_snapshot_name(name)
 
 
-def import_volume(
+@dataclass(frozen=True)
+class ImportPlan:
+    """A validated import: where the stream goes and what to do after it."""
+
+    pool: ZfsPool
+    volname: str
+    base: str | None
+    allow_rename: bool
+    delete_snapshot: str | None
+
+
+def prepare_import(
     target: TargetNode,
     volid: str,
     fmt: str,
-    stdin: int,
     *,
     snapshot: str | None = None,
     base: str | None = None,
-    with_snapshots: bool = False,
     allow_rename: bool = False,
     delete_snapshot: str | None = None,
-    on_stderr: LineSink | None = None,
-) -> str:
-    """§5.7 ``import``: receive a zfs stream from the fd ``stdin`` into ``volid``; returns the
-    imported volid. Refuses a guest living on this node (``zfs recv -F`` would roll back or
-    overwrite its live disk)."""
+) -> ImportPlan:
+    """Validate an import before any stream endpoint is opened: format, snapshot names,
+    storage, owner (refusing a guest living on this node: ``zfs recv -F`` would roll back or
+    overwrite its live disk) and the plugin's pre-checks."""
     _check_format(fmt, "import")
     _snap(snapshot)
     base = _snap(base)
@@ -185,10 +194,44 @@ def import_volume(
     if owner is None:
         raise PverepError(f"volume '{volid}' has wrong owner")
     refuse_local_guest(target, owner)
-    imported = pool.import_(volname, stdin, base, allow_rename=allow_rename, on_stderr=on_stderr)
-    if delete_snapshot is not None:
-        target.volumes.delete_snapshot(imported, delete_snapshot)
+    pool.check_import(volname, base, allow_rename)
+    return ImportPlan(pool, volname, base, allow_rename, delete_snapshot)
+
+
+def run_import(plan: ImportPlan, stdin: int, *, on_stderr: LineSink | None = None) -> str:
+    """Receive the stream from the fd ``stdin``; returns the imported volid."""
+    pool = plan.pool
+    imported = pool.import_(
+        plan.volname, stdin, plan.base, allow_rename=plan.allow_rename, on_stderr=on_stderr
+    )
+    if plan.delete_snapshot is not None:
+        pool.delete_snapshot(parse_volume_id(imported)[1], plan.delete_snapshot)
     return imported
+
+
+def import_volume(
+    target: TargetNode,
+    volid: str,
+    fmt: str,
+    stdin: int,
+    *,
+    snapshot: str | None = None,
+    base: str | None = None,
+    allow_rename: bool = False,
+    delete_snapshot: str | None = None,
+    on_stderr: LineSink | None = None,
+) -> str:
+    """§5.7 ``import`` from an already open fd: ``prepare_import`` + ``run_import``."""
+    plan = prepare_import(
+        target,
+        volid,
+        fmt,
+        snapshot=snapshot,
+        base=base,
+        allow_rename=allow_rename,
+        delete_snapshot=delete_snapshot,
+    )
+    return run_import(plan, stdin, on_stderr=on_stderr)
 
 
 def export_volume(

@@ -347,9 +347,9 @@ class ZfsPool:
         on_stderr: LineSink | None = None,
     ) -> str:
         """Receive a stream from ``stdin`` (fd); returns the volid. On failure the volume is
-        rolled back to ``base`` (or destroyed when it was new) and the error re-raised."""
+        rolled back to ``base`` (or destroyed when it was new) and the error re-raised.
+        Call ``check_import`` first (before the stream endpoint is opened)."""
         ds = self.dataset(volname)
-        self.check_import(volname, base, allow_rename)
         proc = self.runner.spawn(
             recv_argv(ds, exclude_encryption=self.flags.encryption_aware),
             stdin=stdin,

@@ -168,12 +168,27 @@ class Process:
         return rc
 
     def kill(self) -> None:
-        """Kill this child (by its own pid) and reap it."""
+        """Kill this child (by its own pid), reap it and close our pipe ends."""
         if self._popen.poll() is None:
             self._popen.kill()
         self._popen.wait()
         if self._reader is not None:
             self._reader.join()
+        self.close()
+
+    def close(self) -> None:
+        """Close the pipe ends we hold (stdin/stdout when they were PIPE)."""
+        for pipe in (self._popen.stdin, self._popen.stdout):
+            if pipe is not None:
+                pipe.close()
+
+    def __enter__(self) -> Process:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._popen.poll() is None:
+            self.kill()
+        self.close()
 
     def stop(self, grace: float = 2.0) -> None:
         """SIGTERM (lets e.g. an ssh master remove its socket), SIGKILL after ``grace``."""
