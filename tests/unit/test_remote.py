@@ -228,7 +228,7 @@ def test_import_and_export_validate_before_touching_zfs() -> None:
     shell = FakeZfsShell()
     target, _ = make_target(shell)
     vol = "local-zfs:subvol-100-disk-0"
-    with pytest.raises(PverepError, match=r"unsupported import stream format .*: raw\\+size"):
+    with pytest.raises(PverepError, match=r"unsupported import stream format .*: raw\+size"):
         remote.import_volume(target, vol, "raw+size", 0)
     with pytest.raises(PverepError, match="invalid snapshot name"):
         remote.import_volume(target, vol, "zfs", 0, base="a;b")
