@@ -13,6 +13,7 @@ effect before the edit, which keeps the search moving forward in time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -373,10 +374,8 @@ class _Parser:
         minute, pos = self._list(pos, 0, 60)
         second: ValueList = _ZERO
         if self.s.startswith(":", pos):
-            try:
+            with contextlib.suppress(_Fail):  # ":" not followed by seconds: leave it unparsed
                 second, pos = self._list(pos + 1, 0, 60)
-            except _Fail:
-                pass
         return (hour, minute, second), pos
 
 

@@ -52,7 +52,9 @@ def parse_job_id(jobid: str) -> tuple[int, int]:
         raise ValidationError(f"invalid replication job id '{jobid}'")
     guest, jobnum = int(m.group(1)), int(m.group(2))
     if guest < VMID_MIN:
-        raise ValidationError(f"invalid replication job id '{jobid}' (guest IDs < 100 are reserved)")
+        raise ValidationError(
+            f"invalid replication job id '{jobid}' (guest IDs < 100 are reserved)"
+        )
     return guest, jobnum
 
 

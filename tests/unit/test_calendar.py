@@ -75,8 +75,28 @@ def test_parse_ok(spec: str) -> None:
 
 @pytest.mark.parametrize(
     "spec",
-    ["61", "*/61", "0..80", " mon 0 0 0", "", " mon 0 0", "*/0", "*/00", "  ", "foo", "5..3",
-     "1,", "mon..", "Daily", "12:60", "24:00:00", "1:2:3:4", "UTC", "2020-13-01", "02-32"],
+    [
+        "61",
+        "*/61",
+        "0..80",
+        " mon 0 0 0",
+        "",
+        " mon 0 0",
+        "*/0",
+        "*/00",
+        "  ",
+        "foo",
+        "5..3",
+        "1,",
+        "mon..",
+        "Daily",
+        "12:60",
+        "24:00:00",
+        "1:2:3:4",
+        "UTC",
+        "2020-13-01",
+        "02-32",
+    ],
 )
 def test_parse_errors(spec: str) -> None:
     with pytest.raises(CalendarEventError):

@@ -173,8 +173,8 @@ def parse_boolean(value: str) -> bool:
 
 # --- comment encoding ------------------------------------------------------------------------
 
-_COMMENT_SAFE = frozenset(range(0x20, 0x25)) | frozenset(range(0x26, 0x3A)) | frozenset(
-    range(0x3B, 0x7F)
+_COMMENT_SAFE = (
+    frozenset(range(0x20, 0x25)) | frozenset(range(0x26, 0x3A)) | frozenset(range(0x3B, 0x7F))
 )
 
 
@@ -217,9 +217,9 @@ class ReplicationConfig:
         return ReplicationConfig({k: replace(v) for k, v in self.jobs.items()}, self.digest)
 
 
-def parse_config(raw: bytes, filename: str = "/etc/pve/" + CFG_NAME, warn: Warn | None = None) -> (
-    ReplicationConfig
-):
+def parse_config(
+    raw: bytes, filename: str = "/etc/pve/" + CFG_NAME, warn: Warn | None = None
+) -> ReplicationConfig:
     """Parse replication.cfg; problems become pvesr's warnings, never exceptions."""
     warn = warn or _stderr_warn
     digest = hashlib.sha1(raw).hexdigest()  # noqa: S324

@@ -66,9 +66,8 @@ def parse_state(raw: bytes, path: str = "pve-replication-state.json") -> StateOb
     obj: StateObj = {}
     for vmid, per_target in data.items():
         if isinstance(per_target, dict):
-            obj[str(vmid)] = {
-                str(tid): dict(state) for tid, state in per_target.items() if isinstance(state, dict)
-            }
+            entries = per_target.items()
+            obj[str(vmid)] = {str(t): dict(s) for t, s in entries if isinstance(s, dict)}
     return obj
 
 
@@ -270,7 +269,10 @@ class StateStore:
         self.modify(change, vmid)
 
     def delete_guest_states(self, vmid: int) -> None:
-        self.modify(lambda obj: obj.pop(str(vmid), None) and None)
+        def change(obj: StateObj) -> None:
+            obj.pop(str(vmid), None)
+
+        self.modify(change)
 
     def schedule_job_now(self, vmid: int, tid: str) -> None:
         """Make an existing entry due at once (``last_try = 0``); no entry: nothing to do."""
