@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pverep.config.storage import StorageConfig, parse_volume_id
+from pverep.config.storage import StorageConfig
 from pverep.errors import PverepError
+from pverep.validate import parse_volume_id
 
 GuestType = Literal["qemu", "lxc"]
 

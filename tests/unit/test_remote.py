@@ -249,8 +249,6 @@ def test_import_and_export_validate_before_touching_zfs() -> None:
 
 @pytest.fixture
 def pve_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    import pverep.cli.remote as cli_remote
-
     _register()
     etc = tmp_path / "etc/pve"
     (etc / "nodes/pve2/lxc").mkdir(parents=True)
@@ -258,7 +256,7 @@ def pve_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (etc / ".vmlist").write_text(
         json.dumps({"version": 1, "ids": {"100": {"node": "pve1", "type": "lxc", "version": 1}}})
     )
-    monkeypatch.setattr(cli_remote, "_local_node", lambda: "pve2")
+    monkeypatch.setenv("PVEREP_NODENAME", "pve2")
     return tmp_path
 
 

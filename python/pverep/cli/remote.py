@@ -8,7 +8,6 @@ or the stream itself); every log line goes to stderr.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -21,8 +20,7 @@ import click
 from pverep.cli import App, cli
 from pverep.config.storage import read_storage_cfg
 from pverep.engine import remote
-from pverep.errors import ConfigError, ValidationError
-from pverep.paths import Paths
+from pverep.errors import ValidationError
 from pverep.storage.volumes import Volumes
 from pverep.storage.zfs import ZfsFlags, ZfsRunner
 from pverep.transport import LocalShell, tcp
@@ -53,36 +51,23 @@ def _uint(name: str, value: str) -> int:
     return int(value)
 
 
-# --- node facts (PRIVATE STAND-INS until cluster/files.py from branch `found` is merged) ----
-
-
-def _local_node() -> str:
-    return socket.gethostname().split(".", 1)[0]
-
-
-def _guest_node_lookup(paths: Paths, node: str) -> Callable[[int], str | None]:
-    """vmid → node from /etc/pve/.vmlist; a config file under this node also counts as local."""
-    ids: dict[str, dict[str, object]] = {}
-    try:
-        ids = json.loads(paths.vmlist.read_text()).get("ids", {})
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError, AttributeError) as err:
-        raise ConfigError(f"unable to read {paths.vmlist}: {err}") from None
+def _guest_node_lookup(app: App, node: str) -> Callable[[int], str | None]:
+    """vmid → node from the cluster's vmlist; a config file under this node also counts as
+    local (belt and braces: the vmlist is pmxcfs' derived view of exactly those files)."""
+    vmlist = app.cluster().vmlist()
 
     def lookup(vmid: int) -> str | None:
         for vmtype in ("qemu", "lxc"):
-            if paths.guest_config(node, vmtype, vmid).exists():
+            if app.paths.guest_config(node, vmtype, vmid).exists():
                 return node
-        entry = ids.get(str(vmid))
-        owner = entry.get("node") if isinstance(entry, dict) else None
-        return owner if isinstance(owner, str) else None
+        entry = vmlist.get(vmid)
+        return entry.node if entry is not None else None
 
     return lookup
 
 
 def _target(app: App) -> remote.TargetNode:
-    node = _local_node()
+    node = app.cluster().local_node()
     storage = read_storage_cfg(str(app.paths.storage_cfg), warn=_stderr)
     flags = ZfsFlags(encryption_aware=os.environ.get(ENCRYPTION_AWARE_ENV) == "1")
     volumes = Volumes(storage, ZfsRunner(LocalShell(node)), flags=flags)
@@ -90,7 +75,7 @@ def _target(app: App) -> remote.TargetNode:
         node=node,
         storage=storage,
         volumes=volumes,
-        guest_node=_guest_node_lookup(app.paths, node),
+        guest_node=_guest_node_lookup(app, node),
         log=_stderr,
     )
 

@@ -12,12 +12,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from pverep.errors import ConfigError, PverepError, ValidationError
-
-#: pve-storage-id.
-STORAGE_ID_RE = re.compile(r"^[a-z][a-z0-9\-_.]*[a-z0-9]$", re.IGNORECASE)
-#: PVE::Storage::parse_volume_id.
-VOLUME_ID_RE = re.compile(r"^([a-z][a-z0-9\-_.]*[a-z0-9]):(.+)$", re.IGNORECASE | re.DOTALL)
+from pverep.errors import ConfigError, PverepError
+from pverep.validate import STORAGE_ID_RE, check_storage_id, parse_volume_id
 
 #: Types PVE forces ``shared 1`` on (PVE::Storage::Plugin @SHARED_STORAGE).
 SHARED_TYPES = frozenset(
@@ -37,20 +33,6 @@ _DEFAULT_LOCAL = {
     "path": "/var/lib/vz",
     "content": "backup,images,iso,rootdir,snippets,vztmpl",
 }
-
-
-def check_storage_id(storeid: str) -> str:
-    if len(storeid) < 2 or not STORAGE_ID_RE.match(storeid):
-        raise ValidationError(f"storage ID '{storeid}' contains illegal characters")
-    return storeid
-
-
-def parse_volume_id(volid: str) -> tuple[str, str]:
-    """``storeid:volname`` → (storeid, volname); PVE's error text when it does not parse."""
-    m = VOLUME_ID_RE.match(volid)
-    if not m:
-        raise ValidationError(f"unable to parse volume ID '{volid}'")
-    return m.group(1), m.group(2)
 
 
 def _bool(value: str | None) -> bool:
@@ -162,7 +144,7 @@ def parse_storage_cfg(
                 _warn(f"file {filename} line {lineno} - ignore config line: {line}")
                 continue
             stype, sid = m.group(1).lower(), m.group(2)
-            if len(sid) < 2 or not STORAGE_ID_RE.match(sid):
+            if not STORAGE_ID_RE.fullmatch(sid):
                 _warn(f"file {filename} line {lineno} (skip section '{sid}'): invalid storage ID")
                 skipping = True
                 continue
@@ -306,3 +288,16 @@ def zfs_dataset(storage: StorageDef, volname: str) -> str:
     if storage.type != "zfspool" or not storage.pool:
         raise PverepError(f"storage '{storage.storeid}' is not a zfspool storage with a pool")
     return f"{storage.pool}/{parse_volname(storage, volname).name}"
+
+
+__all__ = [
+    "StorageConfig",
+    "StorageDef",
+    "VolumeInfo",
+    "check_storage_id",
+    "parse_storage_cfg",
+    "parse_volname",
+    "parse_volume_id",
+    "read_storage_cfg",
+    "zfs_dataset",
+]

@@ -12,19 +12,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pverep import _core
-from pverep._validate_standin import (
-    check_job_id_param,
-    check_parent_snapname,
-    check_transfer_snapshot_name,
-    is_replication_snapshot,
-    parse_job_id,
-)
-from pverep.config.storage import StorageConfig, check_storage_id, parse_volume_id
+from pverep.config.storage import StorageConfig
 from pverep.engine.prepare import Log, prepare
 from pverep.errors import PverepError, ValidationError
 from pverep.storage.volumes import Volumes
 from pverep.storage.zfs import ZfsPool
 from pverep.transport.base import LineSink
+from pverep.validate import (
+    check_job_id_param,
+    check_parent_snapname,
+    check_storage_id,
+    check_transfer_snapshot_name,
+    is_replication_snapshot,
+    parse_job_id,
+    parse_volume_id,
+)
 
 #: The stream formats a zfspool storage exports and imports.
 ZFS_FORMAT = "zfs"

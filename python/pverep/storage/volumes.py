@@ -10,9 +10,10 @@ import time
 from collections.abc import Callable
 
 from pverep import _core
-from pverep.config.storage import StorageConfig, parse_volume_id
+from pverep.config.storage import StorageConfig
 from pverep.errors import PverepError
 from pverep.storage.zfs import ZfsFlags, ZfsImage, ZfsPool, ZfsRunner
+from pverep.validate import parse_volume_id
 
 
 class Volumes:

@@ -14,13 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from pverep._validate_standin import (
+from pverep.errors import ValidationError
+from pverep.validate import (
     check_job_id_param,
     check_parent_snapname,
+    check_storage_id,
     check_transfer_snapshot_name,
+    parse_volume_id,
 )
-from pverep.config.storage import check_storage_id, parse_volume_id
-from pverep.errors import ValidationError
 
 PeerKind = Literal["pverep", "pve"]
 

@@ -42,6 +42,7 @@ from pverep.transport.base import (
     run_argv,
     spawn_argv,
 )
+from pverep.validate import check_node_name
 
 SSH_BINARY = "/usr/bin/ssh"
 
@@ -52,14 +53,12 @@ AES_GCM_FIRST = "Ciphers=^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 #: How long to wait for the multiplexing master to come up (connect + auth).
 MASTER_START_TIMEOUT = 30.0
 
-# PVE node names are DNS labels (pve-node format); validated before they reach an argv.
-_NODE_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?$")
-
 
 def _check_node(node: str) -> str:
-    if not _NODE_RE.match(node):
-        raise ValidationError(f"invalid node name '{node}'")
-    return node
+    try:
+        return check_node_name(node)
+    except ValidationError:
+        raise ValidationError(f"invalid node name '{node}'") from None
 
 
 def _check_ip(ip: str) -> str:
