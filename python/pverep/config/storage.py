@@ -24,7 +24,6 @@ REPLICATABLE_TYPES = frozenset({"zfspool"})
 #: Types that store images as files under ``<path>/images/<vmid>/`` (PVE::Storage::Plugin).
 FILE_TYPES = frozenset({"dir", "nfs", "cifs", "glusterfs", "cephfs", "btrfs"})
 
-_BOOL_KEYS = frozenset({"shared", "disable"})
 _HEADER_RE = re.compile(r"^(\S+):\s*(\S+)\s*$")
 _PROPERTY_RE = re.compile(r"^\s+(\S+)(\s+(.*\S))?\s*$")
 
@@ -159,10 +158,7 @@ def parse_storage_cfg(
         key, value = m.group(1), m.group(3)
         props = current[2]
         if value is None:
-            if key not in _BOOL_KEYS:
-                _warn(f"file {filename} line {lineno} - missing value for property '{key}'")
-                continue
-            value = "1"
+            value = "1"  # a bare key is a boolean flag (shared, disable, sparse, krbd, …)
         if key in props:
             _warn(f"file {filename} line {lineno} - duplicate attribute '{key}'")
             continue

@@ -99,7 +99,11 @@ def write_members(cfg: LabConfig) -> None:
         nodelist = {}
         for node in cfg.nodes:
             online = node == me if me in cut else node not in cut
-            nodelist[node] = {"id": node_index(node), "online": int(online), "ip": cfg.node_ip(node)}
+            nodelist[node] = {
+                "id": node_index(node),
+                "online": int(online),
+                "ip": cfg.node_ip(node),
+            }
         members = {
             "nodename": me,
             "version": int(time.time()),

@@ -60,7 +60,9 @@ def node_name(index: int) -> str:
 def node_index(node: str) -> int:
     match = _NODE_RE.match(node)
     if not match:
-        raise LabError(f"bad node name {node!r} (expected {NODE_PREFIX}1..{NODE_PREFIX}{MAX_NODES})")
+        raise LabError(
+            f"bad node name {node!r} (expected {NODE_PREFIX}1..{NODE_PREFIX}{MAX_NODES})"
+        )
     return int(match.group(1))
 
 

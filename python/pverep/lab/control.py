@@ -104,7 +104,9 @@ class Lab:
             if (nd / "shaped").exists():
                 flags.append(f"shaped={(nd / 'shaped').read_text().strip()}")
             out.append(
-                NodeStatus(node, rec is not None, rec.pid if rec else None, cfg.node_ip(node), tuple(flags))
+                NodeStatus(
+                    node, rec is not None, rec.pid if rec else None, cfg.node_ip(node), tuple(flags)
+                )
             )
         return out
 
@@ -174,8 +176,9 @@ class Lab:
             self._refuse_foreign_dir()
             self.dir.mkdir(parents=True, exist_ok=True)
             (self.dir / MARKER).touch()
-            cfg = LabConfig(self.dir, tuple(node_name(i) for i in range(1, count + 1)),
-                            network.free_net_index())
+            cfg = LabConfig(
+                self.dir, tuple(node_name(i) for i in range(1, count + 1)), network.free_net_index()
+            )
             cfg.save()
             hostdirs.register(self.dir)
             try:

@@ -194,4 +194,3 @@ def checksum(lab: Lab, vmid: int, node: str | None = None) -> dict[str, str | No
 
 def dataset(volname: str) -> str:
     return f"{DATA}/{volname}"
-
