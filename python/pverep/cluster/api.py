@@ -214,6 +214,12 @@ class ApiCluster:
             ) from None
         except FileNotFoundError as err:
             raise ClusterError(f"cannot run '{err.filename or 'pvesh'}': not installed") from None
+        except (KeyError, TypeError, AttributeError):
+            # proxmoxer's https serializer indexes ["data"] unguarded: a JSON body that is not
+            # PVE's {"data": …} envelope surfaces as one of these.
+            raise MalformedAnswerError(
+                f"malformed API answer to {method} {path}: no data envelope"
+            ) from None
 
     def _request(self, method: str, path: str, wire: dict[str, object]) -> Json:
         resource = self.client(path.strip("/"))
@@ -246,6 +252,8 @@ class ApiCluster:
         code = err.status_code
         reason = str(err.content or err.status_message or "").strip().splitlines()
         text = reason[0] if reason else ""
+        if text.startswith(f"{code} "):  # the CLI backends repeat the code in the text
+            text = text[len(str(code)) + 1 :]
         if code in (595, 596):
             node = _node_of(path)
             what = f"node '{node}'" if node else "the node that must answer"

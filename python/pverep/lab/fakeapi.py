@@ -95,6 +95,8 @@ class Request:
     params: dict[str, str]
     headers: Mapping[str, str]
     cookies: Mapping[str, str] = field(default_factory=dict)
+    #: pvesh on the node itself: runs as root@pam without credentials.
+    trusted: bool = False
 
 
 Peer = Callable[[Request], Reply]
@@ -143,7 +145,7 @@ class FakePveApi:
         self.peers: dict[str, Peer] = dict(peers or {})
         self.clock = clock
         self._secret = secrets.token_bytes(32)
-        #: path regex -> fault name: "garbage", "nodata", "shape", "offline", "500"
+        #: path regex -> fault: "garbage", "nodata", "shape", "offline", "null", "slow<s>", "500"
         self.faults: dict[str, str] = {}
         self.requests: list[tuple[str, str]] = []
 
@@ -241,7 +243,8 @@ class FakePveApi:
         try:
             if req.method == "POST" and req.path == "/access/ticket":
                 return self.login(req)
-            self.authenticate(req)
+            if not req.trusted:
+                self.authenticate(req)
             if fault is not None:
                 return self._fault(fault)
             return self._route(req)
@@ -258,6 +261,11 @@ class FakePveApi:
 
     @staticmethod
     def _fault(fault: str) -> Reply:
+        if fault == "null":
+            return Reply.ok(None)
+        if fault.startswith("slow"):
+            time.sleep(float(fault[4:] or 2))
+            return Reply.ok(None)
         if fault == "garbage":
             return Reply(200, "OK", raw=b"<html>502 Bad Gateway</html>")
         if fault == "nodata":
@@ -716,6 +724,9 @@ def https_peer(url: str, ca_file: Path, timeout: float = 10.0) -> Peer:
 class _Handler(BaseHTTPRequestHandler):
     server: FakePveApiServer
     protocol_version = "HTTP/1.1"
+    # One write per answer and no Nagle: otherwise delayed ACKs cost 40 ms per request.
+    wbufsize = -1
+    disable_nagle_algorithm = True
     server_version = "pve-api-daemon/3.0"
     sys_version = ""
 
@@ -787,7 +798,9 @@ class FakePveApiServer(ThreadingHTTPServer):
         return f"{host!s}:{port}"
 
     def start(self) -> FakePveApiServer:
-        self._thread = threading.Thread(target=self.serve_forever, name="fakeapi", daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, name="fakeapi", daemon=True
+        )
         self._thread.start()
         return self
 
