@@ -1,13 +1,43 @@
-"""Cluster discovery and job control behind one interface (see ``cluster.base``).
-
-``open_cluster`` is the one place that chooses a backend; nothing upstream imports one.
+"""The cluster as pverep sees it, behind one interface (``cluster.base.Cluster``): the local
+node's name, where each guest lives (the vmlist), which nodes are members and online, guest
+configs, storages and replication jobs. ``files.FilesCluster`` reads /etc/pve as pvesr does,
+``api.ApiCluster`` asks the Proxmox API; ``open_cluster`` is the one place that picks one.
 """
 
 from __future__ import annotations
 
-from pverep.apiconfig import ApiSettings
-from pverep.cluster.base import Cluster
-from pverep.paths import Paths
+from typing import TYPE_CHECKING
+
+from pverep.cluster.base import (
+    GUEST_TYPES,
+    Cluster,
+    ClusterError,
+    GuestConfig,
+    GuestLocation,
+    GuestType,
+    Member,
+    NodeOfflineError,
+    NotFoundError,
+    Storage,
+)
+
+if TYPE_CHECKING:
+    from pverep.apiconfig import ApiSettings
+    from pverep.paths import Paths
+
+__all__ = [
+    "GUEST_TYPES",
+    "Cluster",
+    "ClusterError",
+    "GuestConfig",
+    "GuestLocation",
+    "GuestType",
+    "Member",
+    "NodeOfflineError",
+    "NotFoundError",
+    "Storage",
+    "open_cluster",
+]
 
 
 def open_cluster(settings: ApiSettings, paths: Paths) -> Cluster:

@@ -30,16 +30,17 @@ from proxmoxer import AuthenticationError, ProxmoxAPI, ResourceException
 from pverep.apiconfig import ApiSettings
 from pverep.cluster.base import (
     ClusterError,
-    Guest,
     GuestConfig,
-    Job,
-    JobStatus,
+    GuestLocation,
+    GuestType,
     Member,
     NodeOfflineError,
     NotFoundError,
     Storage,
-    VmType,
 )
+from pverep.config.jobs import Job
+from pverep.config.state import JobState
+from pverep.schedule import JobStatus
 
 # proxmoxer logs POST data (passwords, tickets) at INFO: never let that through.
 for _name in ("proxmoxer", "proxmoxer.core", "proxmoxer.backends.https"):
@@ -300,9 +301,10 @@ class ApiCluster:
                 )
         return self._local_node
 
-    def members(self) -> list[Member]:
+    def members(self) -> dict[str, Member]:
         out = []
-        for item in self._get_list("/cluster/status"):
+        items = self._get_list("/cluster/status")
+        for item in items:
             if item.get("type") != "node":
                 continue
             nodeid = item.get("nodeid")
@@ -311,16 +313,18 @@ class ApiCluster:
                     name=_str(item, "name", "/cluster/status"),
                     online=_truthy(item.get("online")),
                     ip=str(item["ip"]) if item.get("ip") else None,
-                    nodeid=int(nodeid)
+                    id=int(nodeid)
                     if isinstance(nodeid, (int, str)) and str(nodeid).isdigit()
                     else None,
                 )
             )
-        return sorted(out, key=lambda m: m.name)
+        if not any(i.get("type") == "cluster" for i in items):
+            return {}  # outside a cluster PVE fakes one node entry; .members lists none
+        return {m.name: m for m in sorted(out, key=lambda m: m.name)}
 
-    def vmlist(self) -> dict[int, Guest]:
+    def vmlist(self) -> dict[int, GuestLocation]:
         path = "/cluster/resources"
-        out: dict[int, Guest] = {}
+        out: dict[int, GuestLocation] = {}
         for item in self._get_list(path, type="vm"):
             vmtype = item.get("type")
             if vmtype not in ("qemu", "lxc"):
@@ -331,18 +335,18 @@ class ApiCluster:
                 raise MalformedAnswerError(
                     f"malformed API answer to GET {path}: bad vmid"
                 ) from None
-            out[vmid] = Guest(vmid=vmid, node=_str(item, "node", path), vmtype=vmtype)
+            out[vmid] = GuestLocation(vmid=vmid, node=_str(item, "node", path), type=vmtype)
         return dict(sorted(out.items()))
 
-    def guest(self, vmid: int) -> Guest:
+    def guest(self, vmid: int) -> GuestLocation:
         guest = self.vmlist().get(vmid)
         if guest is None:
             raise NotFoundError(f"Configuration file for guest '{vmid}' does not exist")
         return guest
 
-    def guest_config(self, vmid: int, guest: Guest | None = None) -> GuestConfig:
+    def guest_config(self, vmid: int, guest: GuestLocation | None = None) -> GuestConfig:
         guest = guest or self.guest(vmid)
-        base = f"/nodes/{guest.node}/{guest.vmtype}/{guest.vmid}"
+        base = f"/nodes/{guest.node}/{guest.type}/{guest.vmid}"
         current = _values(self._get_dict(f"{base}/config", current=True))
         current.pop("digest", None)
         pending: dict[str, str] = {}
@@ -455,8 +459,6 @@ def _value(value: Json) -> str:
     """A config value as the file stores it (the API turns some into JSON numbers)."""
     if isinstance(value, bool):
         return "1" if value else "0"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
     if isinstance(value, (str, int, float)):
         return str(value)
     raise MalformedAnswerError(f"malformed API answer: unexpected value {value!r}")
@@ -479,10 +481,8 @@ def _int(item: Mapping[str, Json], key: str, default: int = 0) -> int:
 def _job(item: Mapping[str, Json], path: str) -> Job:
     jobid = _str(item, "id", path)
     rate = item.get("rate")
-    try:
-        rate_f = float(rate) if rate not in (None, "") else None
-    except (TypeError, ValueError):
-        raise MalformedAnswerError(f"malformed API answer to GET {path}: bad rate") from None
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float, str))):
+        raise MalformedAnswerError(f"malformed API answer to GET {path}: bad rate")
 
     def opt(key: str) -> str | None:
         value = item.get(key)
@@ -493,7 +493,7 @@ def _job(item: Mapping[str, Json], path: str) -> Job:
         target=_str(item, "target", path),
         type=str(item.get("type", "local")),
         schedule=opt("schedule"),
-        rate=rate_f,
+        rate=None if rate in (None, "") else _value(rate),
         comment=opt("comment"),
         disable=_truthy(item.get("disable", 0)),
         remove_job=opt("remove_job"),
@@ -505,23 +505,23 @@ def _job_status(item: Mapping[str, Json], path: str) -> JobStatus:
     vmtype = item.get("vmtype")
     if vmtype not in ("qemu", "lxc"):
         raise MalformedAnswerError(f"malformed API answer to GET {path}: bad vmtype")
-    typed: VmType = vmtype
+    typed: GuestType = vmtype
     duration = item.get("duration")
     try:
         duration_f = float(duration) if duration not in (None, "") else None
     except (TypeError, ValueError):
         raise MalformedAnswerError(f"malformed API answer to GET {path}: bad duration") from None
     error = item.get("error")
-    return JobStatus(
-        job=_job(item, path),
-        vmtype=typed,
-        next_sync=_int(item, "next_sync"),
+    state = JobState(
         last_sync=_int(item, "last_sync"),
         last_try=_int(item, "last_try"),
         fail_count=_int(item, "fail_count"),
         error=None if error in (None, "") else str(error),
         duration=duration_f,
         pid=_int(item, "pid") if item.get("pid") not in (None, "") else None,
+    )
+    return JobStatus(
+        job=_job(item, path), state=state, vmtype=typed, next_sync=_int(item, "next_sync")
     )
 
 

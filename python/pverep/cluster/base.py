@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from pverep.errors import PverepError
 
-VmType = Literal["qemu", "lxc"]
-VM_TYPES: tuple[VmType, ...] = ("qemu", "lxc")
+if TYPE_CHECKING:
+    # Job and JobStatus live with the config/schedule code that also uses them.
+    from pverep.config.jobs import Job
+    from pverep.schedule import JobStatus
+
+GuestType = Literal["qemu", "lxc"]
+GUEST_TYPES: tuple[GuestType, ...] = ("qemu", "lxc")
 
 
 class ClusterError(PverepError):
@@ -30,23 +35,28 @@ class NodeOfflineError(ClusterError):
     """The node that must answer is not reachable (PVE's 595/596)."""
 
 
-@dataclass(frozen=True, order=True)
-class Guest:
-    """One vmlist entry: where a guest's config lives right now."""
+@dataclass(frozen=True)
+class GuestLocation:
+    """One vmlist entry: guest ``vmid`` is a ``type`` guest whose config lives on ``node``.
+
+    ``version`` (pmxcfs' config version) is informational: the API does not report it, so it
+    takes no part in comparisons.
+    """
 
     vmid: int
     node: str
-    vmtype: VmType
+    type: GuestType
+    version: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class Member:
-    """A cluster node as corosync/pmxcfs sees it."""
+    """One cluster member as in ``.members``' nodelist / ``GET /cluster/status``."""
 
     name: str
     online: bool
     ip: str | None = None
-    nodeid: int | None = None
+    id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -58,7 +68,7 @@ class GuestConfig:
     forced deletion), ``snapshots`` every ``[snapname]`` section.
     """
 
-    guest: Guest
+    guest: GuestLocation
     current: Mapping[str, str]
     pending: Mapping[str, str] = field(default_factory=dict)
     pending_delete: frozenset[str] = frozenset()
@@ -94,42 +104,21 @@ class Storage:
         return frozenset(n for n in raw.replace(";", ",").split(",") if n)
 
 
-@dataclass(frozen=True)
-class Job:
-    """One replication.cfg section in the shape of ``GET /cluster/replication``."""
-
-    id: str
-    target: str
-    type: str = "local"
-    schedule: str | None = None
-    rate: float | None = None
-    comment: str | None = None
-    disable: bool = False
-    remove_job: str | None = None
-    source: str | None = None
-
-    @property
-    def guest(self) -> int:
-        return int(self.id.split("-", 1)[0])
-
-    @property
-    def jobnum(self) -> int:
-        return int(self.id.split("-", 1)[1])
-
-
-@dataclass(frozen=True)
-class JobStatus:
-    """One item of ``GET /nodes/{node}/replication``: the job, its state and next run."""
-
-    job: Job
-    vmtype: VmType
-    next_sync: int
-    last_sync: int = 0
-    last_try: int = 0
-    fail_count: int = 0
-    error: str | None = None
-    duration: float | None = None
-    pid: int | None = None
+def status_view(status: JobStatus) -> dict[str, object]:
+    """The fields of a JobStatus that ``GET /nodes/{node}/replication`` reports (for comparing
+    backends: the API does not expose last_iteration, last_node, storeid_list or ptime)."""
+    view: dict[str, object] = dict(status.job.to_api())
+    view.update(
+        vmtype=status.vmtype,
+        next_sync=status.next_sync,
+        last_sync=status.state.last_sync,
+        last_try=status.state.last_try,
+        fail_count=status.state.fail_count,
+        error=status.state.error,
+        duration=status.state.duration,
+        pid=status.state.pid,
+    )
+    return view
 
 
 #: Keys ``update_job`` accepts (the API's updateSchema without ``id``/``digest``/``delete``).
@@ -144,12 +133,12 @@ class Cluster(Protocol):
         """The node this backend speaks for (files: this host; API: the answering node)."""
         ...
 
-    def vmlist(self) -> dict[int, Guest]:
+    def vmlist(self) -> dict[int, GuestLocation]:
         """Every guest of the cluster by vmid, with its current node and type."""
         ...
 
-    def members(self) -> list[Member]:
-        """All cluster nodes, sorted by name, with online flag and IP."""
+    def members(self) -> dict[str, Member]:
+        """All cluster nodes by name, with online flag and IP (none outside a cluster)."""
         ...
 
     def guest_config(self, vmid: int) -> GuestConfig:

@@ -1,122 +1,179 @@
-"""The files backend of :class:`~pverep.cluster.base.Cluster`: /etc/pve as pvesr reads it.
+"""The files backend of the Cluster interface: what pmxcfs provides under /etc/pve, read the way
+pvesr reads it.
 
-Node name from ``/etc/hostname`` (or ``$PVEREP_NODE``), members from pmxcfs ``.members``, the
-vmlist from where the guest configs live (as pmxcfs computes ``.vmlist``; a moved config is
-seen at once), guest configs, storage.cfg and replication.cfg parsed from their files.
+* local node: ``$PVEREP_NODENAME`` (tests, the lab) or the short host name, like PVE's nodename;
+* vmlist: ``/etc/pve/.vmlist`` (pmxcfs' JSON); without it (a plain directory standing in for
+  pmxcfs) the guest configs ``nodes/<node>/{qemu-server,lxc}/<vmid>.conf`` are scanned;
+* members: ``/etc/pve/.members`` (``nodelist``); a node that is not in a cluster has none;
+* guest configs (current, ``[PENDING]``, snapshot sections), storage.cfg, replication.cfg
+  (``config.jobs``) and this node's job state (``config.state``, ``schedule.job_status``).
+
+Replication status and schedule-now exist only for the local node: the state file is node-local.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+from pverep import validate
 from pverep.cluster.base import (
-    VM_TYPES,
     ClusterError,
-    Guest,
     GuestConfig,
-    Job,
-    JobStatus,
+    GuestLocation,
+    GuestType,
     Member,
     NotFoundError,
     Storage,
-    VmType,
 )
 from pverep.cluster.sections import parse_guest_config, parse_section_config
+from pverep.config import jobs as jobcfg
+from pverep.config.jobs import ConfigStore, Job, ReplicationConfig
+from pverep.config.state import StateStore, job_process_running
+from pverep.errors import ConfigError, ValidationError
 from pverep.paths import Paths
+from pverep.schedule import JobStatus, job_status
 
-NODE_ENV = "PVEREP_NODE"
-_CONF_DIRS: dict[VmType, str] = {"qemu": "qemu-server", "lxc": "lxc"}
+NODENAME_ENV = "PVEREP_NODENAME"
+
+_CONF_NAME = re.compile(r"([1-9]\d*)\.conf")
+_GUEST_DIRS: dict[str, GuestType] = {"qemu-server": "qemu", "lxc": "lxc"}
+
+
+def local_nodename() -> str:
+    """``$PVEREP_NODENAME`` or the host name up to the first dot."""
+    name = os.environ.get(NODENAME_ENV) or socket.gethostname().split(".", 1)[0]
+    try:
+        return validate.check_node_name(name)
+    except ValidationError:
+        raise ConfigError(f"local node name '{name}' is not a valid node name") from None
 
 
 class FilesCluster:
-    """Cluster view from the /etc/pve tree under ``paths.root``, for node ``node``."""
+    """Cluster view read from /etc/pve under ``paths.root``."""
 
-    def __init__(self, paths: Paths, node: str | None = None) -> None:
+    def __init__(
+        self,
+        paths: Paths,
+        nodename: str | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
         self.paths = paths
-        self._node = node
+        self._nodename = nodename
+        self._warn = warn or (lambda msg: print(msg, file=sys.stderr))
 
-    # --- discovery ---
-    def local_node(self) -> str:
-        if self._node is None:
-            self._node = _detect_node(self.paths)
-        return self._node
-
-    def members(self) -> list[Member]:
-        path = self.paths.members
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            # No cluster: PVE reports just the local node, online.
-            return [Member(name=self.local_node(), online=True)]
-        except (OSError, ValueError) as err:
-            raise ClusterError(f"cannot read cluster members from '{path}': {err}") from None
-        nodelist = data.get("nodelist") if isinstance(data, dict) else None
-        if not isinstance(nodelist, dict):
-            raise ClusterError(f"malformed cluster members file '{path}': no nodelist")
-        out = []
-        for name, info in nodelist.items():
-            info = info if isinstance(info, dict) else {}
-            nodeid = info.get("id")
-            out.append(
-                Member(
-                    name=str(name),
-                    online=bool(info.get("online")),
-                    ip=str(info["ip"]) if info.get("ip") else None,
-                    nodeid=int(nodeid) if isinstance(nodeid, int) else None,
-                )
+    def _require_etc_pve(self) -> None:
+        if not self.paths.etc_pve.is_dir():
+            raise ConfigError(
+                f"pve cluster filesystem not online - '{self.paths.etc_pve}' does not exist"
             )
-        return sorted(out, key=lambda m: m.name)
 
-    def vmlist(self) -> dict[int, Guest]:
+    def local_node(self) -> str:
+        return self._nodename or local_nodename()
+
+    def vmlist(self) -> dict[int, GuestLocation]:
+        self._require_etc_pve()
+        data = _read_json(self.paths.vmlist)
+        if data is None:
+            return self._scan_guest_configs()
+        ids = data.get("ids") if isinstance(data, dict) else None
+        if not isinstance(ids, dict):
+            raise ConfigError(f"unable to parse '{self.paths.vmlist}' - no 'ids' object")
+        result: dict[int, GuestLocation] = {}
+        for key, entry in ids.items():
+            try:
+                vmid = validate.check_vmid(key)
+                node = validate.check_node_name(str(entry["node"]))
+                kind = entry["type"]
+                if kind not in ("qemu", "lxc"):
+                    raise ValueError(kind)
+            except (ValidationError, KeyError, TypeError, ValueError):
+                self._warn(f"ignoring malformed vmlist entry '{key}' in '{self.paths.vmlist}'")
+                continue
+            version = entry.get("version")
+            result[vmid] = GuestLocation(
+                vmid, node, kind, version if isinstance(version, int) else None
+            )
+        return result
+
+    def _scan_guest_configs(self) -> dict[int, GuestLocation]:
+        result: dict[int, GuestLocation] = {}
         nodes_dir = self.paths.etc_pve / "nodes"
-        found: dict[int, Guest] = {}
-        try:
-            node_names = sorted(p.name for p in nodes_dir.iterdir() if p.is_dir())
-        except FileNotFoundError:
-            return {}
-        for node in node_names:
-            for vmtype in VM_TYPES:
-                conf_dir = nodes_dir / node / _CONF_DIRS[vmtype]
-                try:
-                    entries = list(os.scandir(conf_dir))
-                except (FileNotFoundError, NotADirectoryError):
+        if not nodes_dir.is_dir():
+            return result
+        for node_dir in sorted(nodes_dir.iterdir()):
+            if not validate.is_valid_node_name(node_dir.name):
+                continue
+            for sub, kind in _GUEST_DIRS.items():
+                conf_dir = node_dir / sub
+                if not conf_dir.is_dir():
                     continue
-                for entry in entries:
-                    stem, dot, ext = entry.name.partition(".")
-                    if ext != "conf" or not dot or not stem.isdigit():
+                for conf in sorted(conf_dir.iterdir()):
+                    m = _CONF_NAME.fullmatch(conf.name)
+                    if not m or not conf.is_file():
                         continue
-                    vmid = int(stem)
-                    if vmid < 100 or str(vmid) != stem:
+                    vmid = int(m.group(1))
+                    if vmid in result:
+                        other = result[vmid]
+                        self._warn(
+                            f"guest {vmid} has configs on node '{other.node}' and "
+                            f"'{node_dir.name}' - using '{other.node}'"
+                        )
                         continue
-                    # pmxcfs refuses duplicates; keep the first and let the newer one lose.
-                    found.setdefault(vmid, Guest(vmid=vmid, node=node, vmtype=vmtype))
-        return dict(sorted(found.items()))
+                    result[vmid] = GuestLocation(vmid, node_dir.name, kind)
+        return result
 
-    def guest(self, vmid: int) -> Guest:
-        guest = self.vmlist().get(vmid)
-        if guest is None:
+    def members(self) -> dict[str, Member]:
+        self._require_etc_pve()
+        data = _read_json(self.paths.members)
+        if not isinstance(data, dict):
+            return {}
+        nodelist = data.get("nodelist")
+        if not isinstance(nodelist, dict):
+            return {}
+        result: dict[str, Member] = {}
+        for name, info in nodelist.items():
+            if not isinstance(info, dict) or not validate.is_valid_node_name(str(name)):
+                continue
+            ip = info.get("ip")
+            ident = info.get("id")
+            result[str(name)] = Member(
+                name=str(name),
+                online=bool(_truthy(info.get("online"))),
+                ip=str(ip) if ip else None,
+                id=ident if isinstance(ident, int) else None,
+            )
+        return result
+
+    # --- guests and storages ---
+    def guest(self, vmid: int) -> GuestLocation:
+        where = self.vmlist().get(vmid)
+        if where is None:
             raise NotFoundError(f"Configuration file for guest '{vmid}' does not exist")
-        return guest
+        return where
 
-    def guest_config_text(self, guest: Guest) -> str:
-        path = self.paths.guest_config(guest.node, guest.vmtype, guest.vmid)
+    def guest_config_text(self, where: GuestLocation) -> str:
+        path = self.paths.guest_config(where.node, where.type, where.vmid)
         try:
             return path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise NotFoundError(f"Configuration file '{path}' does not exist") from None
         except OSError as err:
-            raise ClusterError(f"cannot read '{path}': {err.strerror}") from None
+            raise ClusterError(f"unable to read '{path}' - {err.strerror}") from None
 
     def guest_config(self, vmid: int) -> GuestConfig:
-        guest = self.guest(vmid)
-        current, pending, snapshots = parse_guest_config(self.guest_config_text(guest))
+        where = self.guest(vmid)
+        current, pending, snapshots = parse_guest_config(self.guest_config_text(where))
         delete = frozenset(k for k in pending.pop("delete", "").split(",") if k)
         return GuestConfig(
-            guest=guest,
+            guest=where,
             current=current,
             pending=pending,
             pending_delete=delete,
@@ -124,21 +181,65 @@ class FilesCluster:
         )
 
     def storages(self) -> dict[str, Storage]:
-        text = _read_optional(self.paths.storage_cfg)
-        out: dict[str, Storage] = {}
-        for stype, storeid, props in parse_section_config(text):
-            out[storeid] = Storage(storeid=storeid, type=stype, options=props)
-        return out
+        try:
+            text = self.paths.storage_cfg.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            text = ""
+        except OSError as err:
+            raise ClusterError(
+                f"unable to read '{self.paths.storage_cfg}' - {err.strerror}"
+            ) from None
+        return {
+            storeid: Storage(storeid=storeid, type=stype, options=props)
+            for stype, storeid, props in parse_section_config(text)
+        }
 
-    # --- replication jobs ---
+    # --- replication jobs (replication.cfg, under its cfs lock) ---
+    @property
+    def _store(self) -> ConfigStore:
+        return ConfigStore(self.paths, self._warn)
+
     def jobs(self) -> list[Job]:
-        raise ClusterError("replication jobs through the files backend are not wired yet")
+        cfg = self._store.read()
+        return [cfg.jobs[i] for i in cfg.sorted_ids()]
 
     def job(self, jobid: str) -> tuple[Job, str]:
-        raise ClusterError("replication jobs through the files backend are not wired yet")
+        cfg = self._store.read()
+        job = cfg.find(jobid)
+        if job is None:
+            raise NotFoundError(f"no such replication job '{jobid}'")
+        return job, cfg.digest
 
     def create_job(self, job: Job) -> None:
-        raise ClusterError("replication jobs through the files backend are not wired yet")
+        """``POST /cluster/replication``: its checks, in its order, with its messages."""
+        jobid = validate.check_job_id_param(job.id)
+        for key in jobcfg.PROPERTIES:
+            value = getattr(job, key)
+            if value is not None and key != "disable":
+                jobcfg.check_property(key, str(value))
+        vmid = validate.parse_job_id(jobid)[0]
+        where = self.vmlist().get(vmid)
+        if where is None:
+            raise ClusterError(f"Guest '{vmid}' does not exist.")
+        members = self.members()
+        if job.target not in members and not (not members and job.target == self.local_node()):
+            raise ClusterError(f"Target '{job.target}' does not exist.")
+        if job.source and job.source != where.node:
+            raise ClusterError(
+                f"Source '{job.source}' does not match current node of guest '{vmid}' "
+                f"({where.node})"
+            )
+        source = job.source or where.node
+        if source == job.target:
+            raise ClusterError("Source and target must not be identical")
+        new = replace(job, id=jobid, source=source)
+
+        def add(cfg: ReplicationConfig) -> None:
+            if cfg.find(jobid) is not None:
+                raise ClusterError(f"replication job '{jobid}' already exists")
+            cfg.jobs[jobid] = new
+
+        self._modify(add)
 
     def update_job(
         self,
@@ -147,34 +248,114 @@ class FilesCluster:
         delete: Sequence[str] = (),
         digest: str | None = None,
     ) -> None:
-        raise ClusterError("replication jobs through the files backend are not wired yet")
+        """``PUT /cluster/replication/{id}`` (fixed ``target`` cannot change or go)."""
+        typed: dict[str, object] = {}
+        for key, value in changes.items():
+            if key in jobcfg.FIXED:
+                raise ValidationError(f"can't change value of fixed parameter '{key}'")
+            text = ("1" if value else "0") if isinstance(value, bool) else _text(value)
+            typed[key] = jobcfg.check_property(key, text)
+        for key in delete:
+            if key not in jobcfg.PROPERTIES:
+                raise ValidationError(f"no such option '{key}'")
+            if key in jobcfg.REQUIRED:
+                raise ValidationError(f"unable to delete required option '{key}'")
+
+        def change(cfg: ReplicationConfig) -> None:
+            if digest and digest != cfg.digest:
+                raise ClusterError(
+                    "detected modified configuration - file changed by other user? Try again."
+                )
+            job = cfg.find(jobid)
+            if job is None:
+                raise NotFoundError(f"no such job '{jobid}'")
+            for key, value in typed.items():
+                setattr(job, key, value)
+            for key in delete:
+                setattr(job, key, False if key == "disable" else None)
+
+        self._modify(change)
 
     def delete_job(self, jobid: str, *, keep: bool = False, force: bool = False) -> None:
-        raise ClusterError("replication jobs through the files backend are not wired yet")
+        """``DELETE /cluster/replication/{id}``: mark for removal, or drop at once (force)."""
+        if keep and force:
+            raise ValidationError("keep: conflicts with parameter 'force'")
+
+        def change(cfg: ReplicationConfig) -> None:
+            job = cfg.find(jobid)
+            if force:
+                if job is not None:
+                    del cfg.jobs[job.id]
+                return
+            if job is None:
+                raise NotFoundError(f"no such job '{jobid}'")
+            job.remove_job = "local" if keep else "full"
+
+        self._modify(change)
+
+    def _modify(self, change: Callable[[ReplicationConfig], None]) -> None:
+        try:
+            self._store.modify(change)
+        except ValidationError as err:
+            raise ClusterError(str(err)) from None
+
+    # --- this node's job state ---
+    def _own(self, node: str) -> None:
+        if node != self.local_node():
+            raise ClusterError(
+                f"replication state of node '{node}' is only available on that node "
+                "(or through the API)"
+            )
 
     def replication_status(self, node: str, guest: int | None = None) -> list[JobStatus]:
-        raise ClusterError("replication status through the files backend is not wired yet")
+        """``GET /nodes/{node}/replication``: job_status(get_disabled=1), config fix-ups written."""
+        self._own(node)
+        vmlist, members = self.vmlist(), self.members()
+        state = StateStore(self.paths).read()
+
+        def status(cfg: ReplicationConfig) -> list[JobStatus]:
+            result, changed = job_status(cfg, state, vmlist, members, node, get_disabled=True)
+            if changed:
+                self._store.write(cfg)
+            return result
+
+        result = self._store.locked(lambda: status(self._store.read()))
+        out = []
+        for st in result:
+            if guest is not None and st.guest != guest:
+                continue
+            if st.state.pid is not None and not job_process_running(st.state):
+                st = replace(st, state=replace(st.state, pid=None, ptime=None))
+            out.append(st)
+        return out
 
     def schedule_now(self, node: str, jobid: str) -> None:
-        raise ClusterError("replication status through the files backend is not wired yet")
+        self._own(node)
+        job, _ = self.job(jobid)
+        StateStore(self.paths).schedule_job_now(job.guest, job.tid)
 
 
-def _read_optional(path: Path) -> str:
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip() not in ("", "0")
+    return bool(value)
+
+
+def _read_json(path: Path) -> Any:
+    """Parsed JSON of ``path``, or None if the file does not exist."""
     try:
-        return path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        return ""
+        return None
     except OSError as err:
-        raise ClusterError(f"cannot read '{path}': {err.strerror}") from None
-
-
-def _detect_node(paths: Paths) -> str:
-    """pvesr's nodename: the short hostname (``$PVEREP_NODE`` overrides, for tests)."""
-    env = os.environ.get(NODE_ENV)
-    if env:
-        return env
+        raise ConfigError(f"unable to read '{path}' - {err.strerror}") from None
     try:
-        name = (paths.root / "etc/hostname").read_text(encoding="utf-8").strip()
-    except OSError:
-        name = ""
-    return (name or socket.gethostname()).split(".", 1)[0]
+        return json.loads(text)
+    except ValueError as err:
+        raise ConfigError(f"unable to parse '{path}' - {err}") from None
+
+
+def _text(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

@@ -38,15 +38,16 @@ from typing import Any
 from pverep.cluster.base import (
     ClusterError,
     GuestConfig,
-    Job,
-    JobStatus,
     NodeOfflineError,
     NotFoundError,
+    status_view,
 )
 from pverep.cluster.files import FilesCluster
+from pverep.config.jobs import Job
 from pverep.errors import PverepError, ValidationError
 from pverep.lab import tlscerts
 from pverep.paths import Paths
+from pverep.schedule import JobStatus
 
 API_PREFIX = "/api2/json"
 TICKET_LIFETIME = 7200
@@ -297,7 +298,7 @@ class FakePveApi:
         raise ApiError(501, f"Method '{m} /{'/'.join(seg)}' not implemented")
 
     def _proxy(self, node: str, req: Request) -> Reply:
-        members = {mem.name: mem for mem in self.cluster.members()}
+        members = self.cluster.members()
         if node not in members:
             raise ApiError(
                 500, f"hostname lookup '{node}' failed - failed to get address info for: {node}"
@@ -332,12 +333,7 @@ class FakePveApi:
                     if key in p:
                         changes[key] = p[key]
                 if "rate" in p:
-                    try:
-                        changes["rate"] = float(p["rate"])
-                    except ValueError:
-                        raise ApiError(
-                            400, "Parameter verification failed.", {"rate": "type check failed"}
-                        ) from None
+                    changes["rate"] = p["rate"]
                 if "disable" in p:
                     changes["disable"] = _bool_param(p, "disable")
                 if "target" in p:
@@ -372,14 +368,7 @@ class FakePveApi:
             raise ApiError(400, "Parameter verification failed.", missing)
         if p["type"] != "local":
             raise ApiError(400, "Parameter verification failed.", {"type": "value 'x' not allowed"})
-        rate = None
-        if "rate" in p:
-            try:
-                rate = float(p["rate"])
-            except ValueError:
-                raise ApiError(
-                    400, "Parameter verification failed.", {"rate": "type check failed"}
-                ) from None
+        rate = p.get("rate")
         return Job(
             id=p["id"],
             target=p["target"],
@@ -393,21 +382,7 @@ class FakePveApi:
 
     @staticmethod
     def _job_item(job: Job, digest: str | None = None) -> dict[str, JsonValue]:
-        item: dict[str, JsonValue] = {
-            "id": job.id,
-            "type": job.type,
-            "guest": job.guest,
-            "jobnum": job.jobnum,
-            "target": job.target,
-        }
-        for key in ("schedule", "comment", "remove_job", "source"):
-            value = getattr(job, key)
-            if value is not None:
-                item[key] = value
-        if job.rate is not None:
-            item["rate"] = int(job.rate) if job.rate == int(job.rate) else job.rate
-        if job.disable:
-            item["disable"] = 1
+        item = job.to_api()
         if digest is not None:
             item["digest"] = digest
         return item
@@ -417,15 +392,15 @@ class FakePveApi:
         if rtype in (None, "vm"):
             for guest in self.cluster.vmlist().values():
                 item: dict[str, JsonValue] = {
-                    "id": f"{guest.vmtype}/{guest.vmid}",
+                    "id": f"{guest.type}/{guest.vmid}",
                     "vmid": guest.vmid,
                     "node": guest.node,
-                    "type": guest.vmtype,
+                    "type": guest.type,
                     "status": "unknown",
                 }
                 out.append(item)
         if rtype in (None, "node"):
-            for mem in self.cluster.members():
+            for mem in self.cluster.members().values():
                 out.append(
                     {
                         "id": f"node/{mem.name}",
@@ -435,7 +410,7 @@ class FakePveApi:
                     }
                 )
         if rtype in (None, "storage"):
-            for mem in self.cluster.members():
+            for mem in self.cluster.members().values():
                 for st in self.cluster.storages().values():
                     if st.nodes is not None and mem.name not in st.nodes:
                         continue
@@ -453,7 +428,7 @@ class FakePveApi:
         return out
 
     def _cluster_status(self) -> list[dict[str, JsonValue]]:
-        members = self.cluster.members()
+        members = list(self.cluster.members().values())
         online = sum(m.online for m in members)
         out: list[dict[str, JsonValue]] = [
             {
@@ -474,8 +449,8 @@ class FakePveApi:
                 "local": int(mem.name == self.node),
                 "level": "",
             }
-            if mem.nodeid is not None:
-                item["nodeid"] = mem.nodeid
+            if mem.id is not None:
+                item["nodeid"] = mem.id
             if mem.ip is not None:
                 item["ip"] = mem.ip
             out.append(item)
@@ -483,7 +458,7 @@ class FakePveApi:
 
     def _nodes(self) -> list[dict[str, JsonValue]]:
         out = []
-        for mem in self.cluster.members():
+        for mem in self.cluster.members().values():
             item: dict[str, JsonValue] = {
                 "node": mem.name,
                 "id": f"node/{mem.name}",
@@ -574,7 +549,7 @@ class FakePveApi:
 
     def _guest_here(self, vmtype: str, vmid: int) -> GuestConfig:
         guest = self.cluster.vmlist().get(vmid)
-        if guest is None or guest.node != self.node or guest.vmtype != vmtype:
+        if guest is None or guest.node != self.node or guest.type != vmtype:
             sub = "qemu-server" if vmtype == "qemu" else "lxc"
             raise ApiError(
                 500, f"Configuration file 'nodes/{self.node}/{sub}/{vmid}.conf' does not exist"
@@ -632,23 +607,8 @@ class FakePveApi:
 
     @staticmethod
     def _status_item(st: JobStatus) -> dict[str, JsonValue]:
-        item = FakePveApi._job_item(st.job)
-        item.update(
-            {
-                "vmtype": st.vmtype,
-                "next_sync": st.next_sync,
-                "last_sync": st.last_sync,
-                "last_try": st.last_try,
-                "fail_count": st.fail_count,
-            }
-        )
-        if st.error is not None:
-            item["error"] = st.error
-        if st.duration is not None:
-            item["duration"] = st.duration
-        if st.pid is not None:
-            item["pid"] = st.pid
-        return item
+        # what PVE's job_status items carry: config, vmtype, next_sync and the state fields
+        return {k: v for k, v in status_view(st).items() if v is not None}
 
     def _job_log(self, jobid: str, p: Mapping[str, str]) -> Reply:
         self.cluster.job(jobid)  # the job must exist
@@ -833,7 +793,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     paths = Paths.from_env(args.root)
     host, _, port = args.listen.rpartition(":")
-    members = FilesCluster(paths, args.node).members()
+    members = FilesCluster(paths, args.node).members().values()
     ca = tlscerts.ensure_ca(paths)[0]
     peers = {
         m.name: https_peer(f"https://{m.ip}:{port}", ca)

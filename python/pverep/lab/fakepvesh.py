@@ -6,7 +6,7 @@ JSON result (nothing for ``null``), and on failure prints the error on stderr (`
 only for 4xx/5xx codes other than 500, as PVE's CLIHandler does) and exits non-zero.
 ``PVEREP_FAKEPVESH_FAULT=<path regex>=<fault>`` injects a FakePveApi fault;
 ``PVEREP_FAKEPVESH_WARN`` makes it print that warning on stderr and still succeed (the
-storage-plugin warnings behind proxmoxer issue #222). Node name: ``$PVEREP_NODE``;
+storage-plugin warnings behind proxmoxer issue #222). Node name: ``$PVEREP_NODENAME``;
 root: ``$PVEREP_ROOT``; other nodes: ``PVEREP_FAKEPVESH_PEERS=node=root,…``.
 """
 

@@ -92,3 +92,8 @@ def fake_cluster(tmp_path: Path) -> Iterator[FakeCluster]:
         )
     finally:
         server.stop()
+
+
+def files_on(fake: FakeCluster, node: str) -> FilesCluster:
+    """The files backend as ``node`` runs it (its own state, the shared /etc/pve)."""
+    return FilesCluster(node_paths(fake.paths.root.parent.parent, node), node)

@@ -37,7 +37,7 @@ def test_offline_node_595(fake_cluster: FakeCluster) -> None:
     on_pve2 = next(v for v, g in api.vmlist().items() if g.node == "pve2")
     with pytest.raises(NodeOfflineError, match=r"^node 'pve2' is offline or unreachable \(595"):
         api.guest_config(on_pve2)
-    assert [m.online for m in api.members()] == [True, False, True]
+    assert [m.online for m in api.members().values()] == [True, False, True]
 
 
 def test_wrong_token(fake_cluster: FakeCluster, tmp_path: Path) -> None:
@@ -160,7 +160,7 @@ def local_api(
     pvesh.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("PVEREP_ROOT", str(fake_cluster.paths.root))
-    monkeypatch.setenv("PVEREP_NODE", "pve1")
+    monkeypatch.setenv("PVEREP_NODENAME", "pve1")
     roots = ",".join(f"{n}={tmp_path / 'nodes' / n}" for n in NODES[1:])
     monkeypatch.setenv("PVEREP_FAKEPVESH_PEERS", roots)
     return ApiCluster(ApiSettings(backend="local", timeout=20).validate())
