@@ -223,7 +223,7 @@ def resolve(
     merged.update(load_file(conf_file))
     merged.update(load_env(env))
     merged.update({k: v for k, v in cli.items() if v is not None})
-    if merged.get("host") and "backend" not in merged:
+    if merged.get("host") and merged.get("backend", "files") == "files":
         merged["backend"] = "https"
     settings = replace(ApiSettings(), **merged)  # type: ignore[arg-type]
     return settings.validate()

@@ -263,8 +263,9 @@ class ApiCluster:
             who = self.settings.token or self.settings.user or "?"
             raise ApiAuthError(f"API authentication failed for '{who}': {text}")
         if code == 400 and isinstance(err.errors, dict) and err.errors:
-            detail = "; ".join(f"{k}: {v}" for k, v in sorted(err.errors.items()))
-            raise ClusterError(f"{text} {detail}".strip())
+            # the same line pvesr's CLIHandler prints for a parameter error
+            detail = "; ".join(f"{k}: {str(v).strip()}" for k, v in sorted(err.errors.items()))
+            raise ClusterError(f"400 {text} {detail}")
         if "does not exist" in text or text.startswith("no such"):
             raise NotFoundError(text)
         raise ClusterError(text or f"API error {code} on {method} {path}")

@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pverep import validate
+from pverep import admin, validate
 from pverep.cluster.base import (
     ClusterError,
     GuestConfig,
@@ -34,12 +34,11 @@ from pverep.cluster.base import (
     Storage,
 )
 from pverep.cluster.sections import parse_guest_config, parse_section_config
-from pverep.config import jobs as jobcfg
-from pverep.config.jobs import ConfigStore, Job, ReplicationConfig
+from pverep.config.jobs import ConfigStore, Job
 from pverep.config.state import StateStore, job_process_running
 from pverep.errors import ConfigError, ValidationError
 from pverep.paths import Paths
-from pverep.schedule import JobStatus, job_status
+from pverep.schedule import JobStatus
 
 NODENAME_ENV = "PVEREP_NODENAME"
 
@@ -68,6 +67,8 @@ class FilesCluster:
         self.paths = paths
         self._nodename = nodename
         self._warn = warn or (lambda msg: print(msg, file=sys.stderr))
+        #: create_job's "No replicatable volumes found" check (None skips it), see admin.
+        self.list_volumes: admin.VolumeLister | None = None
 
     def _require_etc_pve(self) -> None:
         if not self.paths.etc_pve.is_dir():
@@ -194,52 +195,38 @@ class FilesCluster:
             for stype, storeid, props in parse_section_config(text)
         }
 
-    # --- replication jobs (replication.cfg, under its cfs lock) ---
-    @property
-    def _store(self) -> ConfigStore:
+    # --- replication jobs: pverep.admin does what PVE's config/status API does ---
+    def config_store(self) -> ConfigStore:
         return ConfigStore(self.paths, self._warn)
 
     def jobs(self) -> list[Job]:
-        cfg = self._store.read()
-        return [cfg.jobs[i] for i in cfg.sorted_ids()]
+        return admin.list_jobs(self.config_store())
 
     def job(self, jobid: str) -> tuple[Job, str]:
-        cfg = self._store.read()
+        cfg = self.config_store().read()
         job = cfg.find(jobid)
         if job is None:
             raise NotFoundError(f"no such replication job '{jobid}'")
         return job, cfg.digest
 
     def create_job(self, job: Job) -> None:
-        """``POST /cluster/replication``: its checks, in its order, with its messages."""
-        jobid = validate.check_job_id_param(job.id)
-        for key in jobcfg.PROPERTIES:
-            value = getattr(job, key)
-            if value is not None and key != "disable":
-                jobcfg.check_property(key, str(value))
-        vmid = validate.parse_job_id(jobid)[0]
-        where = self.vmlist().get(vmid)
-        if where is None:
-            raise ClusterError(f"Guest '{vmid}' does not exist.")
-        members = self.members()
-        if job.target not in members and not (not members and job.target == self.local_node()):
-            raise ClusterError(f"Target '{job.target}' does not exist.")
-        if job.source and job.source != where.node:
-            raise ClusterError(
-                f"Source '{job.source}' does not match current node of guest '{vmid}' "
-                f"({where.node})"
-            )
-        source = job.source or where.node
-        if source == job.target:
-            raise ClusterError("Source and target must not be identical")
-        new = replace(job, id=jobid, source=source)
-
-        def add(cfg: ReplicationConfig) -> None:
-            if cfg.find(jobid) is not None:
-                raise ClusterError(f"replication job '{jobid}' already exists")
-            cfg.jobs[jobid] = new
-
-        self._modify(add)
+        jobid = admin.check_jobid_param(job.id)
+        options = admin.check_params(
+            {
+                "target": job.target,
+                "schedule": job.schedule,
+                "rate": job.rate,
+                "comment": job.comment,
+                "remove_job": job.remove_job,
+                "source": job.source,
+            }
+        )
+        options.pop("target")
+        if job.disable:
+            options["disable"] = True
+        admin.create_job(
+            self.config_store(), self, jobid, job.target, options, list_volumes=self.list_volumes
+        )
 
     def update_job(
         self,
@@ -248,58 +235,17 @@ class FilesCluster:
         delete: Sequence[str] = (),
         digest: str | None = None,
     ) -> None:
-        """``PUT /cluster/replication/{id}`` (fixed ``target`` cannot change or go)."""
-        typed: dict[str, object] = {}
-        for key, value in changes.items():
-            if key in jobcfg.FIXED:
-                raise ValidationError(f"can't change value of fixed parameter '{key}'")
-            text = ("1" if value else "0") if isinstance(value, bool) else _text(value)
-            typed[key] = jobcfg.check_property(key, text)
-        for key in delete:
-            if key not in jobcfg.PROPERTIES:
-                raise ValidationError(f"no such option '{key}'")
-            if key in jobcfg.REQUIRED:
-                raise ValidationError(f"unable to delete required option '{key}'")
-
-        def change(cfg: ReplicationConfig) -> None:
-            if digest and digest != cfg.digest:
-                raise ClusterError(
-                    "detected modified configuration - file changed by other user? Try again."
-                )
-            job = cfg.find(jobid)
-            if job is None:
-                raise NotFoundError(f"no such job '{jobid}'")
-            for key, value in typed.items():
-                setattr(job, key, value)
-            for key in delete:
-                setattr(job, key, False if key == "disable" else None)
-
-        self._modify(change)
+        texts = {k: v for k, v in changes.items() if not isinstance(v, bool)}
+        typed = admin.check_params({k: _text(v) for k, v in texts.items()})
+        typed.update({k: v for k, v in changes.items() if isinstance(v, bool)})
+        admin.update_job(self.config_store(), admin.check_jobid_param(jobid), typed, delete, digest)
 
     def delete_job(self, jobid: str, *, keep: bool = False, force: bool = False) -> None:
-        """``DELETE /cluster/replication/{id}``: mark for removal, or drop at once (force)."""
-        if keep and force:
-            raise ValidationError("keep: conflicts with parameter 'force'")
+        admin.delete_job(
+            self.config_store(), admin.check_jobid_param(jobid), keep=keep, force=force
+        )
 
-        def change(cfg: ReplicationConfig) -> None:
-            job = cfg.find(jobid)
-            if force:
-                if job is not None:
-                    del cfg.jobs[job.id]
-                return
-            if job is None:
-                raise NotFoundError(f"no such job '{jobid}'")
-            job.remove_job = "local" if keep else "full"
-
-        self._modify(change)
-
-    def _modify(self, change: Callable[[ReplicationConfig], None]) -> None:
-        try:
-            self._store.modify(change)
-        except ValidationError as err:
-            raise ClusterError(str(err)) from None
-
-    # --- this node's job state ---
+    # --- this node's job state (node-local: only for the local node) ---
     def _own(self, node: str) -> None:
         if node != self.local_node():
             raise ClusterError(
@@ -308,20 +254,13 @@ class FilesCluster:
             )
 
     def replication_status(self, node: str, guest: int | None = None) -> list[JobStatus]:
-        """``GET /nodes/{node}/replication``: job_status(get_disabled=1), config fix-ups written."""
+        """``GET /nodes/{node}/replication``; ``state.pid`` is kept only while it runs."""
         self._own(node)
-        vmlist, members = self.vmlist(), self.members()
-        state = StateStore(self.paths).read()
-
-        def status(cfg: ReplicationConfig) -> list[JobStatus]:
-            result, changed = job_status(cfg, state, vmlist, members, node, get_disabled=True)
-            if changed:
-                self._store.write(cfg)
-            return result
-
-        result = self._store.locked(lambda: status(self._store.read()))
+        statuses = admin.load_job_status(
+            self.config_store(), StateStore(self.paths), self, get_disabled=True
+        )
         out = []
-        for st in result:
+        for st in statuses:
             if guest is not None and st.guest != guest:
                 continue
             if st.state.pid is not None and not job_process_running(st.state):
@@ -331,8 +270,7 @@ class FilesCluster:
 
     def schedule_now(self, node: str, jobid: str) -> None:
         self._own(node)
-        job, _ = self.job(jobid)
-        StateStore(self.paths).schedule_job_now(job.guest, job.tid)
+        admin.schedule_now(self.config_store(), StateStore(self.paths), jobid)
 
 
 def _truthy(value: Any) -> bool:

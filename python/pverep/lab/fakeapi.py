@@ -44,7 +44,7 @@ from pverep.cluster.base import (
 )
 from pverep.cluster.files import FilesCluster
 from pverep.config.jobs import Job
-from pverep.errors import PverepError, ValidationError
+from pverep.errors import ParameterError, PverepError, ValidationError
 from pverep.lab import tlscerts
 from pverep.paths import Paths
 from pverep.schedule import JobStatus
@@ -255,8 +255,10 @@ class FakePveApi:
             return Reply.error(595, str(err))
         except NotFoundError as err:
             return Reply.error(500, str(err))
+        except ParameterError as err:
+            return Reply.error(400, "Parameter verification failed.", {err.param: err.detail})
         except ValidationError as err:
-            return Reply.error(400, "Parameter verification failed.", {"id": str(err)})
+            return Reply.error(400, "Parameter verification failed.", {"value": str(err)})
         except (ClusterError, PverepError) as err:
             return Reply.error(500, str(err).splitlines()[0] if str(err) else "error")
 
@@ -337,22 +339,12 @@ class FakePveApi:
                 if "disable" in p:
                     changes["disable"] = _bool_param(p, "disable")
                 if "target" in p:
-                    raise ApiError(
-                        400,
-                        "Parameter verification failed.",
-                        {"target": "can't change value of fixed parameter 'target'"},
-                    )
+                    changes["target"] = p["target"]
                 delete = [k for k in re.split(r"[,;\s]+", p.get("delete", "")) if k]
                 self.cluster.update_job(jobid, changes, delete, p.get("digest"))
                 return Reply.ok(None)
             if m == "DELETE":
                 keep, force = _bool_param(p, "keep"), _bool_param(p, "force")
-                if keep and force:
-                    raise ApiError(
-                        400,
-                        "Parameter verification failed.",
-                        {"keep": "conflicts with parameter 'force'"},
-                    )
                 self.cluster.delete_job(jobid, keep=keep, force=force)
                 return Reply.ok(None)
         raise ApiError(501, f"Method '{m} /cluster/{'/'.join(seg)}' not implemented")

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from pverep.cluster.base import ClusterError, status_view
+from pverep.cluster.base import status_view
 from pverep.config.jobs import Job
+from pverep.errors import PverepError
 from pverep.lab import gentree
 from pverep.paths import Paths
 from pverep.schedule import JobStatus
@@ -140,7 +141,7 @@ def test_job_control_through_both_backends(fake_cluster: FakeCluster) -> None:
 )
 def test_job_errors_agree(fake_cluster: FakeCluster, call: Any, message: str) -> None:
     for backend in (fake_cluster.files_cluster(), fake_cluster.api_cluster()):
-        with pytest.raises(ClusterError) as err:
+        with pytest.raises(PverepError) as err:
             call(backend)
         assert str(err.value) == message, backend
 
