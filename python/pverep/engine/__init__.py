@@ -1,0 +1,1 @@
+"""Replication logic: planner, runner, scheduler, and the target side (remote)."""
