@@ -347,9 +347,9 @@ class ApiCluster:
             raise NotFoundError(f"Configuration file for guest '{vmid}' does not exist")
         return guest
 
-    def guest_config(self, vmid: int, guest: GuestLocation | None = None) -> GuestConfig:
+    def guest_config(self, vmid: int, where: GuestLocation | None = None) -> GuestConfig:
         """current (``current=1``), pending (``/pending``) and every snapshot's config."""
-        guest = guest or self.guest(vmid)
+        guest = where or self.guest(vmid)
         base = f"/nodes/{guest.node}/{guest.type}/{guest.vmid}"
         parsed = ParsedConfig(guest.type)
         parsed.current = _config_values(self._get_dict(f"{base}/config", current=True))

@@ -125,8 +125,9 @@ class Cluster(Protocol):
         """All cluster nodes by name, with online flag and IP (none outside a cluster)."""
         ...
 
-    def guest_config(self, vmid: int) -> GuestConfig:
-        """The config of a guest, read from the node it currently lives on."""
+    def guest_config(self, vmid: int, where: GuestLocation | None = None) -> GuestConfig:
+        """The config of a guest, read from the node it currently lives on (``where``, if
+        the caller already has the vmlist entry)."""
         ...
 
     def storages(self) -> StorageConfig:

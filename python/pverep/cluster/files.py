@@ -170,8 +170,8 @@ class FilesCluster:
         except OSError as err:
             raise ClusterError(f"unable to read '{path}' - {err.strerror}") from None
 
-    def guest_config(self, vmid: int) -> GuestConfig:
-        where = self.guest(vmid)
+    def guest_config(self, vmid: int, where: GuestLocation | None = None) -> GuestConfig:
+        where = where or self.guest(vmid)
         parsed = parse_guest_config(self.guest_config_text(where), where.type)
         normalise_pending_delete(parsed)
         return GuestConfig(guest=where, config=parsed)
