@@ -82,11 +82,14 @@ def _register() -> None:
     from pverep.cli import guests, jobs, lab, remote  # noqa: F401
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the CLI, mapping PverepError to one line + exit 255."""
+def main(argv: list[str] | None = None, app: App | None = None) -> None:
+    """Console-script entry point: run the CLI, mapping PverepError to one line + exit 255.
+
+    ``app`` replaces the default App (tests inject paths and a clock this way).
+    """
     _register()
     try:
-        cli.main(args=argv, prog_name="pverep", standalone_mode=False)
+        cli.main(args=argv, prog_name="pverep", standalone_mode=False, obj=app)
     except PverepError as err:
         click.echo(f"{err}", err=True)
         sys.exit(ERROR_EXIT)
