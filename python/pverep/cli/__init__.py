@@ -40,7 +40,7 @@ class App:
     list_volumes: Callable[[GuestLocation], Sequence[str]] | None = None
     #: Which cluster backend: /etc/pve files (default) or the Proxmox API (--api …).
     api: ApiSettings = field(default_factory=ApiSettings)
-    _cluster: Cluster | None = None
+    _cluster: tuple[ApiSettings, Paths, Cluster] | None = None
 
     def config_store(self) -> ConfigStore:
         return ConfigStore(self.paths)
@@ -49,12 +49,14 @@ class App:
         return StateStore(self.paths)
 
     def cluster(self) -> Cluster:
-        """The cluster through the chosen backend (one per invocation)."""
-        if self._cluster is None:
-            self._cluster = open_cluster(self.api, self.paths)
-            if isinstance(self._cluster, FilesCluster):
-                self._cluster.list_volumes = self.list_volumes
-        return self._cluster
+        """The cluster through the chosen backend (kept while backend and root stay the same:
+        the API backend then reuses its connection)."""
+        if self._cluster is None or self._cluster[:2] != (self.api, self.paths):
+            self._cluster = (self.api, self.paths, open_cluster(self.api, self.paths))
+        cluster = self._cluster[2]
+        if isinstance(cluster, FilesCluster):
+            cluster.list_volumes = self.list_volumes
+        return cluster
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
