@@ -42,10 +42,15 @@ class Node:
             },
         }
         (pve / ".members").write_text(json.dumps(members))
-        for vmid, node, sub in ((100, "pve1", "qemu-server"), (101, "pve1", "lxc")):
-            conf = pve / "nodes" / node / sub / f"{vmid}.conf"
+        (pve / "storage.cfg").write_text("zfspool: local-zfs\n\tpool rpool/data\n\n")
+        guests = (
+            (100, "qemu-server", "scsi0: local-zfs:vm-100-disk-0,size=8G"),
+            (101, "lxc", "rootfs: local-zfs:subvol-101-disk-0,size=8G"),
+        )
+        for vmid, sub, disk in guests:
+            conf = pve / "nodes" / "pve1" / sub / f"{vmid}.conf"
             conf.parent.mkdir(parents=True, exist_ok=True)
-            conf.write_text("memory: 512\n")
+            conf.write_text(f"memory: 512\n{disk}\n")
         self.app = App(paths=self.paths, clock=lambda: NOW)
 
     def run(self, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -391,3 +396,17 @@ def test_missing_etc_pve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
         assert out == "" and err.count("\n") == 1
         assert "pve cluster filesystem not online" in err
     assert not (tmp_path / "nothing").exists()
+
+
+def test_create_checks_the_guests_volumes_by_default(node: Node, capsys) -> None:
+    """Without an injected lister, create-local-job applies PVE's volume rules to the config."""
+    conf = node.paths.guest_config("pve1", "lxc", 102)
+    conf.write_text("memory: 512\n")
+    assert node.run(capsys, "create-local-job", "102-0", "pve2") == (
+        255,
+        "",
+        "No replicatable volumes found\n",
+    )
+    conf.write_text("memory: 512\nrootfs: local-zfs:subvol-102-disk-0,size=8G\n")
+    assert node.run(capsys, "create-local-job", "102-0", "pve2")[0] == 0
+    assert b"local: 102-0\n\ttarget pve2\n" in node.paths.replication_cfg.read_bytes()

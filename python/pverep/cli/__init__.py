@@ -34,9 +34,9 @@ class App:
     paths: Paths = field(default_factory=Paths.from_env)
     #: The clock (epoch seconds); tests inject a fixed one.
     clock: Callable[[], float] = time.time
-    #: Hook for create-local-job's "No replicatable volumes found" check: the guest's volume ids
-    #: that would be replicated. None skips the check until guest volume discovery
-    #: (pverep.guests) is plugged in here.
+    #: create-local-job's "No replicatable volumes found" check: the guest's volume ids that
+    #: would be replicated. None means PVE's rules on the guest's config
+    #: (``replicatable_volumes``); tests may inject another lister.
     list_volumes: Callable[[GuestLocation], Sequence[str]] | None = None
     #: Which cluster backend: /etc/pve files (default) or the Proxmox API (--api …).
     api: ApiSettings = field(default_factory=ApiSettings)
@@ -55,8 +55,15 @@ class App:
             self._cluster = (self.api, self.paths, open_cluster(self.api, self.paths))
         cluster = self._cluster[2]
         if isinstance(cluster, FilesCluster):
-            cluster.list_volumes = self.list_volumes
+            cluster.list_volumes = self.list_volumes or self.replicatable_volumes
         return cluster
+
+    def replicatable_volumes(self, where: GuestLocation) -> Sequence[str]:
+        """The guest's volumes PVE would replicate; computed strictly (errors propagate), as
+        the API's create does."""
+        cluster = self.cluster()
+        config = cluster.guest_config(where.vmid, where)
+        return config.replicatable_volumes(cluster.storages())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
