@@ -114,3 +114,88 @@ def select_bases(
             else:
                 sel.bases[volid] = best.name
     return sel
+
+
+# --- pump stand-in (CORE_API: pump/PumpStats/PumpError/StallError) -------------------------
+
+import os  # noqa: E402
+import select  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+from pverep.errors import PverepError  # noqa: E402
+
+
+class PumpError(PverepError):
+    pass
+
+
+class StallError(PumpError):
+    def __init__(self, message: str, side: str) -> None:
+        super().__init__(message)
+        self.side = side
+
+
+@dataclass(frozen=True)
+class PumpStats:
+    bytes: int
+    elapsed: float
+    rate: float
+
+
+def pump(
+    src_fd: int,
+    dst_fd: int,
+    *,
+    rate: float | None = None,
+    burst: int | None = None,
+    stall_timeout: float | None = None,
+    pipe_size: int | None = None,
+    progress: Callable[[PumpStats], None] | None = None,
+    progress_interval: float = 1.0,
+) -> PumpStats:
+    chunk = 1 << 16
+    allowance = burst if burst is not None else (int(rate / 10) if rate else 0)
+    start = last_data = last_report = time.monotonic()
+    total = 0
+    last_bytes, last_t = 0, start
+
+    def wait(fd: int, write: bool) -> None:
+        while True:
+            now = time.monotonic()
+            if stall_timeout is not None and now - last_data >= stall_timeout:
+                side = "write" if write else "read"
+                raise StallError(f"no progress for {stall_timeout:g} s ({side} side)", side)
+            r, w, _ = select.select([] if write else [fd], [fd] if write else [], [], 0.2)
+            if r or w:
+                return
+
+    while True:
+        wait(src_fd, False)
+        try:
+            data = os.read(src_fd, chunk)
+        except OSError as err:
+            raise PumpError(f"read failed: {err}") from None
+        if not data:
+            break
+        view = memoryview(data)
+        while view:
+            wait(dst_fd, True)
+            try:
+                n = os.write(dst_fd, view)
+            except OSError as err:
+                raise PumpError(f"write failed: {err}") from None
+            view = view[n:]
+            total += n
+            last_data = time.monotonic()
+        if rate:
+            ahead = (total - allowance) / rate - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+        now = time.monotonic()
+        if progress is not None and now - last_report >= progress_interval:
+            cur = (total - last_bytes) / max(now - last_t, 1e-9)
+            last_bytes, last_t, last_report = total, now, now
+            progress(PumpStats(total, now - start, cur))
+    elapsed = time.monotonic() - start
+    return PumpStats(total, elapsed, total / elapsed if elapsed > 0 else 0.0)
