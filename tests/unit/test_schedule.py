@@ -189,4 +189,4 @@ def test_run_order_and_pick() -> None:
     assert picked is not None and picked.id == "150-0"  # 160-0 never, 300-0 not yet due
     assert next_job(items, iteration=5, start_time=10_000) is not None
     assert next_job(items, iteration=1, start_time=10_000) is None  # only 160-0 left: never due
-    assert next_job([st("1-0", 0, NEVER)], iteration=9, start_time=9) is None
+    assert next_job([st("400-0", 0, NEVER)], iteration=9, start_time=9) is None
