@@ -18,3 +18,12 @@ class ValidationError(PverepError):
 
 class LockError(PverepError):
     """A lock could not be acquired in time."""
+
+
+class ParameterError(ValidationError):
+    """A command parameter is invalid; rendered like PVE's parameter verification error."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(f"400 Parameter verification failed. {param}: {message}")
+        self.param = param
+        self.detail = message

@@ -8,10 +8,16 @@ CLIHandler does); tracebacks are reserved for bugs.
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import click
 
+from pverep.cluster import GuestLocation
+from pverep.cluster.files import FilesCluster
+from pverep.config.jobs import ConfigStore
+from pverep.config.state import StateStore
 from pverep.errors import PverepError
 from pverep.paths import Paths
 
@@ -24,6 +30,21 @@ class App:
     """Shared state handed to every command through ``ctx.obj``."""
 
     paths: Paths = field(default_factory=Paths.from_env)
+    #: The clock (epoch seconds); tests inject a fixed one.
+    clock: Callable[[], float] = time.time
+    #: Hook for create-local-job's "No replicatable volumes found" check: the guest's volume ids
+    #: that would be replicated. None skips the check until guest volume discovery
+    #: (pverep.guests) is plugged in here.
+    list_volumes: Callable[[GuestLocation], Sequence[str]] | None = None
+
+    def config_store(self) -> ConfigStore:
+        return ConfigStore(self.paths)
+
+    def state_store(self) -> StateStore:
+        return StateStore(self.paths)
+
+    def cluster(self) -> FilesCluster:
+        return FilesCluster(self.paths)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,12 +58,16 @@ class App:
 @click.pass_context
 def cli(ctx: click.Context, root: str | None) -> None:
     """pverep: storage replication for Proxmox VE (pvesr-compatible)."""
-    ctx.obj = App(paths=Paths.from_env(root))
+    if isinstance(ctx.obj, App):  # given by the caller (tests): keep it, honour --root
+        if root is not None:
+            ctx.obj.paths = Paths.from_env(root)
+    else:
+        ctx.obj = App(paths=Paths.from_env(root))
 
 
 def _register() -> None:
     # Verb modules import ``cli`` and decorate onto it; importing them registers the verbs.
-    from pverep.cli import lab  # noqa: F401
+    from pverep.cli import jobs, lab  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,8 +81,13 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("Aborted!", err=True)
         sys.exit(130)
+    except click.UsageError as err:
+        # one line, like every other error; the usage is one `--help` away
+        where = f"{err.ctx.command_path}: " if err.ctx is not None else ""
+        click.echo(f"{where}{err.format_message()}", err=True)
+        sys.exit(ERROR_EXIT)
     except click.ClickException as err:
-        err.show()
-        sys.exit(err.exit_code)
+        click.echo(err.format_message(), err=True)
+        sys.exit(ERROR_EXIT)
     except click.exceptions.Exit as err:
         sys.exit(err.exit_code)

@@ -1,0 +1,253 @@
+"""Calendar events against every vector of spec §3.7 (pve-common and proxmox-time tests)."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from pverep.calendar import (
+    CalendarEvent,
+    CalendarEventError,
+    compute_next_event,
+    verify_calendar_event,
+)
+
+
+def nxt(spec: str, last: int, zone: str | None = None) -> int | None:
+    event = CalendarEvent.parse(spec)
+    return compute_next_event(event, last, ZoneInfo(zone) if zone else UTC)
+
+
+# pve-common test/calendar_event_test.pl (TZ=UTC): schedule → [(last, next), …]
+PVE_COMMON = {
+    "*": [(0, 60), (30, 60), (59, 60), (60, 120)],
+    "*/10": [(0, 600), (599, 600), (600, 1200), (3000, 3600)],
+    "*/12:0": [(10, 43200), (46800, 86400)],
+    "1/12:0/15": [
+        (0, 3600),
+        (3600, 4500),
+        (4560, 5400),
+        (5400, 6300),
+        (6300, 46800),
+        (46801, 47700),
+        (47700, 48600),
+        (48600, 49500),
+        (49500, 90000),
+    ],
+    "1,4,6": [(0, 60), (60, 240), (300, 360), (360, 3660)],
+    "Mon": [(0, 345600), (345600, 950400), (950400, 1555200)],
+    "sat..sun": [(0, 172800), (172800, 259200), (259200, 777600)],
+    "22/1:0": [(0, 79200), (79200, 82800), (82740, 82800)],
+    "*/2:*": [(0, 60), (3600, 7200), (7200, 7260)],
+    "20..22:*/30": [(0, 72000), (72000, 73800), (81000, 158400)],
+    "0,1,3..5": [(0, 60), (60, 180), (300, 3600)],
+    "2,4:0,1,3..5": [(0, 7200), (7260, 7380), (7500, 14400)],
+    # replication-relevant derived values (*/15)
+    "*/15": [
+        (0, 900),
+        (899, 900),
+        (900, 1800),
+        (1000, 1800),
+        (1840, 2700),
+        (2740, 3600),
+        (3040, 3600),
+        (3640, 4500),
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("spec", "last", "expected"),
+    [(spec, last, exp) for spec, pairs in PVE_COMMON.items() for last, exp in pairs],
+)
+def test_pve_common_vectors(spec: str, last: int, expected: int) -> None:
+    assert nxt(spec, last) == expected
+
+
+@pytest.mark.parametrize(
+    "spec", ["0..3", "23..23:0..3", "sun..sat", "wed,mon..tue,fri", "mon */15", "Fri..Mon"]
+)
+def test_parse_ok(spec: str) -> None:
+    CalendarEvent.parse(spec)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "61",
+        "*/61",
+        "0..80",
+        " mon 0 0 0",
+        "",
+        " mon 0 0",
+        "*/0",
+        "*/00",
+        "  ",
+        "foo",
+        "5..3",
+        "1,",
+        "mon..",
+        "Daily",
+        "12:60",
+        "24:00:00",
+        "1:2:3:4",
+        "UTC",
+        "2020-13-01",
+        "02-32",
+    ],
+)
+def test_parse_errors(spec: str) -> None:
+    with pytest.raises(CalendarEventError):
+        CalendarEvent.parse(spec)
+
+
+def test_error_texts() -> None:
+    with pytest.raises(CalendarEventError) as err:
+        CalendarEvent.parse("")
+    assert str(err.value) == "unable to parse calendar event - event is empty"
+    with pytest.raises(CalendarEventError) as err:
+        verify_calendar_event("61")
+    assert str(err.value).startswith("invalid calendar event '61' - unable to parse calendar event")
+    with pytest.raises(CalendarEventError) as err:
+        CalendarEvent.parse("*/0")
+    assert str(err.value) == "unable to parse calendar event at '/0' - Nom(Eof)"
+
+
+def test_dst_vienna() -> None:
+    # Sunday 2018-10-28 00:00 local (CEST); DST ends that night.
+    assert nxt("mon..fri", 1540677600, "Europe/Vienna") == 1540767600
+    assert nxt("mon..fri UTC", 1540677600, "Europe/Vienna") == 1540771200
+
+
+def test_dst_spring_gap_and_autumn_overlap() -> None:
+    vienna = "Europe/Vienna"
+    # 2018-03-25: 02:00 CET jumps to 03:00 CEST. From 01:50 CET (00:50 UTC) "*:30" is 01:30?
+    # no: next is 03:30 CEST (01:30 UTC) — the hour 02 does not exist.
+    assert nxt("*:30", 1521939000, vienna) == 1521941400
+    # "2:30" daily: 02:00 normalises into 03:00 CEST like mktime, so the event that falls into
+    # the gap is skipped and the next one is the following day's 02:30 CEST (00:30 UTC).
+    assert nxt("2:30", 1521939000, vienna) == 1522024200
+    # 2018-10-28: 03:00 CEST falls back to 02:00 CET; events keep moving forward in the
+    # repeated hour: from 02:15 CET (01:15 UTC) the next quarter is 02:30 CET (01:30 UTC).
+    assert nxt("*/15", 1540689300, vienna) == 1540690200
+    # … and from 02:45 CEST (00:45 UTC) the next is 02:00 CET? mktime normalises 02:60 to
+    # 03:00 → 03:00 CET (02:00 UTC).
+    assert nxt("*/15", 1540687500, vienna) == 1540692000
+    # local events are always strictly later than last, across a whole DST year
+    event = CalendarEvent.parse("*:0/20")
+    zone = ZoneInfo(vienna)
+    t = 1514761200  # 2018-01-01 00:00 CET
+    for _ in range(800):
+        n = compute_next_event(event, t, zone)
+        assert n is not None and n > t
+        t = n + 11 * 3600
+
+
+T, M, H, D = 0, 60, 3600, 86400
+JUL = 1596153600  # Fri 2020-07-31
+DEC = 1609372800  # Thu 2020-12-31
+
+
+def chain(spec: str, start: int, expected: list[int]) -> None:
+    last = start
+    for exp in expected:
+        got = nxt(spec + " UTC", last)
+        assert got == exp, (spec, last, got, exp)
+        last = got
+
+
+def test_proxmox_time_vectors() -> None:
+    chain("0", T, [T + H])
+    chain("*", T, [T + M])
+    chain("*:0", T, [T + H])
+    chain("*:*", T, [T + i * M for i in range(1, 100)])
+    chain("*:*:*", T, [T + 1])
+    chain("*:3:5", T, [T + 3 * M + 5])
+    chain("mon *:*", T, [T + 4 * D])
+    chain("mon 2:*", T, [T + 4 * D + 2 * H])
+    chain("mon 2:50", T, [T + 4 * D + 2 * H + 50 * M])
+    for day, off in [("tue", 5), ("wed", 6), ("thu", 7), ("fri", 1), ("sat", 2), ("sun", 3)]:
+        chain(day, T, [T + off * D])
+    chain("4..10/2:0", T, [T + 4 * H])
+    chain("4..10/2:0", T + 5 * H, [T + 6 * H])
+    chain("4..10/2:0", T + 11 * H, [T + D + 4 * H])
+    chain("5,10:4,8", T, [T + 5 * H + 4 * M])
+    chain("10,5:8,4", T, [T + 5 * H + 4 * M])
+    chain("6,4..10:23,5/5", T, [T + 4 * H + 5 * M])
+    chain("4..10,6:5/5,23", T, [T + 4 * H + 5 * M])
+    for i, day in enumerate(["sat", "sun", "mon", "tue", "wed", "thu", "fri"], start=1):
+        chain(day, JUL, [JUL + i * D])
+    for i, day in enumerate(["fri", "sat", "sun", "mon", "tue", "wed", "thu"], start=1):
+        chain(day, DEC, [DEC + i * D])
+    chain("daily", T, [T + D])
+    chain("daily", T + 1, [T + D])
+    chain("5/2:0", T, [T + 5 * H, T + 7 * H, T + 9 * H, T + 11 * H])
+    chain("*:0", T, [T + i * H for i in range(1, 100)])
+    chain("1:0", T + 15 * H, [T + i * D + H for i in range(1, 100)])
+    chain("2020-07-31", 0, [JUL])
+    chain("02-28", 0, [58 * D])
+    chain("02-29", 0, [2 * 365 * D + 59 * D])
+    chain("1965/5-01-01", -1, [0])
+    chain("2020-7..9-2/2", JUL, [JUL + 2 * D])
+    chain("2020,2021-12-31", JUL, [DEC])
+    chain("minutely", T, [T + M])
+    chain("hourly", T, [T + H])
+    chain("weekly", T, [T + 4 * D])
+    chain("monthly", 0, [31 * D])
+    chain("quarterly", 0, [90 * D])
+    chain("semiannually", 0, [181 * D])
+    chain("semi-annually", 0, [181 * D])
+    chain("yearly", 0, [365 * D])
+    chain("annually", 0, [365 * D])
+    assert nxt("2021-02-29 UTC", 0) is None
+    assert nxt("02-30 UTC", 0) is None
+
+
+DOC_START = 1704067200  # Mon 2024-01-01 00:00:00 UTC
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("*/5", ["2024-01-01 00:05", "2024-01-01 00:10", "2024-01-01 00:15"]),
+        ("*:00", ["2024-01-01 01:00", "2024-01-01 02:00", "2024-01-01 03:00"]),
+        ("12:05", ["2024-01-01 12:05", "2024-01-02 12:05", "2024-01-03 12:05"]),
+        ("mon..wed 30/10", ["2024-01-01 00:30", "2024-01-01 00:40", "2024-01-01 00:50"]),
+        ("mon..fri 8..17,22:0/15", ["2024-01-01 08:00", "2024-01-01 08:15", "2024-01-01 08:30"]),
+        ("fri 12..13:5/20", ["2024-01-05 12:05", "2024-01-05 12:25", "2024-01-05 12:45"]),
+        ("12/2:5", ["2024-01-01 12:05", "2024-01-01 14:05", "2024-01-01 16:05"]),
+        ("*-05", ["2024-01-05 00:00", "2024-02-05 00:00", "2024-03-05 00:00"]),
+        ("Sat *-1..7 15:00", ["2024-01-06 15:00", "2024-02-03 15:00", "2024-03-02 15:00"]),
+        ("sat..sun", ["2024-01-06 00:00", "2024-01-07 00:00", "2024-01-13 00:00"]),
+        ("weekly", ["2024-01-08 00:00", "2024-01-15 00:00", "2024-01-22 00:00"]),
+    ],
+)
+def test_documentation_examples(spec: str, expected: list[str]) -> None:
+    from datetime import datetime
+
+    last, got = DOC_START, []
+    for _ in expected:
+        n = nxt(spec, last)
+        assert n is not None
+        got.append(datetime.fromtimestamp(n, UTC).strftime("%Y-%m-%d %H:%M"))
+        last = n
+    assert got == expected
+
+
+def test_never_and_invalid_docs_examples() -> None:
+    assert nxt("2015-10-21", DOC_START) is None
+    with pytest.raises(CalendarEventError):
+        CalendarEvent.parse("*/00")
+
+
+def test_surrounding_blanks_are_trimmed_and_utc_suffix() -> None:
+    assert CalendarEvent.parse("  */5  ").minute
+    ev = CalendarEvent.parse("mon 2:50   UTC")
+    assert ev.utc and ev.weekdays == frozenset({0})
+
+
+def test_24_00_is_minute_24_like_proxmox_time() -> None:
+    # "24" is too large for an hour, so the parser backtracks and reads minutes:seconds.
+    assert nxt("24:00", 0) == 24 * 60
