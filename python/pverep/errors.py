@@ -1,11 +1,32 @@
 """The exception hierarchy: every error pverep raises on purpose derives from PverepError.
 
-The CLI turns a PverepError into one line on stderr and a non-zero exit; anything else is a bug.
+PverepError lives in the Rust extension so that the core's exceptions (CoreError and below)
+derive from it too; this module re-exports them. The CLI turns a PverepError into one line on
+stderr and a non-zero exit; anything else is a bug.
 """
 
+from pverep._core import (
+    CancelledError,
+    CoreError,
+    InvalidArgumentError,
+    PumpError,
+    PverepError,
+    SnapshotParseError,
+    StallError,
+)
 
-class PverepError(Exception):
-    """Root of all expected pverep errors; str(err) is the one-line user-facing message."""
+__all__ = [
+    "CancelledError",
+    "ConfigError",
+    "CoreError",
+    "InvalidArgumentError",
+    "LockError",
+    "PumpError",
+    "PverepError",
+    "SnapshotParseError",
+    "StallError",
+    "ValidationError",
+]
 
 
 class ConfigError(PverepError):

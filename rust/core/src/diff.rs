@@ -1,0 +1,316 @@
+//! pvesr's snapshot decisions as pure functions of snapshot lists (spec §2, §4.3, §4.4), plus a
+//! whole-table comparison used for reconciliation and the parse+diff benchmark.
+//!
+//! Functions return indices into their inputs (or names borrowed from them), so a caller can
+//! map the decision back to its own objects without copying snapshots around.
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::snapshots::{SnapshotRef, SnapshotTable};
+
+/// Every replication snapshot starts with this, whatever its job.
+pub const REPLICATION_PREFIX: &str = "__replicate_";
+/// `last_sync` meaning "state unknown (guest stolen or moved): never delete anything".
+pub const LAST_SYNC_UNKNOWN: u64 = 0;
+/// `last_sync` meaning "delete every replication snapshot of this job".
+pub const LAST_SYNC_REMOVE_ALL: u64 = 1;
+
+/// `__replicate_<jobid>_<time>__`
+pub fn replication_snapshot_name(jobid: &str, time: u64) -> String {
+    format!("{REPLICATION_PREFIX}{jobid}_{time}__")
+}
+
+/// prepare's stale prefix: `__replicate_<jobid>_` (with the trailing `_`), or `__replicate_`.
+pub fn job_prefix(jobid: Option<&str>) -> String {
+    match jobid {
+        Some(jobid) => format!("{REPLICATION_PREFIX}{jobid}_"),
+        None => REPLICATION_PREFIX.to_owned(),
+    }
+}
+
+/// `is_replication_snapshot(name[, jobid])`: prefix **without** the trailing `_`, so job
+/// `100-1` also matches `__replicate_100-10_…` (pvesr quirk, kept for compatibility).
+pub fn is_replication_snapshot(name: &str, jobid: Option<&str>) -> bool {
+    match name.strip_prefix(REPLICATION_PREFIX) {
+        Some(rest) => jobid.is_none_or(|j| rest.starts_with(j)),
+        None => false,
+    }
+}
+
+/// prepare()'s decision for one volume: indices into the snapshot list it was given.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VolumePrepare {
+    /// Snapshots that stay (prepare's result for this volume), input order.
+    pub keep: Vec<usize>,
+    /// Snapshots to delete as stale, input order.
+    pub stale: Vec<usize>,
+    /// Log `expected snapshot <keep> not present for <volid>, not removing others`.
+    pub missing_keep: bool,
+}
+
+/// The parameters of one `prepare(volids, jobid, last_sync, parent_snapname)` call (§4.3).
+#[derive(Debug, Clone)]
+pub struct Prepare {
+    prefix: String,
+    keep: Option<String>,
+    last_sync: u64,
+    parent: Option<String>,
+}
+
+impl Prepare {
+    pub fn new(jobid: Option<&str>, last_sync: u64, parent: Option<&str>) -> Self {
+        Prepare {
+            prefix: job_prefix(jobid),
+            keep: jobid.map(|j| replication_snapshot_name(j, last_sync)),
+            last_sync,
+            parent: parent.map(str::to_owned),
+        }
+    }
+
+    /// `__replicate_<jobid>_<last_sync>__`, the snapshot prepare must not delete.
+    pub fn keep_name(&self) -> Option<&str> {
+        self.keep.as_deref()
+    }
+
+    fn potentially_stale(&self, name: &str) -> bool {
+        Some(name) != self.keep.as_deref()
+            && Some(name) != self.parent.as_deref()
+            && name.starts_with(&self.prefix)
+    }
+
+    /// Decide for one volume given its snapshot names.
+    pub fn plan_volume<S: AsRef<str>>(&self, names: &[S]) -> VolumePrepare {
+        let removal_ok = match self.last_sync {
+            LAST_SYNC_UNKNOWN => false,
+            LAST_SYNC_REMOVE_ALL => true,
+            _ => match &self.keep {
+                None => true,
+                Some(keep) => names.iter().any(|n| n.as_ref() == keep),
+            },
+        };
+        let mut plan = VolumePrepare::default();
+        let mut any_stale = false;
+        for (i, name) in names.iter().enumerate() {
+            let stale = self.potentially_stale(name.as_ref());
+            any_stale |= stale;
+            if stale && removal_ok {
+                plan.stale.push(i);
+            } else {
+                plan.keep.push(i);
+            }
+        }
+        plan.missing_keep = !removal_ok && self.last_sync > LAST_SYNC_REMOVE_ALL && any_stale;
+        plan
+    }
+}
+
+/// What the remote prepare reported for one snapshot: its guid, or `None` when an old target
+/// answered `1` (then a name match counts as common).
+pub type RemoteSnapshots<'a> = HashMap<&'a str, Option<u64>>;
+
+/// The parameters of `find_common_replication_snapshot` (§4.4) that are the same for every volume.
+#[derive(Debug, Clone)]
+pub struct BaseRule<'a> {
+    last_name: String,
+    parent: Option<&'a str>,
+    config_snapshots: &'a HashSet<&'a str>,
+}
+
+/// The outcome for one volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaseChoice {
+    /// Incremental sync from the local snapshot at this index.
+    Incremental(usize),
+    /// The volume does not exist on the target: full sync.
+    Full,
+    /// Present on both sides without a common base: the job must fail.
+    Missing,
+}
+
+impl<'a> BaseRule<'a> {
+    pub fn new(
+        jobid: &str,
+        last_sync: u64,
+        parent: Option<&'a str>,
+        config_snapshots: &'a HashSet<&'a str>,
+    ) -> Self {
+        BaseRule {
+            last_name: replication_snapshot_name(jobid, last_sync),
+            parent,
+            config_snapshots,
+        }
+    }
+
+    /// Choose the base for one volume: `last_name` if common (same name and guid), else the
+    /// parent snapshot if common, else the common config/replication snapshot with the greatest
+    /// creation time (> 0). Ties, which pvesr breaks by hash order, go to the greater createtxg,
+    /// then to the first in input order.
+    pub fn choose(
+        &self,
+        local: &[SnapshotRef<'_>],
+        remote: Option<&RemoteSnapshots<'_>>,
+    ) -> BaseChoice {
+        let Some(remote) = remote else {
+            return BaseChoice::Full;
+        };
+        let mut by_name: Option<usize> = None;
+        let mut by_parent: Option<usize> = None;
+        let mut newest: Option<usize> = None;
+        for (i, snap) in local.iter().enumerate() {
+            let common = match remote.get(snap.name) {
+                None => false,
+                Some(None) => true,
+                Some(Some(guid)) => *guid == snap.guid,
+            };
+            if !common {
+                continue;
+            }
+            if by_name.is_none() && snap.name == self.last_name {
+                by_name = Some(i);
+            }
+            if by_parent.is_none() && Some(snap.name) == self.parent {
+                by_parent = Some(i);
+            }
+            let candidate = self.config_snapshots.contains(snap.name)
+                || snap.name.starts_with(REPLICATION_PREFIX);
+            if candidate && snap.creation > 0 {
+                let better = newest.is_none_or(|b| {
+                    let best = &local[b];
+                    (snap.creation, snap.createtxg) > (best.creation, best.createtxg)
+                });
+                if better {
+                    newest = Some(i);
+                }
+            }
+        }
+        match by_name.or(by_parent).or(newest) {
+            Some(i) => BaseChoice::Incremental(i),
+            None => BaseChoice::Missing,
+        }
+    }
+}
+
+/// How one dataset's snapshots compare between two tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetComparison<'a> {
+    pub dataset: &'a str,
+    /// Snapshots with the same name and guid on both sides.
+    pub common: usize,
+    /// Names only the local side has, local order.
+    pub only_local: Vec<&'a str>,
+    /// Names only the remote side has, remote order.
+    pub only_remote: Vec<&'a str>,
+    /// Names on both sides with different guids (same name, different data), local order.
+    pub diverged: Vec<&'a str>,
+    /// The common snapshot with the greatest local createtxg.
+    pub newest_common: Option<&'a str>,
+}
+
+/// Compare two whole listings dataset by dataset: datasets of `local` in its order, then those
+/// only `remote` has.
+pub fn compare_tables<'a>(
+    local: &'a SnapshotTable,
+    remote: &'a SnapshotTable,
+) -> Vec<DatasetComparison<'a>> {
+    let mut out = Vec::with_capacity(local.dataset_count());
+    // Reused across datasets: name -> (guid, index in the remote dataset).
+    let mut index: FastMap<&'a str, (u64, usize)> = FastMap::default();
+    let mut seen: Vec<bool> = Vec::new();
+    for (li, dataset) in local.dataset_names().enumerate() {
+        index.clear();
+        seen.clear();
+        let mut cmp = DatasetComparison {
+            dataset,
+            common: 0,
+            only_local: Vec::new(),
+            only_remote: Vec::new(),
+            diverged: Vec::new(),
+            newest_common: None,
+        };
+        let ri = remote.find_dataset(dataset);
+        if let Some(ri) = ri {
+            for (k, s) in remote.snapshots(ri).enumerate() {
+                index.insert(s.name, (s.guid, k));
+            }
+            seen.resize(remote.dataset_len(ri), false);
+        }
+        let mut newest_txg = 0u64;
+        for s in local.snapshots(li) {
+            match index.get(s.name) {
+                None => cmp.only_local.push(s.name),
+                Some(&(guid, k)) => {
+                    seen[k] = true;
+                    if guid != s.guid {
+                        cmp.diverged.push(s.name);
+                        continue;
+                    }
+                    cmp.common += 1;
+                    if cmp.newest_common.is_none() || s.createtxg > newest_txg {
+                        cmp.newest_common = Some(s.name);
+                        newest_txg = s.createtxg;
+                    }
+                }
+            }
+        }
+        if let Some(ri) = ri {
+            cmp.only_remote = remote
+                .snapshots(ri)
+                .zip(&seen)
+                .filter(|(_, seen)| !**seen)
+                .map(|(s, _)| s.name)
+                .collect();
+        }
+        out.push(cmp);
+    }
+    for (ri, dataset) in remote.dataset_names().enumerate() {
+        if local.find_dataset(dataset).is_none() {
+            out.push(DatasetComparison {
+                dataset,
+                common: 0,
+                only_local: Vec::new(),
+                only_remote: remote.snapshots(ri).map(|s| s.name).collect(),
+                diverged: Vec::new(),
+                newest_common: None,
+            });
+        }
+    }
+    out
+}
+
+/// A small multiply-rotate hasher (the FxHash scheme) for snapshot names: the maps here are
+/// rebuilt per dataset from trusted local data, so DoS resistance buys nothing and SipHash
+/// would dominate the comparison time.
+#[derive(Default, Clone, Copy)]
+struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.write(&[i]);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,439 @@
+//! Parsers for the two `zfs` output forms pverep reads:
+//!
+//! * `zfs list -Hp -o name,guid,createtxg,creation -t snapshot [...]` — one snapshot per line,
+//!   four tab-separated columns, grouped here into per-dataset lists in input order;
+//! * `zfs get -Hp -o name,property,value [...]` — three columns, grouped by name.
+//!
+//! Both accept empty input, a trailing newline and blank lines; every error names the 1-based
+//! line. The list parser stores all snapshot names of a table in one arena and 32 bytes of
+//! numbers per snapshot, so a million-line listing costs tens of MB, not hundreds.
+use std::collections::HashMap;
+use std::ops::Range;
+
+use memchr::memchr;
+
+use crate::error::{Error, Result};
+
+/// One snapshot of one dataset, owned.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Snapshot {
+    /// The part after `@`.
+    pub name: String,
+    pub guid: u64,
+    pub createtxg: u64,
+    /// Creation time, seconds since the epoch.
+    pub creation: i64,
+}
+
+/// One snapshot of a [`SnapshotTable`], borrowed from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotRef<'a> {
+    pub name: &'a str,
+    pub guid: u64,
+    pub createtxg: u64,
+    pub creation: i64,
+}
+
+impl SnapshotRef<'_> {
+    pub fn to_snapshot(&self) -> Snapshot {
+        Snapshot {
+            name: self.name.to_owned(),
+            guid: self.guid,
+            createtxg: self.createtxg,
+            creation: self.creation,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    guid: u64,
+    createtxg: u64,
+    creation: i64,
+    name_start: u32,
+    name_len: u32,
+}
+
+#[derive(Debug)]
+struct DatasetGroup {
+    name: Box<str>,
+    /// Ranges into `entries`; one range when the input lists a dataset's snapshots together
+    /// (as zfs does), more when they are interleaved with other datasets.
+    ranges: Vec<Range<u32>>,
+    len: usize,
+}
+
+/// The parsed form of a `zfs list ... -t snapshot` listing: datasets in order of first
+/// appearance, each with its snapshots in input order.
+#[derive(Debug, Default)]
+pub struct SnapshotTable {
+    names: String,
+    entries: Vec<Entry>,
+    datasets: Vec<DatasetGroup>,
+    index: HashMap<Box<str>, usize>,
+}
+
+/// Columns of the list form, for messages.
+const LIST_COLUMNS: &str = "name, guid, createtxg, creation";
+
+impl SnapshotTable {
+    /// Parse `zfs list -Hp -o name,guid,createtxg,creation -t snapshot` output.
+    pub fn parse(data: &[u8]) -> Result<Self> {
+        let text = utf8(data)?;
+        // Sizing up front keeps peak memory at the final size (no doubling on growth); the
+        // name arena's unused tail is only reserved address space and is released at the end.
+        let lines = memchr::memchr_iter(b'\n', data).count() + 1;
+        let mut table = SnapshotTable {
+            names: String::with_capacity(data.len()),
+            entries: Vec::with_capacity(lines),
+            ..Default::default()
+        };
+        let mut current: Option<usize> = None;
+        for (lineno, line) in lines_of(text) {
+            let (dataset, snap) = parse_list_line(line, lineno)?;
+            let group = match current {
+                Some(i) if *table.datasets[i].name == *dataset => i,
+                _ => table.group_for(dataset),
+            };
+            current = Some(group);
+            table.push(group, snap, lineno)?;
+        }
+        table.names.shrink_to_fit();
+        table.entries.shrink_to_fit();
+        Ok(table)
+    }
+
+    fn group_for(&mut self, dataset: &str) -> usize {
+        if let Some(&i) = self.index.get(dataset) {
+            return i;
+        }
+        let i = self.datasets.len();
+        self.datasets.push(DatasetGroup {
+            name: dataset.into(),
+            ranges: Vec::new(),
+            len: 0,
+        });
+        self.index.insert(dataset.into(), i);
+        i
+    }
+
+    fn push(&mut self, group: usize, snap: SnapshotRef<'_>, lineno: usize) -> Result<()> {
+        let too_large = || Error::parse(lineno, "snapshot list too large (over 4 GiB)");
+        let name_start = u32::try_from(self.names.len()).map_err(|_| too_large())?;
+        let name_len = u32::try_from(snap.name.len()).map_err(|_| too_large())?;
+        let index = u32::try_from(self.entries.len()).map_err(|_| too_large())?;
+        name_start.checked_add(name_len).ok_or_else(too_large)?;
+        self.names.push_str(snap.name);
+        self.entries.push(Entry {
+            guid: snap.guid,
+            createtxg: snap.createtxg,
+            creation: snap.creation,
+            name_start,
+            name_len,
+        });
+        let g = &mut self.datasets[group];
+        g.len += 1;
+        match g.ranges.last_mut() {
+            Some(r) if r.end == index => r.end += 1,
+            _ => g.ranges.push(index..index + 1),
+        }
+        Ok(())
+    }
+
+    /// Number of snapshots in the table.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn dataset_count(&self) -> usize {
+        self.datasets.len()
+    }
+
+    /// Dataset names in order of first appearance.
+    pub fn dataset_names(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.datasets.iter().map(|g| &*g.name)
+    }
+
+    pub fn dataset_name(&self, dataset: usize) -> &str {
+        &self.datasets[dataset].name
+    }
+
+    pub fn find_dataset(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    /// Number of snapshots of dataset `dataset` (an index below `dataset_count()`).
+    pub fn dataset_len(&self, dataset: usize) -> usize {
+        self.datasets[dataset].len
+    }
+
+    /// Snapshots of dataset `dataset`, in input order.
+    pub fn snapshots(&self, dataset: usize) -> impl Iterator<Item = SnapshotRef<'_>> + '_ {
+        self.datasets[dataset]
+            .ranges
+            .iter()
+            .flat_map(|r| self.entries[r.start as usize..r.end as usize].iter())
+            .map(|e| SnapshotRef {
+                name: &self.names[e.name_start as usize..(e.name_start + e.name_len) as usize],
+                guid: e.guid,
+                createtxg: e.createtxg,
+                creation: e.creation,
+            })
+    }
+}
+
+/// Parse `zfs list -Hp -o name,guid,createtxg,creation -t snapshot` output into
+/// `(dataset, snapshots)` pairs, datasets in order of first appearance.
+pub fn parse_snapshot_list(data: &[u8]) -> Result<Vec<(String, Vec<Snapshot>)>> {
+    let table = SnapshotTable::parse(data)?;
+    Ok((0..table.dataset_count())
+        .map(|i| {
+            let snaps = table.snapshots(i).map(|s| s.to_snapshot()).collect();
+            (table.dataset_name(i).to_owned(), snaps)
+        })
+        .collect())
+}
+
+/// Properties of one object from `zfs get`: `(property, value)` in input order.
+pub type Properties = Vec<(String, String)>;
+
+/// Parse `zfs get -Hp -o name,property,value` output into `(name, properties)` pairs, names in
+/// order of first appearance. A value may be empty or contain tabs (it is the last column).
+pub fn parse_zfs_get(data: &[u8]) -> Result<Vec<(String, Properties)>> {
+    let text = utf8(data)?;
+    let mut out: Vec<(String, Properties)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for (lineno, line) in lines_of(text) {
+        let mut it = line.splitn(3, '\t');
+        let (Some(name), Some(property), Some(value)) = (it.next(), it.next(), it.next()) else {
+            return Err(Error::parse(
+                lineno,
+                format!(
+                    "expected 3 tab-separated columns (name, property, value), got {}: '{}'",
+                    line.split('\t').count(),
+                    clip(line)
+                ),
+            ));
+        };
+        if name.is_empty() || property.is_empty() {
+            return Err(Error::parse(lineno, "empty name or property column"));
+        }
+        let i = *index.entry(name).or_insert_with(|| {
+            out.push((name.to_owned(), Vec::new()));
+            out.len() - 1
+        });
+        let props = &mut out[i].1;
+        match props.iter_mut().find(|(p, _)| p == property) {
+            Some(slot) => slot.1 = value.to_owned(),
+            None => props.push((property.to_owned(), value.to_owned())),
+        }
+    }
+    Ok(out)
+}
+
+fn utf8(data: &[u8]) -> Result<&str> {
+    std::str::from_utf8(data).map_err(|e| {
+        let line = memchr::memchr_iter(b'\n', &data[..e.valid_up_to()]).count() + 1;
+        Error::parse(line, "not valid UTF-8")
+    })
+}
+
+/// Non-empty lines with their 1-based numbers.
+fn lines_of(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    let bytes = text.as_bytes();
+    let mut pos = 0;
+    let mut lineno = 0;
+    std::iter::from_fn(move || loop {
+        if pos >= bytes.len() {
+            return None;
+        }
+        lineno += 1;
+        let end = memchr(b'\n', &bytes[pos..]).map_or(bytes.len(), |i| pos + i);
+        let line = &text[pos..end];
+        pos = end + 1;
+        if !line.is_empty() {
+            return Some((lineno, line));
+        }
+    })
+}
+
+fn parse_list_line(line: &str, lineno: usize) -> Result<(&str, SnapshotRef<'_>)> {
+    let mut it = line.split('\t');
+    let (Some(full), Some(guid), Some(txg), Some(creation), None) =
+        (it.next(), it.next(), it.next(), it.next(), it.next())
+    else {
+        return Err(Error::parse(
+            lineno,
+            format!(
+                "expected 4 tab-separated columns ({LIST_COLUMNS}), got {}: '{}'",
+                line.split('\t').count(),
+                clip(line)
+            ),
+        ));
+    };
+    let (dataset, name) = match full.split_once('@') {
+        Some((d, n)) if !d.is_empty() && !n.is_empty() => (d, n),
+        _ => {
+            return Err(Error::parse(
+                lineno,
+                format!(
+                    "expected a snapshot name <dataset>@<snapshot>, got '{}'",
+                    clip(full)
+                ),
+            ))
+        }
+    };
+    let number = |column: &str, value: &str| {
+        parse_u64(value).ok_or_else(|| {
+            Error::parse(
+                lineno,
+                format!(
+                    "invalid {column} '{}': expected an unsigned decimal integer",
+                    clip(value)
+                ),
+            )
+        })
+    };
+    let guid = number("guid", guid)?;
+    let createtxg = number("createtxg", txg)?;
+    let creation = i64::try_from(number("creation", creation)?)
+        .map_err(|_| Error::parse(lineno, format!("creation '{creation}' out of range")))?;
+    Ok((
+        dataset,
+        SnapshotRef {
+            name,
+            guid,
+            createtxg,
+            creation,
+        },
+    ))
+}
+
+/// Strict unsigned decimal: digits only (no sign, no blanks), no overflow.
+fn parse_u64(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.is_empty() {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in b {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(d))?;
+    }
+    Some(v)
+}
+
+/// Keep messages one readable line even for a garbage megabyte.
+fn clip(s: &str) -> String {
+    const MAX: usize = 80;
+    if s.len() <= MAX {
+        return s.to_owned();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIST: &str =
+        "rpool/data/vm-100-disk-0@__replicate_100-0_1700000000__\t111\t10\t1700000000\n\
+rpool/data/vm-100-disk-0@snap1\t112\t11\t1700000100\n\
+rpool/data/vm-100-disk-1@__replicate_100-0_1700000000__\t211\t10\t1700000000\n";
+
+    fn err_line(r: Result<impl std::fmt::Debug>) -> (usize, String) {
+        match r {
+            Err(Error::Parse { line, message }) => (line, message),
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_groups_in_order() {
+        let out = parse_snapshot_list(LIST.as_bytes()).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].0, "rpool/data/vm-100-disk-0");
+        assert_eq!(out[0].1.len(), 2);
+        assert_eq!(
+            out[0].1[1],
+            Snapshot {
+                name: "snap1".into(),
+                guid: 112,
+                createtxg: 11,
+                creation: 1700000100
+            }
+        );
+        assert_eq!(out[1].1[0].guid, 211);
+    }
+
+    #[test]
+    fn empty_and_trailing_newlines() {
+        assert!(parse_snapshot_list(b"").unwrap().is_empty());
+        assert!(parse_snapshot_list(b"\n\n").unwrap().is_empty());
+        let no_nl = LIST.trim_end();
+        assert_eq!(parse_snapshot_list(no_nl.as_bytes()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn interleaved_datasets_keep_input_order() {
+        let data = "a@1\t1\t1\t1\nb@1\t2\t2\t2\na@2\t3\t3\t3\n";
+        let t = SnapshotTable::parse(data.as_bytes()).unwrap();
+        assert_eq!(t.dataset_names().collect::<Vec<_>>(), ["a", "b"]);
+        let a: Vec<_> = t.snapshots(0).map(|s| s.name).collect();
+        assert_eq!(a, ["1", "2"]);
+        assert_eq!(t.dataset_len(0), 2);
+        assert_eq!(t.len(), 3);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let (line, msg) = err_line(parse_snapshot_list(b"a@1\t1\t1\t1\n\ngarbage\n"));
+        assert_eq!(line, 3);
+        assert!(msg.contains("expected 4 tab-separated columns"), "{msg}");
+        let (line, msg) = err_line(parse_snapshot_list(b"a@1\tx1\t1\t1\n"));
+        assert_eq!(line, 1);
+        assert!(msg.contains("invalid guid 'x1'"), "{msg}");
+        let (_, msg) = err_line(parse_snapshot_list(b"a@1\t1\t-1\t1\n"));
+        assert!(msg.contains("invalid createtxg"), "{msg}");
+        let (_, msg) = err_line(parse_snapshot_list(b"a@1\t18446744073709551616\t1\t1\n"));
+        assert!(msg.contains("invalid guid"), "{msg}");
+        let (_, msg) = err_line(parse_snapshot_list(b"a\t1\t1\t1\n"));
+        assert!(msg.contains("<dataset>@<snapshot>"), "{msg}");
+        let (_, msg) = err_line(parse_snapshot_list(b"@x\t1\t1\t1\n"));
+        assert!(msg.contains("<dataset>@<snapshot>"), "{msg}");
+        let (line, msg) = err_line(parse_snapshot_list(b"a@1\t1\t1\t1\n\xff\n"));
+        assert_eq!((line, msg.as_str()), (2, "not valid UTF-8"));
+    }
+
+    #[test]
+    fn zfs_get_three_columns() {
+        let data = b"pool/a\tguid\t42\npool/a\trefquota\t0\npool/b@s\tguid\t7\npool/a\tguid\t43\n";
+        let out = parse_zfs_get(data).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            out[0].1,
+            vec![
+                ("guid".to_owned(), "43".to_owned()),
+                ("refquota".to_owned(), "0".to_owned())
+            ]
+        );
+        assert_eq!(
+            out[1],
+            ("pool/b@s".to_owned(), vec![("guid".into(), "7".into())])
+        );
+        assert_eq!(parse_zfs_get(b"x\ty\t\n").unwrap()[0].1[0].1, "");
+        let (line, _) = err_line(parse_zfs_get(b"x\ty\tz\nonly-two\tcols\n"));
+        assert_eq!(line, 2);
+    }
+}
