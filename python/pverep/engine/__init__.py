@@ -1,1 +1,1 @@
-"""The source-side replication engine: planner (pure), runner (one job), scheduler (pvesr run)."""
+"""Replication logic: planner (pure), runner (one job), scheduler (pvesr run), target side (remote)."""

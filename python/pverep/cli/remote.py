@@ -1,0 +1,249 @@
+"""Target-side verbs called by the source over ssh: ``prepare-local-job``,
+``finalize-local-job`` (pvesr's) and ``import``/``export`` (pvesm's), with their option
+spellings (``--opt``/``-opt``, optional-value booleans) so a pvesr-shaped argv works as is.
+
+stdout carries only the protocol (the JSON line, the tunnel address, ``successfully imported``
+or the stream itself); every log line goes to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import click
+
+from pverep.cli import App, cli
+from pverep.config.storage import read_storage_cfg
+from pverep.engine import remote
+from pverep.errors import ValidationError
+from pverep.storage.volumes import Volumes
+from pverep.storage.zfs import ZfsFlags, ZfsRunner
+from pverep.transport import LocalShell, tcp
+
+#: Set to 1 on nodes whose zfs speaks ``send -U`` / ``recv -x encryption`` (zfsutils ≥ 2.4.1).
+ENCRYPTION_AWARE_ENV = "PVEREP_ZFS_ENCRYPTION_AWARE"
+
+_TRUE = {"1", "yes", "on", "true"}
+_FALSE = {"0", "no", "off", "false"}
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _bool(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ValidationError(f"{name}: type check ('boolean') failed - got '{value}'")
+
+
+def _uint(name: str, value: str) -> int:
+    if not re.fullmatch(r"\+?\d+", value.strip()):
+        raise ValidationError(f"{name}: type check ('integer') failed - got '{value}'")
+    return int(value)
+
+
+def _guest_node_lookup(app: App, node: str) -> Callable[[int], str | None]:
+    """vmid → node from the cluster's vmlist; a config file under this node also counts as
+    local (belt and braces: the vmlist is pmxcfs' derived view of exactly those files)."""
+    vmlist = app.cluster().vmlist()
+
+    def lookup(vmid: int) -> str | None:
+        for vmtype in ("qemu", "lxc"):
+            if app.paths.guest_config(node, vmtype, vmid).exists():
+                return node
+        entry = vmlist.get(vmid)
+        return entry.node if entry is not None else None
+
+    return lookup
+
+
+def _target(app: App) -> remote.TargetNode:
+    node = app.cluster().local_node()
+    storage = read_storage_cfg(str(app.paths.storage_cfg), warn=_stderr)
+    flags = ZfsFlags(encryption_aware=os.environ.get(ENCRYPTION_AWARE_ENV) == "1")
+    volumes = Volumes(storage, ZfsRunner(LocalShell(node)), flags=flags)
+    return remote.TargetNode(
+        node=node,
+        storage=storage,
+        volumes=volumes,
+        guest_node=_guest_node_lookup(app, node),
+        log=_stderr,
+    )
+
+
+def _split_list(values: Sequence[str]) -> list[str]:
+    return [item for value in values for item in re.split(r"[,;\s]+", value) if item]
+
+
+# --- prepare / finalize ---------------------------------------------------------------------
+
+
+@cli.command("prepare-local-job")
+@click.argument("jobid")
+@click.argument("volids", nargs=-1)
+@click.option("--scan", "-scan", "scan", multiple=True, help="Storage ids to scan.")
+@click.option("--last_sync", "-last_sync", "last_sync", default="0", help="Last sync time.")
+@click.option("--parent_snapname", "-parent_snapname", "parent_snapname", default=None)
+@click.option("--force", "-force", "force", is_flag=False, flag_value="1", default="0")
+@click.pass_obj
+def prepare_local_job(
+    app: App,
+    jobid: str,
+    volids: tuple[str, ...],
+    scan: tuple[str, ...],
+    last_sync: str,
+    parent_snapname: str | None,
+    force: str,
+) -> None:
+    """Prepare for replication job (called by the source; prints one JSON line)."""
+    result = remote.prepare_local_job(
+        _target(app),
+        jobid,
+        list(volids),
+        scan=_split_list(scan),
+        last_sync=_uint("last_sync", last_sync),
+        parent_snapname=parent_snapname,
+        force=_bool("force", force),
+    )
+    click.echo(remote.format_prepare_result(result))
+
+
+@cli.command("finalize-local-job")
+@click.argument("jobid")
+@click.argument("volids", nargs=-1)
+@click.option("--last_sync", "-last_sync", "last_sync", default="0")
+@click.pass_obj
+def finalize_local_job(app: App, jobid: str, volids: tuple[str, ...], last_sync: str) -> None:
+    """Finalize a replication job (called by the source; logs on stderr)."""
+    remote.finalize_local_job(
+        _target(app), jobid, list(volids), last_sync=_uint("last_sync", last_sync)
+    )
+
+
+# --- import / export ------------------------------------------------------------------------
+
+
+@contextmanager
+def _import_source(filename: str) -> Iterator[int]:
+    """The fd ``zfs recv`` reads: stdin, a TCP client (insecure mode), a unix client, a file."""
+    if filename == "-":
+        yield sys.stdin.fileno()
+        return
+    if filename.startswith("tcp://"):
+        listener = tcp.listen(tcp.resolve_listen_address(filename[len("tcp://") :]))
+        sys.stdout.write(tcp.announcement(listener))
+        sys.stdout.flush()
+        with tcp.accept_one(listener) as client:
+            yield client.fileno()
+        return
+    if filename.startswith("unix://"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+            server.bind(filename[len("unix://") :])
+            server.listen(1)
+            sys.stdout.write("ready\n")
+            sys.stdout.flush()
+            client, _ = server.accept()
+            with client:
+                yield client.fileno()
+        return
+    with open(filename, "rb") as fh:
+        yield fh.fileno()
+
+
+@contextmanager
+def _export_sink(filename: str) -> Iterator[int]:
+    if filename == "-":
+        sys.stdout.flush()
+        yield sys.stdout.fileno()
+        return
+    with open(filename, "wb") as fh:
+        yield fh.fileno()
+
+
+@cli.command("import")
+@click.argument("volume")
+@click.argument("fmt", metavar="FORMAT")
+@click.argument("filename")
+@click.option("--base", "-base", "base", default=None)
+@click.option("--snapshot", "-snapshot", "snapshot", default=None)
+@click.option(
+    "--with-snapshots", "-with-snapshots", "with_snapshots", is_flag=False, flag_value="1",
+    default="0",
+)  # fmt: skip
+@click.option("--delete-snapshot", "-delete-snapshot", "delete_snapshot", default=None)
+@click.option(
+    "--allow-rename", "-allow-rename", "allow_rename", is_flag=False, flag_value="1",
+    default="0",
+)  # fmt: skip
+@click.pass_obj
+def import_(
+    app: App,
+    volume: str,
+    fmt: str,
+    filename: str,
+    base: str | None,
+    snapshot: str | None,
+    with_snapshots: str,
+    delete_snapshot: str | None,
+    allow_rename: str,
+) -> None:
+    """Import a volume stream (pvesm import): '-' stdin, tcp://<ip|cidr>, unix://<path>, file."""
+    _bool("with-snapshots", with_snapshots)  # accepted for pvesm compatibility; zfs ignores it
+    plan = remote.prepare_import(
+        _target(app),
+        volume,
+        fmt,
+        snapshot=snapshot,
+        base=base,
+        allow_rename=_bool("allow-rename", allow_rename),
+        delete_snapshot=delete_snapshot,
+    )
+    with _import_source(filename) as fd:
+        volid = remote.run_import(plan, fd, on_stderr=_stderr)
+    click.echo(f"successfully imported '{volid}'")
+
+
+@cli.command("export")
+@click.argument("volume")
+@click.argument("fmt", metavar="FORMAT")
+@click.argument("filename")
+@click.option("--base", "-base", "base", default=None)
+@click.option("--snapshot", "-snapshot", "snapshot", default=None)
+@click.option(
+    "--with-snapshots", "-with-snapshots", "with_snapshots", is_flag=False, flag_value="1",
+    default="0",
+)  # fmt: skip
+@click.option("--snapshot-list", "-snapshot-list", "snapshot_list", default=None, hidden=True)
+@click.pass_obj
+def export(
+    app: App,
+    volume: str,
+    fmt: str,
+    filename: str,
+    base: str | None,
+    snapshot: str | None,
+    with_snapshots: str,
+    snapshot_list: str | None,
+) -> None:
+    """Export a volume stream (pvesm export) to '-' (stdout) or a file."""
+    target = _target(app)
+    with _export_sink(filename) as fd:
+        remote.export_volume(
+            target,
+            volume,
+            fmt,
+            fd,
+            snapshot=snapshot,
+            base=base,
+            with_snapshots=_bool("with-snapshots", with_snapshots),
+            on_stderr=_stderr,
+        )

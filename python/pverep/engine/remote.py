@@ -1,0 +1,260 @@
+"""The target side of the remote protocol (spec §5.2, §5.3, §5.7).
+
+Everything received is validated first (job id, volids, storages, owners, vtypes, snapshot
+names), and nothing is touched for a guest that lives on this node: right after a migration or
+an HA recovery onto this node, the "replica" volumes ARE the guest's live disks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from pverep import _core
+from pverep.config.storage import StorageConfig
+from pverep.engine.prepare import Log, prepare
+from pverep.errors import PverepError, ValidationError
+from pverep.storage.volumes import Volumes
+from pverep.storage.zfs import ZfsPool
+from pverep.transport.base import LineSink
+from pverep.validate import (
+    check_job_id_param,
+    check_parent_snapname,
+    check_storage_id,
+    check_transfer_snapshot_name,
+    is_replication_snapshot,
+    parse_job_id,
+    parse_volume_id,
+)
+
+#: The stream formats a zfspool storage exports and imports.
+ZFS_FORMAT = "zfs"
+_PLUGIN = "PVE::Storage::ZFSPoolPlugin"
+
+
+@dataclass
+class TargetNode:
+    """What the target side needs to know about the node it runs on."""
+
+    node: str
+    storage: StorageConfig
+    volumes: Volumes
+    #: The cluster vmlist: vmid → node the guest's config lives on (None: no such guest).
+    guest_node: Callable[[int], str | None]
+    log: Log
+
+
+def refuse_local_guest(target: TargetNode, vmid: int) -> None:
+    """``guest '<vmid>' is on local node``: never touch the disks of a guest living here."""
+    if target.guest_node(vmid) == target.node:
+        raise PverepError(f"guest '{vmid}' is on local node")
+
+
+def check_wanted_volume(target: TargetNode, vmid: int, volid: str) -> str:
+    """§5.2 step 6: the storage is enabled here and replicatable, the volume is an image of
+    ``vmid``. Returns the storage id."""
+    storeid, _ = parse_volume_id(volid)
+    scfg = target.storage.check_enabled(storeid, target.node)
+    if not scfg.replicatable:
+        raise PverepError(f"storage '{storeid}' is not replicatable")
+    info = target.storage.volume_info(volid)
+    if info.vtype != "images":
+        raise PverepError(f"volume '{volid}' has wrong vtype ({info.vtype} != 'images')")
+    if not info.owner or info.owner != vmid:
+        raise PverepError(f"volume '{volid}' has wrong owner")
+    return storeid
+
+
+def _scan_storages(target: TargetNode, scan: Sequence[str]) -> set[str]:
+    selected: set[str] = set()
+    for storeid in scan:
+        check_storage_id(storeid)
+        scfg = target.storage.get(storeid)
+        if scfg.disabled or not scfg.available_on(target.node):
+            continue  # silently ignored, like pvesr
+        if not scfg.replicatable:
+            raise PverepError(f"storage '{storeid}' is not replicatable")
+        selected.add(storeid)
+    return selected
+
+
+def prepare_local_job(
+    target: TargetNode,
+    jobid: str,
+    volids: Sequence[str],
+    *,
+    scan: Sequence[str] = (),
+    last_sync: int = 0,
+    parent_snapname: str | None = None,
+    force: bool = False,
+) -> dict[str, dict[str, _core.SnapshotInfo]]:
+    """§5.2: clean this job's stale snapshots and volumes; report what the target has."""
+    if not volids and not force:
+        raise PverepError("no volumes specified")
+    jobid = check_job_id_param(jobid)
+    vmid, _ = parse_job_id(jobid)
+    if last_sync < 0:
+        raise ValidationError("last_sync must be >= 0")
+    if parent_snapname is not None:
+        check_parent_snapname(parent_snapname)
+    refuse_local_guest(target, vmid)
+
+    storages = _scan_storages(target, scan)
+    wanted: set[str] = set()
+    for volid in volids:
+        storages.add(check_wanted_volume(target, vmid, volid))
+        wanted.add(volid)
+
+    present: list[str] = []
+    for storeid in sorted(storages):
+        present += target.volumes.list_images(storeid, vmid)
+
+    result = prepare(target.volumes, present, jobid, last_sync, parent_snapname, target.log)
+    snapshots = result.snapshots
+    for volid in present:
+        if volid in wanted:
+            continue
+        stale = volid in result.cleaned or any(
+            is_replication_snapshot(name, jobid) for name in snapshots.get(volid, {})
+        )
+        if not stale:
+            continue
+        target.log(f"{jobid}: delete stale volume '{volid}'")
+        target.volumes.free(volid)
+        snapshots.pop(volid, None)
+    return snapshots
+
+
+def format_prepare_result(snapshots: Mapping[str, Mapping[str, _core.SnapshotInfo]]) -> str:
+    """The one stdout line: ``{"<volid>":{"<snap>":{"id":"<guid>","timestamp":"<epoch>"}}}``."""
+    doc = {
+        volid: {
+            name: {"id": str(info.guid), "timestamp": str(info.creation)}
+            for name, info in snaps.items()
+        }
+        for volid, snaps in snapshots.items()
+    }
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def finalize_local_job(
+    target: TargetNode, jobid: str, volids: Sequence[str], *, last_sync: int
+) -> None:
+    """§5.3: drop this job's older snapshots where the new ``last_sync`` one exists."""
+    jobid = check_job_id_param(jobid)
+    vmid, _ = parse_job_id(jobid)
+    refuse_local_guest(target, vmid)
+    if not volids:
+        raise PverepError("no volumes specified")
+    for volid in volids:
+        check_wanted_volume(target, vmid, volid)
+    prepare(target.volumes, sorted(volids), jobid, last_sync, None, target.log)
+
+
+def _check_format(fmt: str, action: str) -> None:
+    if fmt != ZFS_FORMAT:
+        raise PverepError(f"unsupported {action} stream format for {_PLUGIN}: {fmt}")
+
+
+def _snap(name: str | None) -> str | None:
+    return None if name is None else check_transfer_snapshot_name(name)
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    """A validated import: where the stream goes and what to do after it."""
+
+    pool: ZfsPool
+    volname: str
+    base: str | None
+    allow_rename: bool
+    delete_snapshot: str | None
+
+
+def prepare_import(
+    target: TargetNode,
+    volid: str,
+    fmt: str,
+    *,
+    snapshot: str | None = None,
+    base: str | None = None,
+    allow_rename: bool = False,
+    delete_snapshot: str | None = None,
+) -> ImportPlan:
+    """Validate an import before any stream endpoint is opened: format, snapshot names,
+    storage, owner (refusing a guest living on this node: ``zfs recv -F`` would roll back or
+    overwrite its live disk) and the plugin's pre-checks."""
+    _check_format(fmt, "import")
+    _snap(snapshot)
+    base = _snap(base)
+    delete_snapshot = _snap(delete_snapshot)
+    storeid, volname = parse_volume_id(volid)
+    target.storage.check_enabled(storeid, target.node)
+    pool = target.volumes.pool(storeid)
+    owner = target.storage.volume_info(volid).owner
+    if owner is None:
+        raise PverepError(f"volume '{volid}' has wrong owner")
+    refuse_local_guest(target, owner)
+    pool.check_import(volname, base, allow_rename)
+    return ImportPlan(pool, volname, base, allow_rename, delete_snapshot)
+
+
+def run_import(plan: ImportPlan, stdin: int, *, on_stderr: LineSink | None = None) -> str:
+    """Receive the stream from the fd ``stdin``; returns the imported volid."""
+    pool = plan.pool
+    imported = pool.import_(
+        plan.volname, stdin, plan.base, allow_rename=plan.allow_rename, on_stderr=on_stderr
+    )
+    if plan.delete_snapshot is not None:
+        pool.delete_snapshot(parse_volume_id(imported)[1], plan.delete_snapshot)
+    return imported
+
+
+def import_volume(
+    target: TargetNode,
+    volid: str,
+    fmt: str,
+    stdin: int,
+    *,
+    snapshot: str | None = None,
+    base: str | None = None,
+    allow_rename: bool = False,
+    delete_snapshot: str | None = None,
+    on_stderr: LineSink | None = None,
+) -> str:
+    """§5.7 ``import`` from an already open fd: ``prepare_import`` + ``run_import``."""
+    plan = prepare_import(
+        target,
+        volid,
+        fmt,
+        snapshot=snapshot,
+        base=base,
+        allow_rename=allow_rename,
+        delete_snapshot=delete_snapshot,
+    )
+    return run_import(plan, stdin, on_stderr=on_stderr)
+
+
+def export_volume(
+    target: TargetNode,
+    volid: str,
+    fmt: str,
+    stdout: int,
+    *,
+    snapshot: str | None = None,
+    base: str | None = None,
+    with_snapshots: bool = False,
+    on_stderr: LineSink | None = None,
+) -> None:
+    """§5.7 ``export``: ``zfs send`` of ``volid`` straight into the fd ``stdout``."""
+    _check_format(fmt, "export")
+    snapshot = _snap(snapshot)
+    base = _snap(base)
+    storeid, volname = parse_volume_id(volid)
+    target.storage.check_enabled(storeid, target.node)
+    pool = target.volumes.pool(storeid)
+    proc = pool.export(
+        volname, snapshot, base, with_snapshots=with_snapshots, stdout=stdout, on_stderr=on_stderr
+    )
+    pool.runner.finish(proc)

@@ -1,0 +1,1 @@
+"""Storage plugins (only zfspool replicates)."""

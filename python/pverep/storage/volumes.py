@@ -1,0 +1,70 @@
+"""Volume-id level storage operations (PVE::Storage's volume_* functions) for replication.
+
+Resolves ``storeid:volname`` to its storage and runs the zfspool operation; anything that is
+not a zfspool storage is refused with pvesr's ``storage '<sid>' is not replicatable``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from pverep import _core
+from pverep.config.storage import StorageConfig
+from pverep.errors import PverepError
+from pverep.storage.zfs import ZfsFlags, ZfsImage, ZfsPool, ZfsRunner
+from pverep.validate import parse_volume_id
+
+
+class Volumes:
+    """Replication's view of the node's storages."""
+
+    def __init__(
+        self,
+        storage: StorageConfig,
+        runner: ZfsRunner,
+        *,
+        flags: ZfsFlags | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.storage = storage
+        self.runner = runner
+        self.flags = flags or ZfsFlags()
+        self._sleep = sleep
+        self._pools: dict[str, ZfsPool] = {}
+
+    def pool(self, storeid: str) -> ZfsPool:
+        pool = self._pools.get(storeid)
+        if pool is None:
+            scfg = self.storage.get(storeid)
+            if not scfg.replicatable:
+                raise PverepError(f"storage '{storeid}' is not replicatable")
+            pool = ZfsPool(scfg, self.runner, flags=self.flags, sleep=self._sleep)
+            self._pools[storeid] = pool
+        return pool
+
+    def _resolve(self, volid: str) -> tuple[ZfsPool, str]:
+        storeid, volname = parse_volume_id(volid)
+        return self.pool(storeid), volname
+
+    def snapshot(self, volid: str, snap: str) -> None:
+        pool, volname = self._resolve(volid)
+        pool.snapshot(volname, snap)
+
+    def snapshot_info(self, volid: str) -> list[_core.SnapshotInfo]:
+        pool, volname = self._resolve(volid)
+        return pool.snapshot_info(volname)
+
+    def delete_snapshot(self, volid: str, snap: str) -> None:
+        pool, volname = self._resolve(volid)
+        pool.delete_snapshot(volname, snap)
+
+    def free(self, volid: str) -> None:
+        pool, volname = self._resolve(volid)
+        pool.destroy_volume(volname)
+
+    def list_images(self, storeid: str, vmid: int | None = None) -> list[str]:
+        """Volids of the images on ``storeid`` (owned by ``vmid``), sorted like vdisk_list."""
+        pool = self.pool(storeid)
+        images: list[ZfsImage] = pool.list_images(vmid)
+        return sorted((pool.volid(img.name) for img in images), key=str.lower)

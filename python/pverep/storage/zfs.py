@@ -1,0 +1,367 @@
+"""The zfspool plugin: pure argv builders (spec §5.8) and the operations that run them.
+
+Every ``zfs`` call goes through ``ZfsRunner``: it logs the argv, keeps a bounded stderr tail,
+applies the spec's timeout (10 s for helper calls, none for send/recv) and turns any failure
+into ``ZfsError("zfs error: <last stderr line>")`` as PVE's ``zfs_request`` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pverep import _core
+from pverep.config.storage import StorageDef, parse_volname
+from pverep.errors import PverepError
+from pverep.transport.base import DEVNULL, CommandError, LineSink, Process, Shell
+
+log = logging.getLogger(__name__)
+
+ZFS = "zfs"
+#: Timeout of zfs helper calls (snapshot, destroy, list, get, set) outside worker tasks.
+HELPER_TIMEOUT = 10.0
+#: Volume destroy retries on "dataset is busy" (ZFSPoolPlugin::zfs_delete_zvol).
+DESTROY_TRIES = 6
+#: zfs send -U prints this per dataset; pvesm suppresses it.
+_SEND_NOISE = "WARNING: no-preserve-encryption flag set, sending dataset"
+#: Image names the plugin lists (everything else in the pool is ignored).
+IMAGE_NAME_RE = r"^(vm|base|subvol|basevol)-(\d+)-(\S+)$"
+
+
+class ZfsError(PverepError):
+    """A zfs command failed; str() is ``zfs error: <last stderr line>``."""
+
+
+# --- pure argv builders -----------------------------------------------------------------------
+
+
+def snapshot_argv(ds: str, snap: str) -> list[str]:
+    return [ZFS, "snapshot", f"{ds}@{snap}"]
+
+
+def get_refquota_argv(ds: str) -> list[str]:
+    return [ZFS, "get", "-o", "value", "-Hp", "refquota", ds]
+
+
+def set_snapshot_refquota_argv(ds: str, snap: str, value: str) -> list[str]:
+    return [ZFS, "set", f"pve-storage:refquota={value}", f"{ds}@{snap}"]
+
+
+def snapshot_list_argv(ds: str) -> list[str]:
+    """Spec §5.8 lists ``name,guid,creation``; createtxg is added because the Rust parser (and
+    the newest-common-base rule) orders by it. The command is local, not a wire format."""
+    return [ZFS, "list", "-Hp", "-r", "-t", "snapshot", "-o", "name,guid,createtxg,creation", ds]
+
+
+def destroy_snapshot_argv(ds: str, snap: str) -> list[str]:
+    return [ZFS, "destroy", f"{ds}@{snap}"]
+
+
+def destroy_volume_argv(ds: str) -> list[str]:
+    return [ZFS, "destroy", "-r", ds]
+
+
+def list_images_argv(pool: str) -> list[str]:
+    return [
+        ZFS, "list", "-o", "name,volsize,origin,type,refquota",
+        "-t", "volume,filesystem", "-d1", "-Hp", pool,
+    ]  # fmt: skip
+
+
+def send_argv(
+    ds: str,
+    snapshot: str,
+    base: str | None = None,
+    *,
+    with_snapshots: bool = True,
+    no_preserve_encryption: bool = False,
+) -> list[str]:
+    """``zfs send -Rpv [-I <base>] -- <ds>@<snapshot>`` (``-RpvU`` on zfsutils ≥ 2.4.1-pve2)."""
+    argv = [ZFS, "send", "-RpvU" if no_preserve_encryption else "-Rpv"]
+    if base is not None:
+        argv += ["-I" if with_snapshots else "-i", base]
+    return [*argv, "--", f"{ds}@{snapshot}"]
+
+
+def recv_argv(ds: str, *, exclude_encryption: bool = False) -> list[str]:
+    """``zfs recv -F [-x encryption] -- <ds>``."""
+    argv = [ZFS, "recv", "-F"]
+    if exclude_encryption:
+        argv += ["-x", "encryption"]
+    return [*argv, "--", ds]
+
+
+def exists_argv(name: str) -> list[str]:
+    return [ZFS, "get", "-H", "name", name]
+
+
+def rollback_argv(ds: str, snap: str) -> list[str]:
+    return [ZFS, "rollback", "-r", "--", f"{ds}@{snap}"]
+
+
+def destroy_after_failed_import_argv(ds: str) -> list[str]:
+    return [ZFS, "destroy", "-r", "--", ds]
+
+
+# --- pure parsers -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ZfsImage:
+    """One entry of ``list_images``."""
+
+    name: str  # dataset name below the pool, e.g. subvol-100-disk-0
+    owner: int
+    size: int
+    format: str  # raw (zvol) | subvol (filesystem)
+    origin: str | None
+
+
+def parse_image_list(text: str, pool: str) -> list[ZfsImage]:
+    """ZFSPoolPlugin::zfs_parse_zvol_list: direct children of ``pool`` named like images."""
+    import re
+
+    name_re = re.compile(IMAGE_NAME_RE)
+    images: list[ZfsImage] = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 5:
+            continue
+        dataset, volsize, origin, dtype, refquota = parts[:5]
+        if dtype not in ("volume", "filesystem"):
+            continue
+        parent, sep, name = dataset.rpartition("/")
+        if not sep or parent != pool:
+            continue
+        m = name_re.match(name)
+        if not m:
+            continue
+        if dtype == "filesystem":
+            size = 0 if refquota in ("none", "-") else _int(refquota)
+            fmt = "subvol"
+        else:
+            size, fmt = _int(volsize), "raw"
+        images.append(ZfsImage(name, int(m.group(2)), size, fmt, None if origin == "-" else origin))
+    return images
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return 0
+
+
+# --- the one wrapper --------------------------------------------------------------------------
+
+
+class ZfsRunner:
+    """Runs zfs argv lists through a Shell with logging, timeouts and PVE's error texts."""
+
+    def __init__(self, shell: Shell, *, timeout: float | None = HELPER_TIMEOUT) -> None:
+        self.shell = shell
+        self.timeout = timeout
+
+    @staticmethod
+    def _error(err: CommandError) -> ZfsError:
+        last = err.last_stderr_line
+        return ZfsError(f"zfs error: {last if last is not None else err}")
+
+    def run(self, argv: Sequence[str], *, timeout: float | None = -1.0) -> str:
+        """Run a helper call and return its stdout. ``timeout=-1`` means the runner default."""
+        limit = self.timeout if timeout == -1.0 else timeout
+        log.debug("zfs on %s: %s", self.shell.node, list(argv))
+        started = time.monotonic()
+        try:
+            result = self.shell.run(argv, timeout=limit).check()
+        except CommandError as err:
+            log.debug("zfs failed after %.3fs: %s", time.monotonic() - started, err.stderr_tail)
+            raise self._error(err) from None
+        log.debug("zfs done in %.3fs", time.monotonic() - started)
+        return result.stdout_text
+
+    def succeeds(self, argv: Sequence[str]) -> bool:
+        """Run quietly; True on exit 0 (PVE's ``noerr => 1, quiet => 1``)."""
+        log.debug("zfs on %s: %s", self.shell.node, list(argv))
+        try:
+            return self.shell.run(argv, timeout=self.timeout).returncode == 0
+        except CommandError:
+            return False
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: int = DEVNULL,
+        stdout: int = DEVNULL,
+        on_stderr: LineSink | None = None,
+    ) -> Process:
+        """Start a stream command (send/recv): no timeout; stderr tail kept by the Process."""
+        log.debug("zfs stream on %s: %s", self.shell.node, list(argv))
+        return self.shell.spawn(argv, stdin=stdin, stdout=stdout, on_stderr=on_stderr)
+
+    def finish(self, proc: Process) -> None:
+        """Wait for a stream command; ZfsError with its last stderr line on failure."""
+        try:
+            proc.check()
+        except CommandError as err:
+            raise self._error(err) from None
+
+
+# --- the plugin -------------------------------------------------------------------------------
+
+
+def _filter_send_noise(sink: LineSink | None) -> LineSink | None:
+    if sink is None:
+        return None
+
+    def forward(line: str) -> None:
+        if not line.startswith(_SEND_NOISE):
+            sink(line)
+
+    return forward
+
+
+@dataclass(frozen=True)
+class ZfsFlags:
+    """Which zfs dialect the node speaks. ``encryption_aware`` = pve-storage ≥ c705a2c
+    (``send -RpvU`` / ``recv -x encryption``, zfsutils ≥ 2.4.1-pve2); zfs-fuse and older
+    OpenZFS need it off."""
+
+    encryption_aware: bool = False
+
+
+class ZfsPool:
+    """One zfspool storage on the node ``runner.shell`` runs on."""
+
+    def __init__(
+        self,
+        storage: StorageDef,
+        runner: ZfsRunner,
+        *,
+        flags: ZfsFlags | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if storage.type != "zfspool" or not storage.pool:
+            raise PverepError(f"storage '{storage.storeid}' is not replicatable")
+        self.storage = storage
+        self.pool = storage.pool
+        self.runner = runner
+        self.flags = flags or ZfsFlags()
+        self._sleep = sleep
+
+    def dataset(self, volname: str) -> str:
+        return f"{self.pool}/{parse_volname(self.storage, volname).name}"
+
+    def volid(self, name: str) -> str:
+        return f"{self.storage.storeid}:{name}"
+
+    # snapshots
+    def snapshot(self, volname: str, snap: str) -> None:
+        """``zfs snapshot``; container subvols also record their refquota on the snapshot."""
+        ds = self.dataset(volname)
+        self.runner.run(snapshot_argv(ds, snap))
+        if parse_volname(self.storage, volname).format == "subvol":
+            value = self.runner.run(get_refquota_argv(ds)).strip()
+            self.runner.run(set_snapshot_refquota_argv(ds, snap, value))
+
+    def snapshot_info(self, volname: str) -> list[_core.SnapshotInfo]:
+        """Snapshots of the volume's own dataset, in zfs list (creation) order."""
+        ds = self.dataset(volname)
+        text = self.runner.run(snapshot_list_argv(ds))
+        return list(_core.parse_snapshot_list(text).get(ds, []))
+
+    def delete_snapshot(self, volname: str, snap: str) -> None:
+        self.runner.run(destroy_snapshot_argv(self.dataset(volname), snap))
+
+    # volumes
+    def destroy_volume(self, volname: str) -> None:
+        """``zfs destroy -r``: retried on "dataset is busy", "does not exist" counts as done."""
+        argv = destroy_volume_argv(self.dataset(volname))
+        err: ZfsError | None = None
+        for attempt in range(DESTROY_TRIES):
+            try:
+                self.runner.run(argv)
+                return
+            except ZfsError as e:
+                err = e
+                text = str(e)
+                if "dataset does not exist" in text:
+                    return
+                if "dataset is busy" not in text:
+                    raise
+                if attempt + 1 < DESTROY_TRIES:
+                    self._sleep(1.0)
+        assert err is not None
+        raise err
+
+    def list_images(self, vmid: int | None = None) -> list[ZfsImage]:
+        images = parse_image_list(self.runner.run(list_images_argv(self.pool)), self.pool)
+        return [img for img in images if vmid is None or img.owner == vmid]
+
+    # streams
+    def export(
+        self,
+        volname: str,
+        snapshot: str | None,
+        base: str | None = None,
+        *,
+        with_snapshots: bool = True,
+        stdout: int,
+        on_stderr: LineSink | None = None,
+    ) -> Process:
+        """Start ``zfs send`` writing straight into ``stdout`` (a pipe, a file or a socket)."""
+        if snapshot is None:
+            raise PverepError("PVE::Storage::ZFSPoolPlugin storage can only export snapshots")
+        argv = send_argv(
+            self.dataset(volname),
+            snapshot,
+            base,
+            with_snapshots=with_snapshots,
+            no_preserve_encryption=self.flags.encryption_aware,
+        )
+        return self.runner.spawn(argv, stdout=stdout, on_stderr=_filter_send_noise(on_stderr))
+
+    def check_import(self, volname: str, base: str | None, allow_rename: bool = False) -> None:
+        """The plugin's pre-checks: the base must exist; without a base the volume must not."""
+        ds = self.dataset(volname)
+        if base is not None:
+            if not self.runner.succeeds(exists_argv(f"{ds}@{base}")):
+                raise PverepError(f"base snapshot '{ds}@{base}' doesn't exist")
+        elif self.runner.succeeds(exists_argv(ds)):
+            if not allow_rename:
+                raise PverepError(f"volume '{ds}' already exists")
+            raise PverepError(
+                f"volume '{ds}' already exists - importing under a new name is not supported"
+            )
+
+    def import_(
+        self,
+        volname: str,
+        stdin: int,
+        base: str | None = None,
+        *,
+        allow_rename: bool = False,
+        on_stderr: LineSink | None = None,
+    ) -> str:
+        """Receive a stream from ``stdin`` (fd); returns the volid. On failure the volume is
+        rolled back to ``base`` (or destroyed when it was new) and the error re-raised.
+        Call ``check_import`` first (before the stream endpoint is opened)."""
+        ds = self.dataset(volname)
+        proc = self.runner.spawn(
+            recv_argv(ds, exclude_encryption=self.flags.encryption_aware),
+            stdin=stdin,
+            on_stderr=on_stderr,
+        )
+        try:
+            self.runner.finish(proc)
+        except ZfsError:
+            cleanup = rollback_argv(ds, base) if base else destroy_after_failed_import_argv(ds)
+            try:
+                self.runner.run(cleanup, timeout=None)
+            except ZfsError as cleanup_err:
+                log.warning("cleanup after failed import: %s", cleanup_err)
+            raise
+        return self.volid(parse_volname(self.storage, volname).name)

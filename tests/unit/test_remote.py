@@ -1,0 +1,308 @@
+"""Target side (spec §5.2, §5.3, §5.7): safety checks, stale snapshot/volume cleanup, the JSON
+line — against the in-memory FAKE zfs (real zfs: tests/lab)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pverep.cli import _register, cli
+from pverep.config.storage import parse_storage_cfg
+from pverep.engine import remote
+from pverep.errors import PverepError
+from pverep.storage.volumes import Volumes
+from pverep.storage.zfs import ZfsRunner
+from tests.unit.zfs_fake import FakeZfsShell
+
+STORAGE_CFG = """zfspool: local-zfs
+\tpool rpool/data
+\tcontent images,rootdir
+
+zfspool: other-zfs
+\tpool tank/pve
+\tnodes pve1,pve2
+
+zfspool: off-zfs
+\tpool off/pve
+\tdisable
+
+zfspool: elsewhere
+\tpool far/pve
+\tnodes pve9
+
+dir: local-dir
+\tpath /srv
+"""
+
+P = "rpool/data"
+
+
+def make_target(
+    shell: FakeZfsShell, guests: dict[int, str] | None = None
+) -> tuple[remote.TargetNode, list[str]]:
+    lines: list[str] = []
+    storage = parse_storage_cfg(STORAGE_CFG)
+    target = remote.TargetNode(
+        node="pve2",
+        storage=storage,
+        volumes=Volumes(storage, ZfsRunner(shell), sleep=lambda _: None),
+        guest_node=(guests or {100: "pve1"}).get,
+        log=lines.append,
+    )
+    return target, lines
+
+
+def test_refuses_guest_living_on_this_node() -> None:
+    shell = FakeZfsShell()
+    shell.add(f"{P}/subvol-100-disk-0", "__replicate_100-0_1__")
+    target, _ = make_target(shell, {100: "pve2"})
+    for call in (
+        lambda: remote.prepare_local_job(
+            target, "100-0", [], scan=["local-zfs"], last_sync=1, force=True
+        ),
+        lambda: remote.finalize_local_job(
+            target, "100-0", ["local-zfs:subvol-100-disk-0"], last_sync=5
+        ),
+        lambda: remote.import_volume(target, "local-zfs:subvol-100-disk-0", "zfs", 0),
+    ):
+        with pytest.raises(PverepError, match=r"^guest '100' is on local node$"):
+            call()
+    assert shell.calls == []  # nothing touched, not even listed
+    assert shell.snapshot_names(f"{P}/subvol-100-disk-0") == ["__replicate_100-0_1__"]
+
+
+@pytest.mark.parametrize(
+    ("volids", "scan", "error"),
+    [
+        ([], [], "no volumes specified"),
+        (["nope:vm-100-disk-0"], [], "storage 'nope' does not exist"),
+        (["off-zfs:vm-100-disk-0"], [], "storage 'off-zfs' is disabled"),
+        (["elsewhere:vm-100-disk-0"], [], "storage 'elsewhere' is not available on node 'pve2'"),
+        (["local-dir:100/vm-100-disk-0.raw"], [], "storage 'local-dir' is not replicatable"),
+        (["local-zfs:vm-101-disk-0"], [], "volume 'local-zfs:vm-101-disk-0' has wrong owner"),
+        (["local-zfs:vm-100-disk-0"], ["nope"], "storage 'nope' does not exist"),
+        (["local-zfs:vm-100-disk-0"], ["local-dir"], "storage 'local-dir' is not replicatable"),
+    ],
+)
+def test_prepare_validation_errors(volids: list[str], scan: list[str], error: str) -> None:
+    shell = FakeZfsShell()
+    target, _ = make_target(shell)
+    with pytest.raises(PverepError) as exc:
+        remote.prepare_local_job(target, "100-0", volids, scan=scan, last_sync=0)
+    assert str(exc.value) == error
+    assert shell.calls == []
+
+
+def test_prepare_ignores_disabled_or_unavailable_scan_storages() -> None:
+    shell = FakeZfsShell()
+    target, _ = make_target(shell)
+    result = remote.prepare_local_job(
+        target, "100-0", [], scan=["off-zfs", "elsewhere"], last_sync=1, force=True
+    )
+    assert result == {} and shell.calls == []
+
+
+def test_prepare_normal_run_deletes_stale_snapshots_and_volumes() -> None:
+    shell = FakeZfsShell()
+    wanted = f"{P}/subvol-100-disk-0"
+    shell.add(
+        wanted,
+        "__replicate_100-0_1000__",
+        "__replicate_100-0_2000__",
+        "user",
+        "__replicate_100-1_5__",
+    )
+    shell.add(f"{P}/subvol-100-disk-1", "__replicate_100-0_1000__")  # removed from the job
+    shell.add(f"{P}/subvol-100-disk-2", "user")  # not this job's: stays
+    shell.add(f"{P}/subvol-100-disk-3")  # no snapshots: stays, maps to {}
+    shell.add(f"{P}/subvol-101-disk-0", "__replicate_101-0_1__")  # other guest: never looked at
+    target, log = make_target(shell)
+    result = remote.prepare_local_job(
+        target, "100-0", ["local-zfs:subvol-100-disk-0"], last_sync=2000
+    )
+    assert list(result) == [
+        "local-zfs:subvol-100-disk-0", "local-zfs:subvol-100-disk-2", "local-zfs:subvol-100-disk-3",
+    ]  # fmt: skip
+    assert list(result["local-zfs:subvol-100-disk-0"]) == [
+        "__replicate_100-0_2000__", "user", "__replicate_100-1_5__",
+    ]  # fmt: skip
+    assert result["local-zfs:subvol-100-disk-3"] == {}
+    assert shell.snapshot_names(wanted) == [
+        "__replicate_100-0_2000__",
+        "user",
+        "__replicate_100-1_5__",
+    ]
+    assert f"{P}/subvol-100-disk-1" not in shell.datasets
+    assert f"{P}/subvol-101-disk-0" in shell.datasets
+    assert log == [
+        "delete stale replication snapshot '__replicate_100-0_1000__'"
+        " on local-zfs:subvol-100-disk-0",
+        # prepare() runs over every image of the guest, as in pvesr
+        "expected snapshot __replicate_100-0_2000__ not present for local-zfs:subvol-100-disk-1,"
+        " not removing others",
+        "100-0: delete stale volume 'local-zfs:subvol-100-disk-1'",
+    ]
+    line = remote.format_prepare_result(result)
+    doc = json.loads(line)
+    info = doc["local-zfs:subvol-100-disk-0"]["__replicate_100-0_2000__"]
+    assert set(info) == {"id", "timestamp"} and all(isinstance(v, str) for v in info.values())
+    assert "\n" not in line and " " not in line
+
+
+def test_prepare_keeps_everything_when_expected_snapshot_missing() -> None:
+    shell = FakeZfsShell()
+    shell.add(f"{P}/subvol-100-disk-0", "__replicate_100-0_1000__")
+    target, log = make_target(shell)
+    result = remote.prepare_local_job(
+        target, "100-0", ["local-zfs:subvol-100-disk-0"], last_sync=3000
+    )
+    assert list(result["local-zfs:subvol-100-disk-0"]) == ["__replicate_100-0_1000__"]
+    assert log == [
+        "expected snapshot __replicate_100-0_3000__ not present for local-zfs:subvol-100-disk-0,"
+        " not removing others"
+    ]
+
+
+def test_prepare_last_sync_zero_never_deletes() -> None:
+    shell = FakeZfsShell()
+    shell.add(f"{P}/subvol-100-disk-0", "__replicate_100-0_1000__")
+    shell.add(f"{P}/subvol-100-disk-1", "__replicate_100-0_1000__")
+    target, log = make_target(shell)
+    result = remote.prepare_local_job(target, "100-0", ["local-zfs:subvol-100-disk-0"], last_sync=0)
+    # disk-1 is unwanted and carries the job's snapshot: stale even though prepare deleted nothing
+    assert list(result) == ["local-zfs:subvol-100-disk-0"]
+    assert log == ["100-0: delete stale volume 'local-zfs:subvol-100-disk-1'"]
+
+
+def test_removal_destroys_every_volume_with_job_snapshots() -> None:
+    shell = FakeZfsShell()
+    shell.add(f"{P}/subvol-100-disk-0", "__replicate_100-0_1000__", "user")
+    shell.add(f"{P}/subvol-100-disk-1", "user")
+    shell.add("tank/pve/vm-100-disk-0", "__replicate_100-0_1000__", kind="volume", busy=2)
+    target, log = make_target(shell)
+    result = remote.prepare_local_job(
+        target, "100-0", [], scan=["local-zfs", "other-zfs"], last_sync=1, force=True
+    )
+    assert list(result) == ["local-zfs:subvol-100-disk-1"]
+    assert f"{P}/subvol-100-disk-0" not in shell.datasets
+    assert "tank/pve/vm-100-disk-0" not in shell.datasets  # busy twice, then destroyed
+    assert "100-0: delete stale volume 'other-zfs:vm-100-disk-0'" in log
+
+
+def test_prepare_job_prefix_quirk_is_kept() -> None:
+    # job 100-1's unwanted volume with a snapshot of job 100-10 counts as stale (§9.4 quirk)
+    shell = FakeZfsShell()
+    shell.add(f"{P}/subvol-100-disk-5", "__replicate_100-10_7__")
+    target, _ = make_target(shell)
+    remote.prepare_local_job(target, "100-1", [], scan=["local-zfs"], last_sync=0, force=True)
+    assert f"{P}/subvol-100-disk-5" not in shell.datasets
+
+
+def test_finalize_deletes_older_snapshots_only_when_new_exists() -> None:
+    shell = FakeZfsShell()
+    shell.add(f"{P}/subvol-100-disk-0", "__replicate_100-0_1000__", "__replicate_100-0_2000__")
+    shell.add(f"{P}/subvol-100-disk-1", "__replicate_100-0_1000__")
+    target, log = make_target(shell)
+    remote.finalize_local_job(
+        target,
+        "100-0",
+        ["local-zfs:subvol-100-disk-1", "local-zfs:subvol-100-disk-0"],
+        last_sync=2000,
+    )
+    assert shell.snapshot_names(f"{P}/subvol-100-disk-0") == ["__replicate_100-0_2000__"]
+    assert shell.snapshot_names(f"{P}/subvol-100-disk-1") == ["__replicate_100-0_1000__"]
+    assert log == [
+        "delete stale replication snapshot '__replicate_100-0_1000__'"
+        " on local-zfs:subvol-100-disk-0",
+        "expected snapshot __replicate_100-0_2000__ not present for local-zfs:subvol-100-disk-1,"
+        " not removing others",
+    ]
+    with pytest.raises(PverepError, match=r"^no volumes specified$"):
+        remote.finalize_local_job(target, "100-0", [], last_sync=2000)
+
+
+def test_import_and_export_validate_before_touching_zfs() -> None:
+    shell = FakeZfsShell()
+    target, _ = make_target(shell)
+    vol = "local-zfs:subvol-100-disk-0"
+    with pytest.raises(PverepError, match=r"unsupported import stream format .*: raw\+size"):
+        remote.import_volume(target, vol, "raw+size", 0)
+    with pytest.raises(PverepError, match="invalid snapshot name"):
+        remote.import_volume(target, vol, "zfs", 0, base="a;b")
+    with pytest.raises(PverepError, match="not replicatable"):
+        remote.import_volume(target, "local-dir:100/vm-100-disk-0.raw", "zfs", 0)
+    with pytest.raises(PverepError, match="storage can only export snapshots"):
+        remote.export_volume(target, vol, "zfs", 1)
+    with pytest.raises(
+        PverepError, match=r"^volume 'rpool/data/subvol-100-disk-0' already exists$"
+    ):
+        shell.add(f"{P}/subvol-100-disk-0")
+        remote.import_volume(target, vol, "zfs", 0)
+    assert all(call[1] == "get" for call in shell.calls)
+
+
+# --- CLI (argument spelling, stdout/stderr split, exit status) ---------------------------------
+
+
+@pytest.fixture
+def pve_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    _register()
+    etc = tmp_path / "etc/pve"
+    (etc / "nodes/pve2/lxc").mkdir(parents=True)
+    (etc / "storage.cfg").write_text(STORAGE_CFG)
+    (etc / ".vmlist").write_text(
+        json.dumps({"version": 1, "ids": {"100": {"node": "pve1", "type": "lxc", "version": 1}}})
+    )
+    monkeypatch.setenv("PVEREP_NODENAME", "pve2")
+    return tmp_path
+
+
+def invoke(root: Path, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["--root", str(root), *args])
+    if result.exception and not isinstance(result.exception, SystemExit | PverepError):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_cli_no_volumes_and_local_guest(pve_root: Path) -> None:
+    from pverep.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--root", str(pve_root), "prepare-local-job", "100-0", "-last_sync", "0"])
+    assert exc.value.code == 255
+    (pve_root / "etc/pve/nodes/pve2/lxc/100.conf").write_text(
+        "rootfs: local-zfs:subvol-100-disk-0\n"
+    )
+    with pytest.raises(SystemExit):
+        main(["--root", str(pve_root), "prepare-local-job", "100-0", "--scan", "local-zfs",
+              "--last_sync", "1", "--force"])  # fmt: skip
+
+
+def test_cli_messages_are_one_line_on_stderr(
+    pve_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pverep.cli import main
+
+    (pve_root / "etc/pve/nodes/pve2/lxc/100.conf").write_text(
+        "rootfs: local-zfs:subvol-100-disk-0\n"
+    )
+    for argv, message in [
+        (["prepare-local-job", "100-0", "--scan", "local-zfs", "--last_sync", "1", "--force"],
+         "guest '100' is on local node"),
+        (["finalize-local-job", "100-0", "local-zfs:subvol-100-disk-0", "-last_sync", "5"],
+         "guest '100' is on local node"),
+        (["prepare-local-job", "100-0", "--last_sync", "x", "--force"],
+         "last_sync: type check ('integer') failed - got 'x'"),
+        (["prepare-local-job", "100-0", "--last_sync", "1", "--force", "maybe"],
+         "force: type check ('boolean') failed - got 'maybe'"),
+        (["import", "local-zfs:subvol-100-disk-0", "zfs", "-", "-with-snapshots", "1",
+          "-snapshot", "s", "-allow-rename", "0"], "guest '100' is on local node"),
+    ]:  # fmt: skip
+        with pytest.raises(SystemExit) as exc:
+            main(["--root", str(pve_root), *argv])
+        out, err = capsys.readouterr()
+        assert exc.value.code == 255
+        assert out == "" and err == message + "\n"

@@ -1,0 +1,132 @@
+"""storage.cfg parsing, volume ids and the plugins' volume-name grammar."""
+
+from __future__ import annotations
+
+import pytest
+
+from pverep.config.storage import (
+    StorageDef,
+    parse_storage_cfg,
+    parse_volname,
+    parse_volume_id,
+    zfs_dataset,
+)
+from pverep.errors import PverepError, ValidationError
+
+CFG = """# comment
+dir: local
+\tpath /var/lib/vz
+\tcontent iso,vztmpl,backup
+
+zfspool: local-zfs
+\tpool rpool/data
+\tsparse
+\tcontent images,rootdir
+\tnodes pve1,pve2
+
+zfspool: off-zfs
+\tpool tank/x
+\tdisable
+
+btrfs: local-btrfs
+\tpath /var/lib/pve/local-btrfs
+\tcontent images,rootdir
+
+lvmthin: local-lvm
+\tthinpool data
+\tvgname pve
+
+nfs: nas
+\tserver 10.0.0.9
+\texport /e
+\tpath /mnt/pve/nas
+
+rbd: ceph
+\tpool vms
+
+dir: flagged
+\tpath /srv
+\tshared 1
+"""
+
+
+def test_parse_types_and_flags() -> None:
+    warnings: list[str] = []
+    cfg = parse_storage_cfg(CFG + "\nbogus line\n", warnings.append)
+    zfs = cfg.get("local-zfs")
+    assert (zfs.type, zfs.pool, zfs.shared, zfs.disabled) == ("zfspool", "rpool/data", False, False)
+    assert zfs.nodes == frozenset({"pve1", "pve2"})
+    assert zfs.content == frozenset({"images", "rootdir"})
+    assert zfs.replicatable
+    assert cfg.get("off-zfs").disabled
+    assert cfg.get("nas").shared and cfg.get("ceph").shared  # shared by type
+    assert cfg.get("flagged").shared  # shared by property
+    assert not cfg.get("local-btrfs").shared and not cfg.get("local-btrfs").replicatable
+    assert cfg.get("local").path == "/var/lib/vz"
+    assert any("ignore config line: bogus line" in w for w in warnings)
+
+
+def test_local_dir_storage_always_exists() -> None:
+    cfg = parse_storage_cfg("zfspool: tank\n\tpool tank\n")
+    assert cfg.get("local").type == "dir" and cfg.get("local").path == "/var/lib/vz"
+
+
+def test_enabled_and_availability_errors() -> None:
+    cfg = parse_storage_cfg(CFG)
+    assert cfg.check_enabled("local-zfs", "pve1").storeid == "local-zfs"
+    with pytest.raises(PverepError, match=r"^storage 'local-zfs' is not available on node 'pve3'$"):
+        cfg.check_enabled("local-zfs", "pve3")
+    with pytest.raises(PverepError, match=r"^storage 'off-zfs' is disabled$"):
+        cfg.check_enabled("off-zfs", "pve1")
+    with pytest.raises(PverepError, match=r"^storage 'nope' does not exist$"):
+        cfg.check_enabled("nope", "pve1")
+    assert not cfg.is_enabled("off-zfs", "pve1")
+
+
+def test_volume_ids() -> None:
+    assert parse_volume_id("local-zfs:vm-100-disk-0") == ("local-zfs", "vm-100-disk-0")
+    for bad in ("x:vm-1", "local-zfs", "1abc:vm-100-disk-0", ":x"):
+        with pytest.raises(ValidationError, match="unable to parse volume ID"):
+            parse_volume_id(bad)
+
+
+ZFS = StorageDef("local-zfs", "zfspool", {"pool": "rpool/data"})
+DIR = StorageDef("local", "dir", {"path": "/var/lib/vz"})
+THIN = StorageDef("local-lvm", "lvmthin", {})
+
+
+@pytest.mark.parametrize(
+    ("storage", "volname", "vtype", "owner", "fmt", "is_base"),
+    [
+        (ZFS, "vm-100-disk-0", "images", 100, "raw", False),
+        (ZFS, "subvol-101-disk-1", "images", 101, "subvol", False),
+        (ZFS, "base-102-disk-0", "images", 102, "raw", True),
+        (ZFS, "basevol-103-disk-0", "images", 103, "subvol", True),
+        (ZFS, "base-102-disk-0/vm-104-disk-0", "images", 104, "raw", False),
+        (DIR, "100/vm-100-disk-0.qcow2", "images", 100, "qcow2", False),
+        (DIR, "100/base-100-disk-0.raw/105/vm-105-disk-0.qcow2", "images", 105, "qcow2", False),
+        (DIR, "iso/debian.iso", "iso", None, "raw", False),
+        (DIR, "rootdir/100", "rootdir", 100, None, False),
+        (DIR, "backup/vzdump-qemu-100-2024_01_01-00_00_00.vma.zst", "backup", 100, None, False),
+        (THIN, "vm-106-disk-0", "images", 106, "raw", False),
+        (THIN, "base-107-disk-0", "images", 107, "raw", True),
+    ],
+)
+def test_parse_volname(
+    storage: StorageDef, volname: str, vtype: str, owner: int | None, fmt: str | None, is_base: bool
+) -> None:
+    info = parse_volname(storage, volname)
+    assert (info.vtype, info.owner, info.format, info.is_base) == (vtype, owner, fmt, is_base)
+
+
+def test_unparsable_volnames() -> None:
+    with pytest.raises(PverepError, match="unable to parse zfs volume name 'disk0'"):
+        parse_volname(ZFS, "disk0")
+    with pytest.raises(PverepError, match="unable to parse directory volume name"):
+        parse_volname(DIR, "somewhere/else/x")
+
+
+def test_zfs_dataset_uses_last_path_part() -> None:
+    assert zfs_dataset(ZFS, "base-102-disk-0/vm-104-disk-0") == "rpool/data/vm-104-disk-0"
+    with pytest.raises(PverepError):
+        zfs_dataset(DIR, "100/vm-100-disk-0.raw")
