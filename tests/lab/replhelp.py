@@ -28,9 +28,17 @@ def pverep(
     return res
 
 
-def run_job(lab: Lab, node: str, jobid: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-    """One ``pverep run --id``; waits for the next second so start times always differ."""
+def align() -> None:
+    """Wait for the next second: two runs of a job in one second would share a start time."""
     time.sleep(1.05 - (time.time() % 1))
+
+
+def run_job(
+    lab: Lab, node: str, jobid: str, aligned: bool = False, **kw: Any
+) -> subprocess.CompletedProcess[str]:
+    """One ``pverep run --id`` (after align() unless the caller did it)."""
+    if not aligned:
+        align()
     return pverep(lab, node, "run", "--id", jobid, **kw)
 
 

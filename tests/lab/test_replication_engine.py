@@ -17,6 +17,7 @@ from pverep.lab.control import Lab
 
 from .replhelp import (
     add_disk,
+    align,
     datasets,
     delete_jobs_of,
     job_log,
@@ -63,8 +64,9 @@ def test_full_then_incremental_two_disks(lab: Lab, guest: int) -> None:
     v0, v1 = f"local-zfs:subvol-{vmid}-disk-0", f"local-zfs:subvol-{vmid}-disk-1"
     pverep(lab, "pve1", "create-local-job", job, "pve2", "--rate", "50")
     accepts = sshd_accepts(lab, "pve2")
+    align()
     started = time.monotonic()
-    run_job(lab, "pve1", job)
+    run_job(lab, "pve1", job, aligned=True)
     full_wall = time.monotonic() - started
     first = job_log(lab, "pve1", job)
     t1 = sync_time(first)
@@ -86,8 +88,9 @@ def test_full_then_incremental_two_disks(lab: Lab, guest: int) -> None:
     assert f"{job}: successfully imported '{v1}'" in first
 
     guests.write(lab, vmid, 2_000_000)
+    align()
     started = time.monotonic()
-    run_job(lab, "pve1", job)
+    run_job(lab, "pve1", job, aligned=True)
     incr_wall = time.monotonic() - started
     second = job_log(lab, "pve1", job)
     t2 = sync_time(second)
@@ -154,8 +157,9 @@ def test_rate_limit_average_within_ten_percent(lab: Lab, vmid: int) -> None:
     guests.create(lab, vmid, "pve1", "lxc", ["160M"])
     guests.write(lab, vmid, 64 << 20)  # incompressible
     pverep(lab, "pve1", "create-local-job", job, "pve2", "--rate", str(rate))
+    align()
     started = time.monotonic()
-    run_job(lab, "pve1", job)
+    run_job(lab, "pve1", job, aligned=True)
     wall = time.monotonic() - started
     summaries = [ln for ln in job_log(lab, "pve1", job) if re.search(r"copied, \d+\.\d+ s, ", ln)]
     assert len(summaries) == 1
@@ -296,3 +300,26 @@ def test_two_runs_at_once_do_the_work_once(lab: Lab, guest: int) -> None:
     src = repl_snaps(snapshots(lab, "pve1", vmid), job)
     assert all(len(s) == 1 for s in src.values())
     assert guests.checksum(lab, vmid, "pve2") == guests.checksum(lab, vmid, "pve1")
+
+
+def test_ssh_connections_per_run_against_pvesr_pattern(lab: Lab, guest: int) -> None:
+    """One multiplexed connection per run; pvesr's pattern (PVEREP_SSH_MULTIPLEX=0 gives the
+    same argv, one connection per call) needs prepare + one per volume + finalize."""
+    vmid, job = guest, f"{guest}-0"
+    pverep(lab, "pve1", "create-local-job", job, "pve2")
+    run_job(lab, "pve1", job)
+    figures = {}
+    for mode in ("1", "0"):
+        guests.write(lab, vmid, 200_000)
+        before = sshd_accepts(lab, "pve2")
+        align()
+        started = time.monotonic()
+        run_job(lab, "pve1", job, aligned=True, env={"PVEREP_SSH_MULTIPLEX": mode})
+        figures[mode] = (sshd_accepts(lab, "pve2") - before, time.monotonic() - started)
+        assert job_log(lab, "pve1", job)[-1] == f"{job}: end replication job"
+    assert figures["1"][0] == 1
+    assert figures["0"][0] == 4  # prepare, 2 imports, finalize
+    print(
+        f"\n[figures] incremental 2 disks: multiplexed {figures['1'][1]:.2f}s/"
+        f"{figures['1'][0]} ssh, pvesr pattern {figures['0'][1]:.2f}s/{figures['0'][0]} ssh"
+    )
