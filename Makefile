@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 # Debian packages the lab, the tests and the benches need.
 DEB_PACKAGES := zfs-fuse openssh-server openssh-client btrfs-progs iproute2 util-linux procps \
-                cstream pv mbuffer nftables psmisc
+                cstream pv mbuffer nftables psmisc openssl
 
 .PHONY: all sysdeps venv build test test-fast lint bench demo clean
 all: build
@@ -51,8 +51,12 @@ test: sysdeps build
 test-fast: build
 	$(PY) -m pytest -q -m "not lab"
 
+# pytest-benchmark suites, then the standalone side-by-side comparisons (relays, rate-limit
+# accuracy, parse+diff against pure Python); each prints its verdicts. A few minutes in all.
 bench: sysdeps build
 	$(PY) -m pytest -q benches --benchmark-only --benchmark-enable
+	$(PY) benches/compare_relays.py --rounds 3
+	$(PY) benches/compare_parse.py --rounds 3
 
 demo: sysdeps build
 	$(PY) -m pverep.demo
