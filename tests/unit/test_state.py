@@ -154,7 +154,13 @@ def test_lifecycle_success(store: StateStore) -> None:
     record_sync_end(store, 100, "local/pve2", state, start_time=1700000100)
     assert store.read()["100"]["local/pve2"]["last_sync"] == 1700000100
     record_job_end(
-        store, 100, "local/pve2", state, start_time=1700000100, duration=3.512871, error=None
+        store,
+        100,
+        "local/pve2",
+        state,
+        start_time=1700000100,
+        duration=3.51287123456789,
+        error=None,
     )
     assert raw_file(store) == SPEC_EXAMPLE
     assert oct(store.path.stat().st_mode & 0o777) == "0o644"

@@ -358,8 +358,12 @@ def record_job_end(
     error: str | None,
     removal: bool = False,
 ) -> None:
-    """Finish a run: failure counts up; success resets; a finished removal drops the entry."""
-    state["duration"] = duration
+    """Finish a run: failure counts up; success resets; a finished removal drops the entry.
+
+    ``duration`` is kept to the microsecond, as pvesr's ``tv_interval`` measures it, so the
+    status table shows ``3.512871`` rather than a float's full noise.
+    """
+    state["duration"] = round(duration, 6)
     state.pop("pid", None)
     state.pop("ptime", None)
     if error:
