@@ -3,7 +3,7 @@
 fd ownership: the pump never closes the fds it is given; the caller closes them.
 """
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import final
 
 __all__ = [
@@ -13,7 +13,9 @@ __all__ = [
     "DatasetComparison",
     "InvalidArgumentError",
     "PreparePlan",
+    "Pump",
     "PumpError",
+    "PumpStats",
     "PverepError",
     "SnapshotInfo",
     "SnapshotParseError",
@@ -23,6 +25,7 @@ __all__ = [
     "parse_snapshot_list",
     "parse_zfs_get",
     "plan_prepare",
+    "pump",
     "select_bases",
 ]
 
@@ -173,3 +176,60 @@ def select_bases(
     """remote: volid -> snapname -> guid, or None where the peer answered `1` (legacy).
     Base = last_sync snapshot if common by name+guid, else the parent, else the newest common
     config/replication snapshot by creation (ties: greater createtxg, then input order)."""
+
+# ---- the data pump ----------------------------------------------------------------------------
+
+@final
+class PumpStats:
+    """A snapshot of a pump's progress counters."""
+
+    @property
+    def bytes(self) -> int:
+        """Bytes delivered to the destination."""
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the pump started (frozen when it ends)."""
+    @property
+    def rate(self) -> float:
+        """Bytes/s over the last tick while running; the average over the run once done."""
+
+@final
+class Pump:
+    """Copy src_fd to dst_fd until EOF: splice(2) when either side is a pipe, else read/write;
+    optional token-bucket limit `rate` (bytes/s, > 0) with `burst` bytes (default
+    max(rate x 10 ms, 64 KiB)); StallError after `stall_timeout` s without progress; pipes
+    among the fds are enlarged to `pipe_size` bytes (default 256 KiB, 0 = leave alone).
+
+    fd ownership: the pump never closes the fds; the caller closes them after run() returns.
+    While running, both fds are non-blocking; their flags are restored afterwards.
+    """
+
+    def __new__(
+        cls,
+        src_fd: int,
+        dst_fd: int,
+        *,
+        rate: float | None = None,
+        burst: int | None = None,
+        stall_timeout: float | None = None,
+        pipe_size: int | None = None,
+    ) -> Pump: ...
+    def run(self) -> PumpStats:
+        """Block until EOF with the GIL released; Ctrl-C or cancel() raise CancelledError."""
+    def stats(self) -> PumpStats:
+        """Callable from another thread while run() runs."""
+    def cancel(self) -> None: ...
+
+def pump(
+    src_fd: int,
+    dst_fd: int,
+    *,
+    rate: float | None = None,
+    burst: int | None = None,
+    stall_timeout: float | None = None,
+    pipe_size: int | None = None,
+    progress: Callable[[PumpStats], None] | None = None,
+    progress_interval: float = 1.0,
+) -> PumpStats:
+    """Pump(...).run(), calling `progress` about every `progress_interval` seconds from the
+    calling thread; an exception in `progress` cancels the pump and propagates."""

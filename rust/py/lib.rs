@@ -4,6 +4,7 @@ use pyo3::prelude::*;
 
 mod diff;
 mod errors;
+mod pump;
 mod snapshots;
 
 /// The version of the Rust engine compiled into this extension.
@@ -25,5 +26,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<diff::BaseSelection>()?;
     m.add_function(wrap_pyfunction!(diff::plan_prepare, m)?)?;
     m.add_function(wrap_pyfunction!(diff::select_bases, m)?)?;
+    m.add_class::<pump::PumpStats>()?;
+    m.add_class::<pump::Pump>()?;
+    m.add_function(wrap_pyfunction!(pump::pump, m)?)?;
     Ok(())
 }

@@ -179,8 +179,21 @@ _COMMENT_SAFE = (
 
 
 def encode_comment(text: str) -> str:
-    """UTF-8, then %XX for every byte outside [\\x20-\\x24\\x26-\\x39\\x3b-\\x7e]."""
-    return "".join(chr(b) if b in _COMMENT_SAFE else f"%{b:02X}" for b in text.encode("utf-8"))
+    """UTF-8, then %XX for every byte outside [\\x20-\\x24\\x26-\\x39\\x3b-\\x7e].
+
+    Deviation from pvesr: spaces at the start and end are escaped too (%20). pvesr writes them
+    literally and its own reader then trims them (a comment of only blanks even becomes an
+    unparsable line); escaped, every reader decodes them back and nothing is lost.
+    """
+    encoded = "".join(chr(b) if b in _COMMENT_SAFE else f"%{b:02X}" for b in text.encode("utf-8"))
+    core = encoded.strip(" ")
+    if core == encoded:
+        return encoded
+    lead = len(encoded) - len(encoded.lstrip(" "))
+    trail = len(encoded) - len(encoded.rstrip(" "))
+    if not core:
+        return "%20" * len(encoded)
+    return "%20" * lead + core + "%20" * trail
 
 
 def decode_comment(text: str) -> str:
@@ -270,7 +283,7 @@ def parse_config(
             assert line is not None
             if skip is not None:
                 continue
-            prefix = f"file {filename} line {lineno}"
+            prefix = f"file {filename} line {lineno}"  # also used for the section check below
             prop = _PROPERTY_RE.fullmatch(line)
             if prop is None:
                 warn(f"{prefix} (section '{sid}') - ignore config line: {line}")
@@ -289,8 +302,7 @@ def parse_config(
             # pvesr leaves an undefined entry that makes the whole file unreadable (spec §9.4
             # #20); pverep skips just this section, like any other invalid one.
             warn(
-                f"file {filename} line {lineno} (skip section '{sid}'): "
-                f"missing value for required option '{missing[0]}'"
+                f"{prefix} (skip section '{sid}'): missing value for required option '{missing[0]}'"
             )
             continue
         sections[sid] = values

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import shlex
 import shutil
@@ -35,8 +36,10 @@ from pverep.lab.procs import ProcRecord, load_records
 MARKER = ".pverep-lab"
 UP_TIMEOUT = 60.0
 NSENTER = ["nsenter", "--mount", "--uts", "--ipc", "--net", "--pid"]
-REQUIRED_TOOLS = ("zfs-fuse", "zpool", "zfs", "sshd", "ssh", "ssh-keygen", "unshare", "nsenter")
-REQUIRED_TOOLS += ("setsid", "ip", "tc", "mount")
+REQUIRED_TOOLS = (
+    *("zfs-fuse", "zpool", "zfs", "sshd", "ssh", "ssh-keygen"),
+    *("unshare", "nsenter", "setsid", "ip", "tc", "mount"),
+)
 #: Runs the command in the caller's cwd if the node has it, else in / (fixed script, data as args).
 CD_THEN_EXEC = 'cd -- "$1" 2>/dev/null || cd /; shift; exec "$@"'
 
@@ -233,11 +236,13 @@ class Lab:
                 )  # fmt: skip
         deadline = time.monotonic() + UP_TIMEOUT
         for node in cfg.nodes:  # plug each netns into the bridge as soon as its PID is known
-            rec = _wait(deadline, f"{node} to start", lambda n=node: self._init_record(cfg, n))
+            rec = _wait(
+                deadline, f"{node} to start", functools.partial(self._init_record, cfg, node)
+            )
             network.plug_node(cfg.veth(node), cfg.bridge, rec.pid)
         for node in cfg.nodes:
             nd = cfg.node_dir(node)
-            _wait(deadline, f"{node} to come up", lambda nd=nd: _ready(nd))
+            _wait(deadline, f"{node} to come up", functools.partial(_ready, nd))
 
     # ------------------------------------------------------------------ down
     def down(self) -> float:
@@ -395,8 +400,11 @@ def _prepare_node_dir(cfg: LabConfig, node: str) -> None:
     shutil.copytree("/etc/zfs", nd / "etc-zfs", symlinks=True)
     zfsrc = nd / "etc-zfs" / "zfsrc"
     lines = zfsrc.read_text().splitlines() if zfsrc.exists() else []
-    lines = [ln for ln in lines if not ln.strip().startswith("max-arc-size")]
-    zfsrc.write_text("\n".join([*lines, f"max-arc-size = {ARC_MB}"]) + "\n")
+    # The kernel must not trust cached attributes: zfs-fuse changes files behind its back on
+    # `zfs recv`/`rollback` into a mounted filesystem (OpenZFS remounts, zfs-fuse does not).
+    ours = {"max-arc-size": ARC_MB, "fuse-attr-timeout": 0, "fuse-entry-timeout": 0}
+    lines = [ln for ln in lines if ln.split("=")[0].strip() not in ours]
+    zfsrc.write_text("\n".join([*lines, *(f"{k} = {v}" for k, v in ours.items())]) + "\n")
     with (nd / f"{POOL}.img").open("wb") as img:
         img.truncate(POOL_SIZE)
 

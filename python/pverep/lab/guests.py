@@ -51,6 +51,8 @@ def find(lab: Lab, vmid: int) -> Guest:
         key, _, value = line.partition(": ")
         if _DISK_KEY_RE.match(key) and value.startswith(f"{STORAGE}:"):
             volumes.append(value.split(",", 1)[0].split(":", 1)[1])
+    # config keys are sorted (mp0 before rootfs); disks are listed by their number
+    volumes.sort(key=lambda v: int(v.rsplit("-", 1)[1]) if v.rsplit("-", 1)[1].isdigit() else 0)
     return Guest(vmid, node, vmtype, conf, tuple(volumes))
 
 
@@ -126,13 +128,21 @@ def create(lab: Lab, vmid: int, node: str, vmtype: str, sizes: list[str]) -> Gue
     return find(lab, vmid)
 
 
-def _mountpoint(lab: Lab, node: str, volname: str) -> str | None:
-    """Mounted path of the dataset on ``node`` (mounting it if needed); None if missing."""
+def _mountpoint(lab: Lab, node: str, volname: str, fresh: bool = False) -> str | None:
+    """Mounted path of the dataset on ``node`` (mounting it if needed); None if missing.
+
+    ``fresh`` remounts first: after ``zfs recv``/``rollback`` into a mounted filesystem the
+    kernel may still serve file data it cached over FUSE (zfs-fuse changes the files behind
+    its back; OpenZFS, in the kernel, does not have this problem).
+    """
     dataset = f"{DATA}/{volname}"
     got = lab.exec(node, ["zfs", "get", "-H", "-o", "value", "mountpoint,mounted", dataset])
     if got.returncode != 0:
         return None
     mountpoint, mounted = got.stdout.split()
+    if mounted == "yes" and fresh:
+        lab.exec(node, ["zfs", "umount", dataset], check=True)
+        mounted = "no"
     if mounted != "yes":
         lab.exec(node, ["zfs", "mount", dataset], check=True)
     return str(mountpoint)
@@ -183,7 +193,7 @@ def checksum(lab: Lab, vmid: int, node: str | None = None) -> dict[str, str | No
     where = lab.config.check_node(node) if node else guest.node
     out: dict[str, str | None] = {}
     for volname in guest.volumes:
-        path = _mountpoint(lab, where, volname)
+        path = _mountpoint(lab, where, volname, fresh=True)
         if path is None:
             out[f"{STORAGE}:{volname}"] = None
             continue

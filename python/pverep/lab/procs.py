@@ -34,13 +34,6 @@ class ProcRecord:
             return False
         return True
 
-    def signal(self, sig: int) -> None:
-        if self.is_running():
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:
-                pass
-
     def wait_gone(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while self.is_running():

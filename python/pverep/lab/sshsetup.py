@@ -47,7 +47,8 @@ SetEnv PATH={NODE_PATH}
 """
 
 
-SSH_CLIENT_CONFIG = """# pverep lab: fail at once instead of prompting (real PVE tools pass BatchMode themselves)
+# Fail at once instead of prompting (real PVE tools pass BatchMode themselves).
+SSH_CLIENT_CONFIG = """# pverep lab client defaults
 Host *
     BatchMode yes
     GSSAPIAuthentication no

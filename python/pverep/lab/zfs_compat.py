@@ -76,7 +76,7 @@ DEFAULT_LIST_COLS = "name,used,available,referenced,mountpoint"
 
 
 def exec_real(args: list[str]) -> None:
-    os.execv(REAL, [REAL, *args])
+    os.execv(REAL, [REAL, *args])  # noqa: S606 - argv list, no shell
 
 
 def fail(message: str, status: int = 1) -> int:
@@ -213,10 +213,9 @@ def zfs_get(args: list[str]) -> int:
         exec_real(["get", *flags, *sel, rest[0], *targets])
         return 2
     real_props = ["name"] + [p for p in props if p not in SYNTHETIC and p != "name"]
-    got = real(
-        ["get", "-H", *(["-p"] if parsable else []), *sel, "-o", "name,property,value,source"]
-        + [",".join(real_props), *targets]
-    )
+    fields4 = "name,property,value,source"
+    flags = ["-H", *(["-p"] if parsable else []), *sel, "-o", fields4]
+    got = real(["get", *flags, ",".join(real_props), *targets])
     if got.returncode != 0:
         sys.stderr.write(got.stderr)
         return got.returncode

@@ -7,6 +7,8 @@
 //! The binding crate (`rust/py`) wraps these for Python as `pverep._core`.
 pub mod diff;
 pub mod error;
+pub mod pump;
+pub mod ratelimit;
 pub mod snapshots;
 
 pub use error::{Error, Result, Side};

@@ -1,0 +1,78 @@
+"""Pure parts of the lab: naming, quorum model, zfs shim argument handling, guest configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pverep.lab import guests
+from pverep.lab.clusterfs import quorate_nodes
+from pverep.lab.config import LabConfig, LabError, default_dir, node_index
+from pverep.lab.zfs_compat import canon, dataset_type, strip_flags
+
+
+def make_cfg(tmp_path: Path, nodes: int = 3) -> LabConfig:
+    return LabConfig(tmp_path, tuple(f"pve{i}" for i in range(1, nodes + 1)), 42)
+
+
+def test_names_derive_from_the_allocated_index(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path)
+    assert (cfg.bridge, cfg.veth("pve3"), cfg.node_ip("pve3")) == (
+        "pvelab42",
+        "pvl42-pve3",
+        "10.213.42.13",
+    )
+    assert len(make_cfg(tmp_path).veth("pve50").replace("42", "249")) <= 15
+    with pytest.raises(LabError):
+        cfg.node_ip("pve4")
+    with pytest.raises(LabError):
+        node_index("pve0")
+
+
+def test_lab_dir_must_not_be_under_tmp_or_at_the_top(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PVEREP_LAB_DIR", "/var/tmp/elsewhere")
+    assert default_dir() == Path("/var/tmp/elsewhere")
+    assert default_dir("/srv/lab/x") == Path("/srv/lab/x")
+    for bad in ("/tmp/lab", "/var", "/"):
+        with pytest.raises(LabError):
+            default_dir(bad)
+
+
+def test_quorum_follows_the_partition_model(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path)
+    assert quorate_nodes(cfg) == {"pve1": True, "pve2": True, "pve3": True}
+    cfg.cut_file.write_text("pve3\n")
+    assert quorate_nodes(cfg) == {"pve1": True, "pve2": True, "pve3": False}
+    cfg.cut_file.write_text("pve2\npve3\n")
+    assert not any(quorate_nodes(cfg).values())
+    two = make_cfg(tmp_path, 2)
+    two.cut_file.write_text("pve2\n")
+    assert not any(quorate_nodes(two).values())  # as on real PVE: 1 of 2 is no majority
+
+
+def test_send_flags_zfs_fuse_lacks_are_dropped_and_values_kept() -> None:
+    assert strip_flags(["-cLe", "-i", "@a", "p/d@b"], "cLew", "iIt") == ["-i", "@a", "p/d@b"]
+    assert strip_flags(["-Rpcw", "-I@a", "p/d@b"], "cLew", "iIt") == ["-Rp", "-I@a", "p/d@b"]
+    assert strip_flags(["-wi", "p/d@c", "p/d@e"], "cLew", "iIt") == ["-i", "p/d@c", "p/d@e"]
+    assert strip_flags(["-sF", "--", "-odd"], "s", "ox") == ["-F", "--", "-odd"]
+    assert canon("avail,refer,guid") == ["available", "referenced", "guid"]
+    assert [dataset_type(n) for n in ("p/d", "p/d@s", "p/d#b")] == [
+        "filesystem",
+        "snapshot",
+        "bookmark",
+    ]
+
+
+def test_guest_configs_look_like_pve_ones() -> None:
+    ct = guests.lxc_config(101, [("subvol-101-disk-0", "8G"), ("subvol-101-disk-1", "1G")])
+    keys = [line.split(":")[0] for line in ct.splitlines()]
+    assert keys == sorted(keys)
+    assert "rootfs: local-zfs:subvol-101-disk-0,size=8G\n" in ct
+    assert "mp0: local-zfs:subvol-101-disk-1,mp=/mnt/data1,backup=1,size=1G\n" in ct
+    vm = guests.qemu_config(102, [("vm-102-disk-0", "32G")])
+    assert "scsi0: local-zfs:vm-102-disk-0,iothread=1,size=32G\n" in vm
+    assert (
+        guests.qemu_config(102, []).split("smbios1")[1]
+        == guests.qemu_config(102, []).split("smbios1")[1]
+    )

@@ -1,0 +1,97 @@
+"""The spec's identifier patterns and pvesr's messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from pverep import validate
+from pverep.errors import ValidationError
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("100-0", "100-0"), ("0100-007", "100-7"), ("999999999-999999999", "999999999-999999999")],
+)
+def test_normalise_job_id(text: str, expected: str) -> None:
+    assert validate.normalise_job_id(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("99-0", "invalid replication job id '99-0' (guest IDs < 100 are reserved)"),
+        ("0099-0", "invalid replication job id '0099-0' (guest IDs < 100 are reserved)"),
+        ("abc", "invalid replication job id 'abc'"),
+        ("100-1-2", "invalid replication job id '100-1-2'"),
+        ("100", "invalid replication job id '100'"),
+        ("", "invalid replication job id ''"),
+        ("100-x", "invalid replication job id '100-x'"),
+    ],
+)
+def test_bad_job_ids(text: str, message: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        validate.parse_job_id(text)
+    assert str(err.value) == message
+
+
+def test_api_pattern_on_user_input() -> None:
+    assert validate.check_job_id_param("100-7") == "100-7"
+    for text in ("0100-7", "100-0000000001", "1000000000-1"):
+        with pytest.raises(ValidationError, match="does not match the regex pattern"):
+            validate.check_job_id_param(text)
+    with pytest.raises(ValidationError, match="^invalid format - invalid replication job id"):
+        validate.check_job_id_param("99-0")
+
+
+@pytest.mark.parametrize("name", ["pve1", "a", "node-2", "A9"])
+def test_good_node_names(name: str) -> None:
+    assert validate.check_node_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "-a", "a-", "a.b", "a b", "pve1;rm", "ä"])
+def test_bad_node_names(name: str) -> None:
+    assert not validate.is_valid_node_name(name)
+    with pytest.raises(ValidationError, match="does not look like a valid node name"):
+        validate.check_node_name(name)
+
+
+def test_vmid() -> None:
+    assert validate.check_vmid("100") == 100
+    for bad, msg in [("99", "minimum value of 100"), ("abc", "type check"), ("1e3", "type")]:
+        with pytest.raises(ValidationError, match=msg):
+            validate.check_vmid(bad)
+    with pytest.raises(ValidationError, match="maximum"):
+        validate.check_vmid("1000000000")
+
+
+def test_volume_ids_and_storage_ids() -> None:
+    assert validate.parse_volume_id("local-zfs:vm-100-disk-0") == ("local-zfs", "vm-100-disk-0")
+    assert validate.parse_volume_id("a1:base-100-disk-0/vm-101-disk-0")[0] == "a1"
+    for bad in ("nocolon", ":vm", "1zfs:vm", "Local_:x", "a:"):
+        with pytest.raises(ValidationError, match="unable to parse volume ID"):
+            validate.parse_volume_id(bad)
+    assert validate.check_storage_id("local-zfs") == "local-zfs"
+    for bad in ("a", "1ab", "ab-", "a b"):
+        with pytest.raises(ValidationError):
+            validate.check_storage_id(bad)
+
+
+def test_snapshot_names() -> None:
+    name = validate.replication_snapshot_name("100-0", 1700000100)
+    assert name == "__replicate_100-0_1700000100__"
+    assert validate.check_transfer_snapshot_name(name) == name
+    assert validate.replication_snapshot_prefix("100-1") == "__replicate_100-1_"
+    # pvesr's quirk: no trailing "_" in the predicate
+    assert validate.is_replication_snapshot("__replicate_100-10_5__", "100-1")
+    assert validate.is_replication_snapshot("__replicate_7-0_5__")
+    assert not validate.is_replication_snapshot("daily", "100-1")
+    too_long = validate.replication_snapshot_name("123456789-123456", 1700000100)
+    with pytest.raises(ValidationError):
+        validate.check_transfer_snapshot_name(too_long)
+    for bad in ("a/b", "x@y", "", "a;b"):
+        with pytest.raises(ValidationError):
+            validate.check_transfer_snapshot_name(bad)
+    assert validate.check_parent_snapname("before_upgrade") == "before_upgrade"
+    for bad in ("1abc", "a" * 41, "a b"):
+        with pytest.raises(ValidationError):
+            validate.check_parent_snapname(bad)
