@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 # Debian packages the lab, the tests and the benches need.
 DEB_PACKAGES := zfs-fuse openssh-server openssh-client btrfs-progs iproute2 util-linux procps \
-                cstream pv mbuffer nftables psmisc
+                cstream pv mbuffer nftables psmisc openssl
 
 .PHONY: all sysdeps venv build test test-fast lint bench demo clean
 all: build

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 
 import click
 
-from pverep.cluster import GuestLocation
+from pverep.apiconfig import ApiSettings
+from pverep.cli.apiopts import api_options, resolve_api_settings
+from pverep.cluster import Cluster, GuestLocation, open_cluster
 from pverep.cluster.files import FilesCluster
 from pverep.config.jobs import ConfigStore
 from pverep.config.state import StateStore
@@ -36,6 +38,9 @@ class App:
     #: that would be replicated. None skips the check until guest volume discovery
     #: (pverep.guests) is plugged in here.
     list_volumes: Callable[[GuestLocation], Sequence[str]] | None = None
+    #: Which cluster backend: /etc/pve files (default) or the Proxmox API (--api …).
+    api: ApiSettings = field(default_factory=ApiSettings)
+    _cluster: Cluster | None = None
 
     def config_store(self) -> ConfigStore:
         return ConfigStore(self.paths)
@@ -43,8 +48,13 @@ class App:
     def state_store(self) -> StateStore:
         return StateStore(self.paths)
 
-    def cluster(self) -> FilesCluster:
-        return FilesCluster(self.paths)
+    def cluster(self) -> Cluster:
+        """The cluster through the chosen backend (one per invocation)."""
+        if self._cluster is None:
+            self._cluster = open_cluster(self.api, self.paths)
+            if isinstance(self._cluster, FilesCluster):
+                self._cluster.list_volumes = self.list_volumes
+        return self._cluster
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,14 +65,16 @@ class App:
     envvar="PVEREP_ROOT",
     help="Treat this directory as / for every pvesr path (tests, labs). Default: /.",
 )
+@api_options
 @click.pass_context
-def cli(ctx: click.Context, root: str | None) -> None:
+def cli(ctx: click.Context, /, root: str | None, **api: str | None) -> None:
     """pverep: storage replication for Proxmox VE (pvesr-compatible)."""
     if isinstance(ctx.obj, App):  # given by the caller (tests): keep it, honour --root
         if root is not None:
             ctx.obj.paths = Paths.from_env(root)
     else:
         ctx.obj = App(paths=Paths.from_env(root))
+    ctx.obj.api = resolve_api_settings(ctx.obj.paths, api)
 
 
 def _register() -> None:

@@ -16,8 +16,7 @@ from pverep import admin, validate
 from pverep.cli import App, cli
 from pverep.cli.output import emit, format_job_list, format_status, output_format_option
 from pverep.cli.output import status_to_api as _status_to_api
-from pverep.config.jobs import parse_boolean
-from pverep.config.state import job_process_running
+from pverep.config.jobs import Job, parse_boolean
 from pverep.errors import ParameterError, ValidationError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -67,7 +66,7 @@ def _options(**raw: str | None) -> dict[str, Any]:
 @pass_app
 def list_(app: App, output_format: str) -> None:
     """List replication jobs."""
-    jobs = admin.list_jobs(app.config_store())
+    jobs = app.cluster().jobs()
     if output_format == "text":
         click.echo(format_job_list(jobs), nl=False)
     else:
@@ -80,7 +79,8 @@ def list_(app: App, output_format: str) -> None:
 @pass_app
 def read(app: App, id: str, output_format: str) -> None:
     """Read replication job configuration."""
-    data = admin.read_job(app.config_store(), id)
+    job, digest = app.cluster().job(id)
+    data = {**job.to_api(), "digest": digest}
     emit(data, "json-pretty" if output_format == "text" else output_format)
 
 
@@ -96,14 +96,13 @@ def status(app: App, guest: str | None, output_format: str) -> None:
             vmid = validate.check_vmid(guest)
         except ValidationError as err:
             raise ParameterError("guest", str(err)) from None
-    statuses = admin.load_job_status(
-        app.config_store(), app.state_store(), app.cluster(), get_disabled=True
-    )
-    statuses = [s for s in statuses if vmid is None or s.guest == vmid]
+    cluster = app.cluster()
+    statuses = cluster.replication_status(cluster.local_node(), vmid)
     if output_format == "text":
         click.echo(format_status(statuses, app.clock()), nl=False)
     else:
-        emit([_status_to_api(s, job_process_running(s.state)) for s in statuses], output_format)
+        # replication_status keeps a pid only while its process runs
+        emit([_status_to_api(s, s.state.pid is not None) for s in statuses], output_format)
 
 
 @cli.command("create-local-job")
@@ -132,17 +131,10 @@ def create_local_job(
         remove_job=remove_job,
         source=source,
     )
-    options.pop("target")
     if disable is not None:
         options["disable"] = _bool("disable", disable)
-    admin.create_job(
-        app.config_store(),
-        app.cluster(),
-        jobid,
-        target,
-        options,
-        list_volumes=app.list_volumes,
-    )
+    job = Job(id=jobid, target=target, **{k: v for k, v in options.items() if k != "target"})
+    app.cluster().create_job(job)
 
 
 @cli.command("update")
@@ -180,7 +172,7 @@ def update(
     if digest is not None and len(digest) > 40:
         raise ParameterError("digest", "value may only be 40 characters long")
     keys = [k for text in delete for k in admin.split_list(text)]
-    admin.update_job(app.config_store(), jobid, changes, keys, digest)
+    app.cluster().update_job(jobid, changes, keys, digest)
 
 
 @cli.command("delete")
@@ -191,17 +183,18 @@ def update(
 def delete(app: App, id: str, keep: str | None, force: str | None) -> None:
     """Mark replication job for removal."""
     jobid = admin.check_jobid_param(id)
-    background = admin.delete_job(
-        app.config_store(), jobid, keep=_bool("keep", keep), force=_bool("force", force)
-    )
-    if background:
+    keep_b, force_b = _bool("keep", keep), _bool("force", force)
+    if keep_b and force_b:
+        raise ParameterError("keep", "conflicts with parameter 'force'")
+    app.cluster().delete_job(jobid, keep=keep_b, force=force_b)
+    if not force_b:
         click.echo(
             "Replication job removal is a background task and will take some time.", err=True
         )
 
 
 def _set_disable(app: App, id: str, value: bool) -> None:
-    admin.update_job(app.config_store(), admin.check_jobid_param(id), {"disable": value})
+    app.cluster().update_job(admin.check_jobid_param(id), {"disable": value})
 
 
 @cli.command("enable")
@@ -225,7 +218,8 @@ def disable(app: App, id: str) -> None:
 @pass_app
 def schedule_now(app: App, id: str) -> None:
     """Schedule replication job to start as soon as possible."""
-    admin.schedule_now(app.config_store(), app.state_store(), admin.check_jobid_param(id))
+    cluster = app.cluster()
+    cluster.schedule_now(cluster.local_node(), admin.check_jobid_param(id))
 
 
 @cli.command("set-state")

@@ -18,7 +18,6 @@ import click
 
 from pverep.calendar import DEFAULT_SCHEDULE
 from pverep.config.jobs import Job
-from pverep.config.state import job_process_running
 from pverep.schedule import JobStatus
 
 FORMATS = ("text", "json", "json-pretty")
@@ -136,7 +135,7 @@ def format_status(statuses: Sequence[JobStatus], now: float) -> str:
             nxt = _localtime(status.next_sync)
         else:
             nxt = "pending"
-        if job_process_running(state):
+        if state.pid is not None:  # Cluster.replication_status keeps pid only while it runs
             health = "SYNCING"
         else:
             health = state.error if state.error is not None else "OK"

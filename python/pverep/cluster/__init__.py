@@ -1,39 +1,52 @@
-"""The cluster as pvesr sees it: the local node's name, where each guest lives (the vmlist) and
-which nodes are members and online. ``files.FilesCluster`` reads it from /etc/pve; an
-API-backed implementation can provide the same ``Cluster`` protocol.
+"""The cluster as pverep sees it, behind one interface (``cluster.base.Cluster``): the local
+node's name, where each guest lives (the vmlist), which nodes are members and online, guest
+configs, storages and replication jobs. ``files.FilesCluster`` reads /etc/pve as pvesr does,
+``api.ApiCluster`` asks the Proxmox API; ``open_cluster`` is the one place that picks one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING
 
-GuestType = Literal["qemu", "lxc"]
+from pverep.cluster.base import (
+    GUEST_TYPES,
+    Cluster,
+    ClusterError,
+    GuestConfig,
+    GuestLocation,
+    GuestType,
+    Member,
+    NodeOfflineError,
+    NotFoundError,
+    Storage,
+)
+
+if TYPE_CHECKING:
+    from pverep.apiconfig import ApiSettings
+    from pverep.paths import Paths
+
+__all__ = [
+    "GUEST_TYPES",
+    "Cluster",
+    "ClusterError",
+    "GuestConfig",
+    "GuestLocation",
+    "GuestType",
+    "Member",
+    "NodeOfflineError",
+    "NotFoundError",
+    "Storage",
+    "open_cluster",
+]
 
 
-@dataclass(frozen=True)
-class GuestLocation:
-    """One vmlist entry: guest ``vmid`` is a ``type`` guest whose config lives on ``node``."""
+def open_cluster(settings: ApiSettings, paths: Paths) -> Cluster:
+    """The files backend on a node, the API backend for anything else."""
+    if settings.backend == "files":
+        from pverep.cluster.files import FilesCluster
 
-    vmid: int
-    node: str
-    type: GuestType
-    version: int | None = None
+        return FilesCluster(paths)
+    # Imported lazily: proxmoxer and requests load only when the API is used.
+    from pverep.cluster.api import ApiCluster
 
-
-@dataclass(frozen=True)
-class Member:
-    """One cluster member as in ``.members``' nodelist."""
-
-    name: str
-    online: bool
-    ip: str | None = None
-    id: int | None = None
-
-
-class Cluster(Protocol):
-    def local_node(self) -> str: ...
-
-    def vmlist(self) -> dict[int, GuestLocation]: ...
-
-    def members(self) -> dict[str, Member]: ...
+    return ApiCluster(settings)

@@ -1,9 +1,14 @@
-"""The cluster view from the files pmxcfs provides under /etc/pve (what pvesr reads).
+"""The files backend of the Cluster interface: what pmxcfs provides under /etc/pve, read the way
+pvesr reads it.
 
 * local node: ``$PVEREP_NODENAME`` (tests, the lab) or the short host name, like PVE's nodename;
 * vmlist: ``/etc/pve/.vmlist`` (pmxcfs' JSON); without it (a plain directory standing in for
   pmxcfs) the guest configs ``nodes/<node>/{qemu-server,lxc}/<vmid>.conf`` are scanned;
-* members: ``/etc/pve/.members`` (``nodelist``); a node that is not in a cluster has none.
+* members: ``/etc/pve/.members`` (``nodelist``); a node that is not in a cluster has none;
+* guest configs (current, ``[PENDING]``, snapshot sections), storage.cfg, replication.cfg
+  (``config.jobs``) and this node's job state (``config.state``, ``schedule.job_status``).
+
+Replication status and schedule-now exist only for the local node: the state file is node-local.
 """
 
 from __future__ import annotations
@@ -13,14 +18,27 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pverep import validate
-from pverep.cluster import GuestLocation, GuestType, Member
+from pverep import admin, validate
+from pverep.cluster.base import (
+    ClusterError,
+    GuestConfig,
+    GuestLocation,
+    GuestType,
+    Member,
+    NotFoundError,
+    Storage,
+)
+from pverep.cluster.sections import parse_guest_config, parse_section_config
+from pverep.config.jobs import ConfigStore, Job
+from pverep.config.state import StateStore, job_process_running
 from pverep.errors import ConfigError, ValidationError
 from pverep.paths import Paths
+from pverep.schedule import JobStatus
 
 NODENAME_ENV = "PVEREP_NODENAME"
 
@@ -49,6 +67,8 @@ class FilesCluster:
         self.paths = paths
         self._nodename = nodename
         self._warn = warn or (lambda msg: print(msg, file=sys.stderr))
+        #: create_job's "No replicatable volumes found" check (None skips it), see admin.
+        self.list_volumes: admin.VolumeLister | None = None
 
     def _require_etc_pve(self) -> None:
         if not self.paths.etc_pve.is_dir():
@@ -133,6 +153,125 @@ class FilesCluster:
             )
         return result
 
+    # --- guests and storages ---
+    def guest(self, vmid: int) -> GuestLocation:
+        where = self.vmlist().get(vmid)
+        if where is None:
+            raise NotFoundError(f"Configuration file for guest '{vmid}' does not exist")
+        return where
+
+    def guest_config_text(self, where: GuestLocation) -> str:
+        path = self.paths.guest_config(where.node, where.type, where.vmid)
+        try:
+            return path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise NotFoundError(f"Configuration file '{path}' does not exist") from None
+        except OSError as err:
+            raise ClusterError(f"unable to read '{path}' - {err.strerror}") from None
+
+    def guest_config(self, vmid: int) -> GuestConfig:
+        where = self.guest(vmid)
+        current, pending, snapshots = parse_guest_config(self.guest_config_text(where))
+        delete = frozenset(k for k in pending.pop("delete", "").split(",") if k)
+        return GuestConfig(
+            guest=where,
+            current=current,
+            pending=pending,
+            pending_delete=delete,
+            snapshots=snapshots,
+        )
+
+    def storages(self) -> dict[str, Storage]:
+        try:
+            text = self.paths.storage_cfg.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            text = ""
+        except OSError as err:
+            raise ClusterError(
+                f"unable to read '{self.paths.storage_cfg}' - {err.strerror}"
+            ) from None
+        return {
+            storeid: Storage(storeid=storeid, type=stype, options=props)
+            for stype, storeid, props in parse_section_config(text)
+        }
+
+    # --- replication jobs: pverep.admin does what PVE's config/status API does ---
+    def config_store(self) -> ConfigStore:
+        return ConfigStore(self.paths, self._warn)
+
+    def jobs(self) -> list[Job]:
+        return admin.list_jobs(self.config_store())
+
+    def job(self, jobid: str) -> tuple[Job, str]:
+        cfg = self.config_store().read()
+        job = cfg.find(jobid)
+        if job is None:
+            raise NotFoundError(f"no such replication job '{jobid}'")
+        return job, cfg.digest
+
+    def create_job(self, job: Job) -> None:
+        jobid = admin.check_jobid_param(job.id)
+        options = admin.check_params(
+            {
+                "target": job.target,
+                "schedule": job.schedule,
+                "rate": job.rate,
+                "comment": job.comment,
+                "remove_job": job.remove_job,
+                "source": job.source,
+            }
+        )
+        options.pop("target")
+        if job.disable:
+            options["disable"] = True
+        admin.create_job(
+            self.config_store(), self, jobid, job.target, options, list_volumes=self.list_volumes
+        )
+
+    def update_job(
+        self,
+        jobid: str,
+        changes: Mapping[str, str | float | bool],
+        delete: Sequence[str] = (),
+        digest: str | None = None,
+    ) -> None:
+        texts = {k: v for k, v in changes.items() if not isinstance(v, bool)}
+        typed = admin.check_params({k: _text(v) for k, v in texts.items()})
+        typed.update({k: v for k, v in changes.items() if isinstance(v, bool)})
+        admin.update_job(self.config_store(), admin.check_jobid_param(jobid), typed, delete, digest)
+
+    def delete_job(self, jobid: str, *, keep: bool = False, force: bool = False) -> None:
+        admin.delete_job(
+            self.config_store(), admin.check_jobid_param(jobid), keep=keep, force=force
+        )
+
+    # --- this node's job state (node-local: only for the local node) ---
+    def _own(self, node: str) -> None:
+        if node != self.local_node():
+            raise ClusterError(
+                f"replication state of node '{node}' is only available on that node "
+                "(or through the API)"
+            )
+
+    def replication_status(self, node: str, guest: int | None = None) -> list[JobStatus]:
+        """``GET /nodes/{node}/replication``; ``state.pid`` is kept only while it runs."""
+        self._own(node)
+        statuses = admin.load_job_status(
+            self.config_store(), StateStore(self.paths), self, get_disabled=True
+        )
+        out = []
+        for st in statuses:
+            if guest is not None and st.guest != guest:
+                continue
+            if st.state.pid is not None and not job_process_running(st.state):
+                st = replace(st, state=replace(st.state, pid=None, ptime=None))
+            out.append(st)
+        return out
+
+    def schedule_now(self, node: str, jobid: str) -> None:
+        self._own(node)
+        admin.schedule_now(self.config_store(), StateStore(self.paths), jobid)
+
 
 def _truthy(value: Any) -> bool:
     if isinstance(value, str):
@@ -152,3 +291,9 @@ def _read_json(path: Path) -> Any:
         return json.loads(text)
     except ValueError as err:
         raise ConfigError(f"unable to parse '{path}' - {err}") from None
+
+
+def _text(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
