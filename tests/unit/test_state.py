@@ -158,7 +158,7 @@ def test_lifecycle_success(store: StateStore) -> None:
     )
     assert raw_file(store) == SPEC_EXAMPLE
     assert oct(store.path.stat().st_mode & 0o777) == "0o644"
-    assert not b"\n" in raw_file(store)
+    assert b"\n" not in raw_file(store)
 
 
 def test_lifecycle_failure_then_success_then_removal(store: StateStore) -> None:

@@ -1,1 +1,1 @@
-"""Replication logic: planner (pure), runner (one job), scheduler (pvesr run), and the target side (remote)."""
+"""Replication logic: planner (pure), runner, scheduler (pvesr run), target side (remote)."""

@@ -7,7 +7,6 @@ function (``pverep run --verbose``) sees the prefixed line when verbose, else th
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,9 +37,7 @@ class JobLog:
         self._echo = echo
         self._verbose = verbose
         try:
-            # pvesr uses a plain, non-recursive mkdir; the parent (/var/log/pve) must exist.
-            if not directory.is_dir():
-                os.mkdir(directory)
+            directory.mkdir(parents=True, exist_ok=True)
             self._fh: IO[str] | None = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
         except OSError as err:
             raise PverepError(

@@ -71,12 +71,12 @@ def delete_previous_snapshot(snap: str, volid: str) -> str:
     return f"delete previous replication snapshot '{snap}' on {volid}"
 
 
-def format_rate(rate: float) -> str:
-    """Perl prints a number with ``%.15g``: ``10`` stays ``10``, ``1.5`` stays ``1.5``."""
-    return f"{rate:.15g}"
+def format_rate(rate: str | float) -> str:
+    """The rate as configured (pvesr interpolates the config value); numbers as Perl's %.15g."""
+    return rate if isinstance(rate, str) else f"{rate:.15g}"
 
 
-def transport_line(insecure: bool, network: str | None, rate: float | None) -> str:
+def transport_line(insecure: bool, network: str | None, rate: str | float | None) -> str:
     kind = "insecure" if insecure else "secure"
     over = f" over {network}" if network else ""
     limit = f"{format_rate(rate)} MByte/s" if rate else "none"

@@ -11,25 +11,15 @@ import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from pverep._core import (
+    BaseSelection,
+    PreparePlan,
+    SnapshotInfo,
+    plan_prepare,
+    select_bases,
+)
 from pverep.engine import messages
 from pverep.errors import PverepError
-
-try:  # the Rust versions, once the core branch provides them
-    from pverep._core import (  # type: ignore[attr-defined,unused-ignore]
-        BaseSelection,
-        PreparePlan,
-        SnapshotInfo,
-        plan_prepare,
-        select_bases,
-    )
-except ImportError:  # pragma: no cover - stand-in until then
-    from pverep.engine._corecompat import (  # type: ignore[assignment,unused-ignore]
-        BaseSelection,
-        PreparePlan,
-        SnapshotInfo,
-        plan_prepare,
-        select_bases,
-    )
 
 __all__ = [
     "BaseSelection",

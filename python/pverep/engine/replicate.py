@@ -37,7 +37,9 @@ class JobLike(Protocol):
     @property
     def target(self) -> str: ...
     @property
-    def rate(self) -> float | None: ...
+    def rate(self) -> str | None: ...  # as written in replication.cfg (MB/s)
+    @property
+    def rate_mbps(self) -> float | None: ...
     @property
     def remove_job(self) -> str | None: ...
 
@@ -198,7 +200,8 @@ def _sync(
 
     try:
         log(messages.transport_line(env.transport.insecure, env.transport.network, job.rate))
-        rate_bps = int(1_000_000 * job.rate) if job.rate else None
+        rate = job.rate_mbps
+        rate_bps = int(1_000_000 * rate) if rate else None
         for volid in volids:
             base = plan.bases[volid]
             if base is not None:

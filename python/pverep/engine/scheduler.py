@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pverep.cluster import GuestLocation
 from pverep.engine.joblog import LogFunc
 from pverep.engine.replicate import JobLike
 from pverep.errors import PverepError
@@ -30,12 +31,6 @@ class JobStatus:
     job: JobLike
     last_iteration: int
     next_sync: int
-
-
-@dataclass(frozen=True)
-class GuestLocation:
-    node: str
-    vmtype: str  # "qemu" | "lxc"
 
 
 class JobRunner(Protocol):

@@ -100,9 +100,13 @@ class FakeJob:
     id: str
     guest: int
     target: str
-    rate: float | None = None
+    rate: str | None = None
     remove_job: str | None = None
     type: str = "local"
+
+    @property
+    def rate_mbps(self) -> float | None:
+        return float(self.rate) if self.rate is not None else None
 
 
 @dataclass

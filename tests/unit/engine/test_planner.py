@@ -28,7 +28,7 @@ def test_prepare_keeps_last_sync_and_deletes_older_job_snapshots() -> None:
 
 def test_prepare_with_unknown_state_deletes_nothing() -> None:
     plan = planner.plan_prepare({VOL: [rep(100), rep(200)]}, "100-0", 0, None)
-    assert plan.stale == {} and plan.missing_keep == []
+    assert plan.stale == {VOL: []} and plan.missing_keep == []
 
 
 def test_prepare_remove_all_marker_deletes_every_job_snapshot_but_the_parent() -> None:
@@ -39,7 +39,7 @@ def test_prepare_remove_all_marker_deletes_every_job_snapshot_but_the_parent() -
 
 def test_prepare_safeguard_when_expected_snapshot_is_missing() -> None:
     plan = planner.plan_prepare({VOL: [rep(100)]}, "100-0", 300, None)
-    assert plan.missing_keep == [VOL] and plan.stale == {}
+    assert plan.missing_keep == [VOL] and plan.stale == {VOL: []}
     # nothing that would be deleted → no message (2022-09 fix)
     plan = planner.plan_prepare({VOL: [snap("x", 1, 1)]}, "100-0", 300, None)
     assert plan.missing_keep == []

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from pverep.cluster import GuestLocation
 from pverep.engine.replicate import JobLike
-from pverep.engine.scheduler import GuestLocation, JobStatus, Scheduler, should_notify
+from pverep.engine.scheduler import JobStatus, Scheduler, should_notify
 from pverep.errors import LockError, PverepError
 
 from .fakes import FakeJob, FakeState
@@ -82,7 +83,7 @@ def make(
         purge_old_states=lambda: None,
         run_lock=lambda timeout: contextlib.nullcontext(),
         read_jobs=lambda: {j.id: j for j in jobs},
-        vmlist=lambda: {900: GuestLocation("node1", "qemu")},
+        vmlist=lambda: {900: GuestLocation(900, "node1", "qemu")},
         local_node="node1",
         fail_count=lambda job: runner.states.get(job.id, FakeState()).fail_count,
         notify=(lambda job, err, n: notes.append((err, n))) if notes is not None else None,

@@ -82,7 +82,7 @@ def test_failed_transfer_removes_only_the_new_snapshot(tmp_path: Path) -> None:
     world = World(tmp_path, disks=["local-zfs:vm-900-disk-1", "local-zfs:vm-900-disk-2"])
     for d in world.disks:
         world.volumes.register(d)
-    job = FakeJob(JOB, 900, "node2", rate=1.5)
+    job = FakeJob(JOB, 900, "node2", rate="1.5")
     out: list[str] = []
     _run(world, job, 1000, out)
     world.targets["node2"].fail_transfer = "local-zfs:vm-900-disk-2"

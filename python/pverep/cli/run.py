@@ -1,0 +1,50 @@
+"""``pverep run [--id <jobid>] [--verbose] [--mail]`` — pvesr run (spec §3.2, §3.3, §6.2).
+
+Without ``--id`` it is the scheduler pass (what the timer runs every minute); with ``--id`` it
+runs that job now, ignoring its schedule. PVE booleans accept a bare flag or ``0|1|yes|no…``.
+"""
+
+from __future__ import annotations
+
+import click
+
+from pverep.cli import App, cli
+from pverep.errors import ValidationError
+
+_TRUE = {"1", "yes", "on", "true"}
+_FALSE = {"0", "no", "off", "false"}
+
+
+def pve_bool(value: str | bool | None) -> bool:
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    text = value.lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValidationError(f"invalid boolean value '{value}'")
+
+
+@cli.command("run")
+@click.option("--id", "jobid", default=None, help="Run only this job (ignores its schedule).")
+@click.option(
+    "--verbose", is_flag=False, flag_value="1", default="0", help="Print the job log lines."
+)
+@click.option(
+    "--mail", is_flag=False, flag_value="1", default="0", help="Send failure notifications."
+)
+@click.pass_obj
+def run_cmd(app: App, jobid: str | None, verbose: str, mail: str) -> None:
+    """Run replication jobs that are due (or the one given with --id)."""
+    from pverep.engine.wiring import build_scheduler
+
+    want_mail = pve_bool(mail)
+    if jobid and want_mail:
+        raise ValidationError("Mail and id are mutually exclusive!")
+    logfunc = (lambda msg: click.echo(msg)) if pve_bool(verbose) else None
+    scheduler = build_scheduler(app.paths)
+    if jobid:
+        scheduler.run_single_job(jobid, None, logfunc)
+    else:
+        scheduler.run_jobs(None, logfunc, False, want_mail)

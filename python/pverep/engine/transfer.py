@@ -1,0 +1,243 @@
+"""The data path of one volume (spec §5.6 storage_migrate): ``zfs send`` → pump → import.
+
+Python owns the processes, Rust owns the bytes: the sender runs locally, the importer on the
+target (through the run's multiplexed ssh connection, or listening on TCP in insecure mode), and
+``_core.pump`` copies between them with the job's rate limit, counts bytes for the progress
+lines and aborts a stream that stops moving instead of hanging the node's replication forever.
+Without a rate limit in insecure mode the sender writes into the socket directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import re
+import select
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import IO
+
+from pverep._core import PumpError, PumpStats, StallError, pump
+from pverep.engine import messages
+from pverep.engine.progress import ProgressThinner, parse_estimate
+from pverep.errors import PverepError
+from pverep.transport.base import DEVNULL, PIPE, Process, Shell, display_argv
+
+LogFunc = Callable[[str], None]
+
+#: The importer's last word (§5.7); its absence means the import did not complete.
+IMPORTED_RE = re.compile(r"successfully imported '([^']*)'$")
+#: Default stall timeout: no byte moved for this long aborts the transfer.
+DEFAULT_STALL_TIMEOUT = 600.0
+#: How long the insecure importer may take to announce its address.
+TCP_ANNOUNCE_TIMEOUT = 60.0
+
+
+class TransferError(PverepError):
+    """The volume transfer failed; str() says which side and why."""
+
+
+@dataclass(frozen=True)
+class TransferSpec:
+    volid: str
+    send_argv: list[str]  # runs on this node
+    import_argv: list[str]  # runs on the target; its file argument is '-' or 'tcp://…'
+
+
+def _reader(stream: IO[bytes], sink: Callable[[str], None]) -> threading.Thread:
+    def drain() -> None:
+        with stream:
+            for raw in iter(stream.readline, b""):
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if line.strip():
+                    sink(line)
+
+    thread = threading.Thread(target=drain, daemon=True)
+    thread.start()
+    return thread
+
+
+class _Watch:
+    """Collects what the transfer's output tells us: the imported volid and the size estimate."""
+
+    def __init__(self, log: LogFunc, prefix: str = "") -> None:
+        self.log = log
+        self.prefix = prefix
+        self.imported: str | None = None
+        self.thinner = ProgressThinner()
+
+    def send_line(self, line: str) -> None:
+        estimate = parse_estimate(line)
+        if estimate is not None:
+            self.thinner.estimate = estimate
+        self.log(line)
+
+    def target_line(self, line: str) -> None:
+        m = IMPORTED_RE.search(line)
+        if m:
+            self.imported = m.group(1)
+        self.log(f"{self.prefix}{line}")
+
+    def progress(self, stats: PumpStats) -> None:
+        line = self.thinner.line(stats.bytes, stats.elapsed, stats.rate)
+        if line is not None:
+            self.log(line)
+
+
+def _finish(procs: Sequence[Process], timeout: float = 30.0) -> list[int]:
+    codes = []
+    for proc in procs:
+        try:
+            codes.append(proc.wait(timeout))
+        except PverepError:  # CommandTimeout: it was killed
+            codes.append(-9)
+    return codes
+
+
+def _pipeline_error(send: Process, recv: Process, codes: list[int], remote_argv: list[str]) -> str:
+    shown = f"{display_argv(send.argv)} | {display_argv(remote_argv)}"
+    failing = next((c for c in reversed(codes) if c != 0), 0)  # pipefail: rightmost failure
+    return f"command '{shown}' failed: exit code {failing}"
+
+
+def transfer_volume(
+    local: Shell,
+    remote: Shell,
+    spec: TransferSpec,
+    *,
+    rate_bps: int | None,
+    stall_timeout: float | None,
+    log: LogFunc,
+    insecure: bool = False,
+) -> str:
+    """Send one volume; returns the volid the target reports. Raises TransferError."""
+    if rate_bps is not None:
+        log(messages.bandwidth_limit(rate_bps, spec.volid))
+    if insecure:
+        return _insecure(local, remote, spec, rate_bps, stall_timeout, log)
+    return _secure(local, remote, spec, rate_bps, stall_timeout, log)
+
+
+def _secure(
+    local: Shell,
+    remote: Shell,
+    spec: TransferSpec,
+    rate_bps: int | None,
+    stall_timeout: float | None,
+    log: LogFunc,
+) -> str:
+    watch = _Watch(log)
+    recv = remote.spawn(spec.import_argv, stdin=PIPE, stdout=PIPE, on_stderr=watch.target_line)
+    assert recv.stdout is not None and recv.stdin is not None
+    out_thread = _reader(recv.stdout, watch.target_line)
+    send = local.spawn(spec.send_argv, stdout=PIPE, on_stderr=watch.send_line)
+    assert send.stdout is not None
+    pump_error: PumpError | None = None
+    try:
+        pump(
+            send.stdout.fileno(),
+            recv.stdin.fileno(),
+            rate=float(rate_bps) if rate_bps else None,
+            stall_timeout=stall_timeout,
+            progress=watch.progress,
+        )
+    except PumpError as err:
+        pump_error = err
+        if isinstance(err, StallError):  # nothing moves: do not wait for either side
+            send.kill()
+            recv.kill()
+    finally:
+        send.stdout.close()
+        recv.stdin.close()
+    codes = _finish([send, recv])
+    out_thread.join(5)
+    return _outcome(spec, watch, send, recv, codes, pump_error)
+
+
+def _outcome(
+    spec: TransferSpec,
+    watch: _Watch,
+    send: Process,
+    recv: Process,
+    codes: list[int],
+    pump_error: PumpError | None,
+) -> str:
+    if isinstance(pump_error, StallError):
+        raise TransferError(f"transfer of '{spec.volid}' stalled - {pump_error}")
+    if any(codes):
+        raise TransferError(_pipeline_error(send, recv, codes, spec.import_argv))
+    if pump_error is not None:
+        raise TransferError(f"transfer of '{spec.volid}' failed - {pump_error}")
+    if watch.imported is None:
+        raise TransferError("unable to get ID of the migrated volume")
+    return watch.imported
+
+
+def _read_line(stream: IO[bytes], timeout: float) -> str:
+    ready, _, _ = select.select([stream], [], [], timeout)
+    if not ready:
+        return ""
+    return stream.readline().decode("utf-8", "replace").strip()
+
+
+def _insecure(
+    local: Shell,
+    remote: Shell,
+    spec: TransferSpec,
+    rate_bps: int | None,
+    stall_timeout: float | None,
+    log: LogFunc,
+) -> str:
+    watch = _Watch(log, prefix=f"[{remote.node}] ")
+    recv = remote.spawn(spec.import_argv, stdin=DEVNULL, stdout=PIPE, on_stderr=watch.target_line)
+    assert recv.stdout is not None
+    try:
+        ip = _read_line(recv.stdout, TCP_ANNOUNCE_TIMEOUT)
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise TransferError(f"no tunnel IP received, got '{ip}'") from None
+        port = _read_line(recv.stdout, TCP_ANNOUNCE_TIMEOUT)
+        if not port.isdigit():
+            raise TransferError(f"no tunnel port received, got '{port}'")
+        try:
+            sock = socket.create_connection((ip, int(port)), timeout=TCP_ANNOUNCE_TIMEOUT)
+        except OSError:
+            raise TransferError(f"failed to connect to tunnel at {ip}:{port}") from None
+    except TransferError as err:
+        recv.kill()
+        raise TransferError(f"failed to run insecure migration: {err}") from None
+    out_thread = _reader(recv.stdout, watch.target_line)
+    pump_error: PumpError | None = None
+    with sock:
+        sock.settimeout(None)
+        sock.shutdown(socket.SHUT_RD)  # we only write
+        if rate_bps is None and stall_timeout is None:
+            send = local.spawn(spec.send_argv, stdout=sock.fileno(), on_stderr=watch.send_line)
+        else:
+            send = local.spawn(spec.send_argv, stdout=PIPE, on_stderr=watch.send_line)
+            assert send.stdout is not None
+            try:
+                pump(
+                    send.stdout.fileno(),
+                    sock.fileno(),
+                    rate=float(rate_bps) if rate_bps else None,
+                    stall_timeout=stall_timeout,
+                    progress=watch.progress,
+                )
+            except PumpError as err:
+                pump_error = err
+                if isinstance(err, StallError):
+                    send.kill()
+                    recv.kill()
+            finally:
+                send.stdout.close()
+        send_code = _finish([send])[0]
+        # half-close: the importer must see EOF but still get every buffered byte
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+    recv_code = _finish([recv])[0]
+    out_thread.join(5)
+    return _outcome(spec, watch, send, recv, [send_code, recv_code], pump_error)
