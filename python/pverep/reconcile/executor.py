@@ -24,6 +24,7 @@ from pverep.reconcile.model import (
     Plan,
     RemoveOrphanJob,
     Repoint,
+    RetryRemoval,
     SetSource,
     Step,
 )
@@ -48,7 +49,7 @@ def execute(node: Node, plan: Plan, log: Callable[[str], None]) -> Outcome:
     if config_steps:
         _config(node, config_steps, out, log)
     for step in plan.steps:
-        if isinstance(step, AdoptState | ExtendRemovalScan):
+        if isinstance(step, AdoptState | ExtendRemovalScan | RetryRemoval):
             _guarded(out, step, log, lambda s=step: _state(node, s))  # type: ignore[misc]
     groups: dict[tuple[str, int, str], list[Step]] = defaultdict(list)
     for step in plan.steps:
@@ -113,12 +114,15 @@ def _config(node: Node, steps: list[Step], out: Outcome, log: Callable[[str], No
         _guarded(out, step, log, lambda s=step: results.get(s))  # type: ignore[misc]
 
 
-def _state(node: Node, step: AdoptState | ExtendRemovalScan) -> str | None:
+def _state(node: Node, step: AdoptState | ExtendRemovalScan | RetryRemoval) -> str | None:
     states = StateStore(node.paths)
     key = tid(step.target)
 
     def change(obj: StateObj) -> None:
         entry = obj.setdefault(str(step.vmid), {}).setdefault(key, {})
+        if isinstance(step, RetryRemoval):
+            entry["last_try"] = 0  # next_sync = 0 + back-off: in the past, due now
+            return
         entry["storeid_list"] = list(step.storeid_list)
         if isinstance(step, AdoptState):
             entry["last_sync"] = step.last_sync

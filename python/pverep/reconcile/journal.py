@@ -65,3 +65,17 @@ def append_log(paths: Paths, lines: Sequence[str], now: float | None = None) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as fh:
         fh.writelines(f"{stamp} {line}\n" for line in lines)
+
+
+def repair_notes(paths: Paths, jobids: Sequence[str]) -> dict[str, str]:
+    """jobid → "repaired <time> on <node>: <what>" for the jobs reconcile repaired lately."""
+    data = read_journal(paths)
+    out = {}
+    for jobid in jobids:
+        entry = data.get(jobid)
+        if entry is None:
+            continue
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(entry.get("time", 0))))
+        what = "; ".join(str(x) for x in entry.get("done", []))
+        out[jobid] = f"repaired {stamp} on {entry.get('node', '?')}: {what}"
+    return out

@@ -170,6 +170,23 @@ class ExtendRemovalScan(Step):
 
 
 @dataclass(frozen=True)
+class RetryRemoval(Step):
+    """A removal that failed because its target was unreachable: the target is back, so make
+    it due at once instead of waiting out the back-off."""
+
+    target: str = ""
+    node: str = ""
+    kind = "retry-removal"
+
+    @property
+    def where(self) -> str:
+        return self.node
+
+    def describe(self) -> str:
+        return f"job {self.jobid}: {self.target} is back - retry the removal at the next run"
+
+
+@dataclass(frozen=True)
 class DeleteTargetSnapshot(Step):
     """Delete one of this job's stale replication snapshots on the target."""
 

@@ -43,6 +43,13 @@ from pverep.reconcile.model import (
 )
 
 _REPL_SNAP = re.compile(r"^__replicate_(\d+-\d+)_(\d+)__$")
+#: Errors of a removal that mean "the target could not be reached" (ssh's exit code 255 or
+#: the connection texts); only those are retried at once when the target is back.
+_UNREACHABLE = re.compile(
+    r"exit code 255|No route to host|Connection (timed out|refused)|Network is unreachable"
+)
+#: Above this many failures the back-off decides alone (no immediate retries).
+_RETRY_NOW_MAX_FAILS = 3
 
 
 def snapshot_job(name: str) -> tuple[str, int] | None:
@@ -195,6 +202,14 @@ def _removal(
             f"removal of job {job.id} failed {state.fail_count} time(s)"
             + ("" if online else f"; waiting for {job.target} to come back"),
         )  # fmt: skip
+    if (
+        state is not None
+        and online
+        and 0 < state.fail_count <= _RETRY_NOW_MAX_FAILS
+        and state.last_try != 0
+        and _UNREACHABLE.search(state.error or "")
+    ):
+        plan.add(RetryRemoval(job.id, facts.vmid, target=job.target, node=view.local_node))
     missing = available - known
     if missing:
         keep = set(state.storeid_list) if state else set()
