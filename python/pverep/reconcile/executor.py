@@ -60,6 +60,9 @@ def execute(node: Node, plan: Plan, log: Callable[[str], None]) -> Outcome:
     for step in plan.steps:
         if isinstance(step, RemoveOrphanJob):
             _guarded(out, step, log, lambda s=step: _remove_orphan(node, s, log))  # type: ignore[misc]
+    # report in plan order (execution goes by kind: config, state, targets, orphans)
+    order = {step: n for n, step in enumerate(plan.steps)}
+    out.done.sort(key=lambda s: order.get(s, len(order)))
     return out
 
 

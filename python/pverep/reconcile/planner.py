@@ -39,6 +39,7 @@ from pverep.reconcile.model import (
     RemoveOrphanJob,
     ReplicaSet,
     Repoint,
+    RetryRemoval,
     SetSource,
 )
 
@@ -46,7 +47,7 @@ _REPL_SNAP = re.compile(r"^__replicate_(\d+-\d+)_(\d+)__$")
 #: Errors of a removal that mean "the target could not be reached" (ssh's exit code 255 or
 #: the connection texts); only those are retried at once when the target is back.
 _UNREACHABLE = re.compile(
-    r"exit code 255|No route to host|Connection (timed out|refused)|Network is unreachable"
+    r"^command '\S*ssh |No route to host|Connection (timed out|refused)|Network is unreachable"
 )
 #: Above this many failures the back-off decides alone (no immediate retries).
 _RETRY_NOW_MAX_FAILS = 3
