@@ -31,14 +31,18 @@ def pv(lab: Lab, node: str, *args: str, check: bool = True) -> Any:
 
 def reconcile(lab: Lab, node: str, *extra: str) -> dict[str, Any]:
     """A dry run, then the real run: the real run does exactly the planned steps."""
-    dry = json.loads(pv(lab, node, "reconcile", "--dry-run", "--output-format", "json", *extra).stdout)
+    dry = json.loads(
+        pv(lab, node, "reconcile", "--dry-run", "--output-format", "json", *extra).stdout
+    )
     real = json.loads(pv(lab, node, "reconcile", "--output-format", "json", *extra).stdout)
     planned = [s["text"] for s in dry["steps"]]
     assert [s["text"] for s in real["steps"]] == planned
     if planned:
         assert real["done"] == planned, real
         assert real["failed"] == [] and real["skipped"] == []
-    again = json.loads(pv(lab, node, "reconcile", "--dry-run", "--output-format", "json", *extra).stdout)
+    again = json.loads(
+        pv(lab, node, "reconcile", "--dry-run", "--output-format", "json", *extra).stdout
+    )
     if not any(f["level"] == "warn" and "not reachable" in f["text"] for f in real["findings"]):
         assert again["steps"] == [], again  # idempotent: a second run finds nothing to do
     return real
@@ -62,7 +66,9 @@ def datasets(lab: Lab, node: str, vmid: int) -> list[str]:
 
 def guids(lab: Lab, node: str, ds: str) -> dict[str, str]:
     out = lab.exec(node, ["zfs", "list", "-Hp", "-t", "snapshot", "-o", "name,guid", "-r", ds])
-    return {ln.split("\t")[0].split("@")[1]: ln.split("\t")[1] for ln in out.stdout.splitlines() if ln}
+    return {
+        ln.split("\t")[0].split("@")[1]: ln.split("\t")[1] for ln in out.stdout.splitlines() if ln
+    }
 
 
 def set_ha(lab: Lab, vmid: int, state: str, node: str) -> None:
@@ -89,7 +95,9 @@ def clean(lab: Lab, vmid: int) -> Iterator[int]:
 
 
 def add_second_disk(lab: Lab, vmid: int, node: str) -> str:
-    lab.exec(node, ["zfs", "create", "-o", "refquota=16M", f"rpool/data2/vm-{vmid}-disk-1"], check=True)
+    lab.exec(
+        node, ["zfs", "create", "-o", "refquota=16M", f"rpool/data2/vm-{vmid}-disk-1"], check=True
+    )
     conf = guests.find(lab, vmid).config
     conf.write_text(conf.read_text() + f"scsi1: local-zfs2:vm-{vmid}-disk-1,size=16M\n")
     return f"local-zfs2:vm-{vmid}-disk-1"
@@ -248,7 +256,9 @@ def test_hookscript_time_bound_and_opt_in(lab: Lab, clean: int) -> None:
         lab.heal("pve2")
     # opt-in: a node without any replica of the guest refuses the start
     guests.move(lab, vmid, "pve3")
-    strict = lab.exec("pve3", [*env, "PVEREP_HOOK_REQUIRE_REPLICA=1", str(HOOK), str(vmid), "pre-start"])
+    strict = lab.exec(
+        "pve3", [*env, "PVEREP_HOOK_REQUIRE_REPLICA=1", str(HOOK), str(vmid), "pre-start"]
+    )
     assert strict.returncode != 0
     assert "no replica" in strict.stdout + strict.stderr
     relaxed = lab.exec("pve3", [*env, str(HOOK), str(vmid), "pre-start"])

@@ -18,8 +18,8 @@ from pverep.reconcile.model import (
     ExtendRemovalScan,
     GuestFacts,
     RemoveOrphanJob,
-    Repoint,
     ReplicaSet,
+    Repoint,
     SetSource,
 )
 from pverep.reconcile.orphans import plan_cleanup
@@ -63,10 +63,13 @@ def view(**kw: object) -> ClusterView:
         states={},
         guests={
             100: GuestFacts(
-                100, "pve2", (VOL,), (VOL,),
+                100,
+                "pve2",
+                (VOL,),
+                (VOL,),
                 local_snapshots={VOL: snaps("__replicate_100-0_1000__ 11 1000")},
             )
-        },  # fmt: skip
+        },
         zfs_storages=ZFS,
     )
     base.update(kw)
@@ -145,7 +148,9 @@ def test_move_to_third_node_keeps_target_and_cleans_removed_disk_replica() -> No
 
 def test_common_base_of_another_job_is_used_but_not_adopted() -> None:
     v = view(
-        replicas={("pve1", 100): ReplicaSet("pve1", 100, {VOL: snaps("__replicate_100-1_900__ 9 900")})},
+        replicas={
+            ("pve1", 100): ReplicaSet("pve1", 100, {VOL: snaps("__replicate_100-1_900__ 9 900")})
+        },
         guests={100: GuestFacts(100, "pve2", (VOL,), (VOL,),
                                 local_snapshots={VOL: snaps("__replicate_100-1_900__ 9 900")})},
     )  # fmt: skip
@@ -155,14 +160,20 @@ def test_common_base_of_another_job_is_used_but_not_adopted() -> None:
 
 
 def test_no_common_base_is_an_error_finding_and_nothing_destroyed() -> None:
-    v = view(replicas={("pve1", 100): ReplicaSet("pve1", 100, {VOL: snaps("__replicate_100-0_5__ 99 5")})})
+    v = view(
+        replicas={
+            ("pve1", 100): ReplicaSet("pve1", 100, {VOL: snaps("__replicate_100-0_5__ 99 5")})
+        }
+    )
     plan = plan_reconcile(v)
     assert [type(s) for s in plan.steps] == [Repoint]
     assert any(f.level == "error" and "no common base" in f.text for f in plan.findings)
 
 
 def test_stale_state_from_an_earlier_stay_is_replaced() -> None:
-    replicas = {("pve1", 100): ReplicaSet("pve1", 100, {VOL: snaps("__replicate_100-0_1000__ 11 1000")})}
+    replicas = {
+        ("pve1", 100): ReplicaSet("pve1", 100, {VOL: snaps("__replicate_100-0_1000__ 11 1000")})
+    }
     v = view(replicas=replicas, states={(100, "local/pve1"): JobState(last_sync=500)})
     steps = plan_reconcile(v).steps
     assert AdoptState("100-0", 100, target="pve1", last_sync=1000, storeid_list=("local-zfs",),
@@ -221,15 +232,20 @@ def test_missing_source_is_filled_and_ha_transient_waits() -> None:
 
 
 def test_effective_jobs_is_pvesrs_target_switch() -> None:
-    js = jobs("local: 100-0\n\ttarget pve2\n\tsource pve1\n\nlocal: 100-1\n\ttarget pve3\n\tsource pve1\n")
+    js = jobs(
+        "local: 100-0\n\ttarget pve2\n\tsource pve1\n\nlocal: 100-1\n\ttarget pve3\n\tsource pve1\n"
+    )
     eff = {e.id: (e.source, e.target) for _, e in effective_jobs(js, 100, "pve3")}
     assert eff == {"100-0": ("pve3", "pve2"), "100-1": ("pve3", "pve1")}
 
 
 def test_ha_transitions() -> None:
     def st(state: str, node: str) -> str:
-        return json.dumps({"service_status": {"vm:100": {"state": state, "node": node},
-                                              "ct:200": {"state": "started", "node": "pve2"}}})  # fmt: skip
+        services = {
+            "vm:100": {"state": state, "node": node},
+            "ct:200": {"state": "started", "node": "pve2"},
+        }
+        return json.dumps({"service_status": services})
 
     before = parse_manager_status(st("recovery", "pve1"))
     after = parse_manager_status(st("started", "pve2"))
@@ -263,10 +279,67 @@ def test_cleanup_only_orphans_and_never_live_guest_volumes() -> None:
 
 
 def test_start_policy() -> None:
-    facts = GuestFacts(100, "pve3", (VOL,), (VOL,), local_snapshots={VOL: snaps("__replicate_100-0_1000__ 1 1000")})
+    facts = GuestFacts(
+        100, "pve3", (VOL,), (VOL,), local_snapshots={VOL: snaps("__replicate_100-0_1000__ 1 1000")}
+    )
     assert start_refusal(facts, True, StartPolicy(), 5000, [VOL]) is None
-    assert "no replica" in (start_refusal(facts, False, StartPolicy(require_replica=True), 0, [VOL]) or "")
+    assert "no replica" in (
+        start_refusal(facts, False, StartPolicy(require_replica=True), 0, [VOL]) or ""
+    )
     old = start_refusal(facts, True, StartPolicy(max_replica_age=3600), 1000 + 7200, [])
     assert old is not None and "7200s old" in old
     assert start_refusal(facts, True, StartPolicy(max_replica_age=3600), 1000 + 60, []) is None
     assert start_refusal(facts, False, StartPolicy(max_replica_age=3600), 99999, []) is None
+
+
+def test_removal_retried_at_once_when_unreachable_target_is_back() -> None:
+    from pverep.reconcile.model import RetryRemoval
+
+    js = jobs("local: 100-0\n\ttarget pve1\n\tsource pve2\n\tremove_job full\n")
+    err = "command '/usr/bin/ssh -e none root@10.0.0.1 -- pverep prepare-local-job' failed: x"
+    state = JobState(last_try=50, fail_count=1, error=err, storeid_list=("local-zfs", "local-zfs2"))
+    v = view(jobs=js, states={(100, "local/pve1"): state})
+    assert plan_reconcile(v).steps == [RetryRemoval("100-0", 100, target="pve1", node="pve2")]
+    # still offline, or failing for another reason, or already many failures: back-off rules
+    assert plan_reconcile(view(jobs=js, states=v.states, members=members(("pve1",)))).steps == []
+    other = {(100, "local/pve1"): JobState(last_try=50, fail_count=1, error="zfs error: x",
+                                           storeid_list=state.storeid_list)}  # fmt: skip
+    assert plan_reconcile(view(jobs=js, states=other)).steps == []
+
+
+def test_removal_back_off_waits_for_offline_target() -> None:
+    from pverep.schedule import NEVER, next_sync
+
+    job = jobs("local: 100-0\n\ttarget pve1\n\tremove_job full\n")[0]
+    assert next_sync(job, JobState(), members()) == 1  # due every run until it fails
+    failing = JobState(last_try=1000, fail_count=2)
+    assert next_sync(job, failing, members(("pve1",))) == NEVER
+    assert next_sync(job, failing, members()) == 1000 + 600
+
+
+def test_watcher_reacts_to_recovery_on_this_node(tmp_path: object, monkeypatch: object) -> None:
+    from pathlib import Path
+
+    from pverep.paths import Paths
+    from pverep.reconcile.service import watch
+
+    root = Path(str(tmp_path))
+    monkeypatch.setenv("PVEREP_NODENAME", "pve2")  # type: ignore[attr-defined]
+    paths = Paths.from_env(root)
+    paths.ha_manager_status.parent.mkdir(parents=True)
+    status = {"vm:100": {"state": "recovery", "node": "pve1"}}
+    paths.ha_manager_status.write_text(json.dumps({"service_status": status}))
+    calls: list[int | None] = []
+    ticks = iter(range(100))
+
+    def sleep(_: float) -> None:
+        n = next(ticks)
+        if n == 1:  # the CRM recovers the guest onto pve2
+            paths.ha_manager_status.write_text(
+                json.dumps({"service_status": {"vm:100": {"state": "started", "node": "pve2"}}})
+            )
+
+    clock = iter(float(x) for x in range(100))
+    watch(paths, interval=0, duration=5, log=lambda _: None, run=calls.append, sleep=sleep,
+          clock=lambda: next(clock))  # fmt: skip
+    assert calls == [None, 100]  # a full pass first, then the recovered guest exactly once

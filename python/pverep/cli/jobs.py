@@ -195,7 +195,15 @@ def delete(app: App, id: str, keep: str | None, force: str | None) -> None:
     keep_b, force_b = _bool("keep", keep), _bool("force", force)
     if keep_b and force_b:
         raise ParameterError("keep", "conflicts with parameter 'force'")
+    left: list[str] = []
+    if force_b:
+        # say exactly what --force leaves behind (listed before the job and its target go)
+        from pverep.reconcile.service import leftovers
+
+        left = leftovers(app.paths, jobid)
     app.cluster().delete_job(jobid, keep=keep_b, force=force_b)
+    for line in left:
+        click.echo(line, err=True)
     if not force_b:
         click.echo(
             "Replication job removal is a background task and will take some time.", err=True

@@ -15,5 +15,5 @@ zfs-fuse daemon and pool ``rpool``, its own sshd, node-local /var/lib/pve-manage
 - ``procs``     recorded (pid, start time) pairs: the only way the lab stops processes
 - ``zfs_compat`` OpenZFS 2.x idioms on zfs-fuse (the node's ``/usr/sbin/zfs``)
 - ``guests``    guest configs + disks for tests and the demo; ``digest`` checksums disks
-- ``fakeapi``, ``fakepvesh``, ``gentree``, ``tlscerts``  the FakePveApi (a named fake of the PVE API)
+- ``fakeapi``, ``fakepvesh``, ``gentree``, ``tlscerts``  FakePveApi (a named fake of the API)
 """

@@ -9,7 +9,7 @@ ordinary removal protocol (``prepare-local-job --last_sync 1 --force``).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pverep.config.jobs import ConfigStore, ReplicationConfig
@@ -83,7 +83,7 @@ def _guarded(
         log(f"done: {step.describe()}")
 
 
-def _config(node: Node, steps: list[Step], out: Outcome, log: Callable[[str], None]) -> None:
+def _config(node: Node, steps: Sequence[Step], out: Outcome, log: Callable[[str], None]) -> None:
     store = ConfigStore(node.paths, node.warn)
     results: dict[Step, str | None] = {}
 

@@ -257,7 +257,8 @@ def _resume(
     if sel.missing:
         plan.note(
             vmid, job.id, "error",
-            f"no common base snapshot on {', '.join(sorted(sel.missing))} between {view.local_node} "
+            f"no common base snapshot on {', '.join(sorted(sel.missing))} between "
+            f"{view.local_node} "
             f"and {job.target}: the next run fails; remove those volumes on {job.target} or "
             f"re-create job {job.id}",
         )  # fmt: skip

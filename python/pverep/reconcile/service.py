@@ -16,7 +16,13 @@ from pverep.errors import PverepError
 from pverep.paths import Paths
 from pverep.reconcile import journal
 from pverep.reconcile.executor import Outcome, execute
-from pverep.reconcile.gather import Node, gather_view, read_ha
+from pverep.reconcile.gather import (
+    Node,
+    gather_view,
+    query_replicas,
+    read_ha,
+    zfs_storages_by_node,
+)
 from pverep.reconcile.ha import recovered_here
 from pverep.reconcile.model import GuestFacts, Plan, Repoint
 from pverep.reconcile.orphans import plan_cleanup
@@ -221,7 +227,53 @@ def watch(
         after = read_ha(paths)
         for vmid in recovered_here(before, after, node):
             log(
-                f"HA: guest {vmid} started on {node} after '{before[vmid].state if vmid in before else 'new'}' - reconciling"
+                f"HA: guest {vmid} started on {node} after "
+                f"'{before[vmid].state if vmid in before else 'new'}' - reconciling"
             )
             run(vmid)
         before = after
+
+
+# --- what `delete --force` leaves behind -------------------------------------------------------
+
+
+def leftovers(paths: Paths, jobid: str, timeout: float = 15.0) -> list[str]:
+    """Lines naming every volume and replication snapshot of ``jobid`` that stays behind when
+    the job is dropped without clean-up (on its target and on the guest's node)."""
+    try:
+        node = make_node(paths, time.monotonic() + timeout)
+        job = ConfigStore(paths, node.warn).read().jobs.get(jobid)
+        if job is None:
+            return []
+        vmid = job.guest
+        lines = []
+        where = node.cluster.vmlist().get(vmid)
+        places = [job.target] + ([where.node] if where is not None else [])
+        zfs = zfs_storages_by_node(node.storage(), places)
+        for place in places:
+            rs = query_replicas(node, place, vmid, zfs.get(place, ()))
+            if rs.volumes is None:
+                lines.append(
+                    f"left behind on {place}: unknown ({rs.error}); run 'pverep cleanup "
+                    f"--target {place}' once it is back"
+                )
+                continue
+            if rs.guest_local and place != node.local_node:
+                continue
+            for volid, snaps in sorted(rs.volumes.items()):
+                mine = [s.name for s in snaps if (sj := snapshot_job(s.name)) and sj[0] == jobid]
+                if not mine:
+                    continue
+                kind = (
+                    "snapshots on the guest's disk"
+                    if place == (where and where.node)
+                    else ("replica volume")
+                )
+                lines.append(f"left behind on {place}: {kind} {volid} ({', '.join(mine)})")
+        if lines:
+            lines.append("'pverep cleanup --target <node>' removes these once the job is gone")
+        else:
+            lines.append(f"job {jobid}: no replication data found on {', '.join(places)}")
+        return lines
+    except PverepError as err:
+        return [f"job {jobid}: could not list what is left behind: {err}"]
