@@ -51,8 +51,12 @@ test: sysdeps build
 test-fast: build
 	$(PY) -m pytest -q -m "not lab"
 
+# pytest-benchmark suites, then the standalone side-by-side comparisons (relays, rate-limit
+# accuracy, parse+diff against pure Python); each prints its verdicts. A few minutes in all.
 bench: sysdeps build
 	$(PY) -m pytest -q benches --benchmark-only --benchmark-enable
+	$(PY) benches/compare_relays.py --rounds 3
+	$(PY) benches/compare_parse.py --rounds 3
 
 demo: sysdeps build
 	$(PY) -m pverep.demo

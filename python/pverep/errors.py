@@ -21,6 +21,7 @@ __all__ = [
     "CoreError",
     "InvalidArgumentError",
     "LockError",
+    "ParameterError",
     "PumpError",
     "PverepError",
     "SnapshotParseError",

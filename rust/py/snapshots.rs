@@ -149,6 +149,38 @@ impl SnapshotTableObj {
         })
     }
 
+    /// Parse a listing read from `fd` until EOF (e.g. `zfs list`'s stdout pipe) with the GIL
+    /// released, without holding the whole text in memory. The fd is not closed.
+    #[staticmethod]
+    fn from_fd(py: Python<'_>, fd: i32) -> PyResult<Self> {
+        if fd < 0 {
+            return Err(crate::errors::invalid_argument(
+                py,
+                format!("fd must be a non-negative file descriptor, got {fd}"),
+            ));
+        }
+        let result = py.detach(|| {
+            // SAFETY: the caller owns fd and keeps it open for this call; ManuallyDrop keeps
+            // the File from closing it.
+            let mut file = std::mem::ManuallyDrop::new(unsafe {
+                <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd)
+            });
+            // A regular file says how big it is; a pipe does not (then the table grows).
+            let hint = file
+                .metadata()
+                .ok()
+                .filter(|m| m.is_file())
+                .map_or(0, |m| usize::try_from(m.len()).unwrap_or(0));
+            SnapshotTable::parse_reader(&mut *file, hint)
+        });
+        let table = result
+            .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("reading fd {fd}: {e}")))?
+            .map_err(|e| crate::errors::to_py(py, e))?;
+        Ok(SnapshotTableObj {
+            table: Arc::new(table),
+        })
+    }
+
     /// Number of snapshots.
     fn __len__(&self) -> usize {
         self.table.len()

@@ -40,11 +40,11 @@ def _guids(lab: Lab, node: str, ds: str) -> dict[str, str]:
 
 def _transfer(lab: Lab, vol: str, snap: str, base: str | None = None) -> str:
     """pverep export on pve1 | ssh pve2 pverep import (the secure-mode pipeline)."""
-    export = lab.popen("pve1", PEER.export(vol, snap, base), stdout=subprocess.PIPE)
-    assert export.stdout is not None
-    remote = _ssh(lab, "pve2", PEER.import_(vol, snap, base))
-    result = lab.exec("pve1", remote, input=export.stdout.read())
-    assert export.wait() == 0
+    with lab.popen("pve1", PEER.export(vol, snap, base), stdout=subprocess.PIPE) as export:
+        assert export.stdout is not None
+        remote = _ssh(lab, "pve2", PEER.import_(vol, snap, base))
+        result = lab.exec("pve1", remote, input=export.stdout.read())
+    assert export.returncode == 0
     assert result.returncode == 0, result.stderr
     return result.stdout.decode()
 

@@ -1,5 +1,7 @@
 """pverep._core snapshot-list parsing: grouping, order, errors with line numbers."""
 
+import os
+
 import pytest
 
 import pverep._core as core
@@ -97,3 +99,20 @@ def test_snapshot_table_and_compare() -> None:
         "a",
     )
     assert (e.dataset, e.common, e.only_local, e.newest_common) == ("e", 0, ["x"], None)
+
+
+def test_snapshot_table_from_fd(tmp_path) -> None:
+    r, w = os.pipe()
+    with os.fdopen(w, "wb") as f:
+        f.write(LISTING.encode())
+    try:
+        table = core.SnapshotTable.from_fd(r)
+    finally:
+        os.close(r)
+    assert table.to_dict() == core.parse_snapshot_list(LISTING)
+    bad = tmp_path / "bad"
+    bad.write_text(LISTING + "x@y\t1\n")
+    with open(bad, "rb") as f, pytest.raises(SnapshotParseError, match=r"^line 4: "):
+        core.SnapshotTable.from_fd(f.fileno())
+    with pytest.raises(OSError):
+        core.SnapshotTable.from_fd(r)  # closed by now

@@ -154,7 +154,9 @@ def test_warnings_for_bad_lines() -> None:
 
 def test_duplicate_guest_target_is_dropped_in_sorted_id_order() -> None:
     cfg, warnings = parse(
-        "local: 100-2\n\ttarget pve2\n\nlocal: 100-10\n\ttarget pve2\n\nlocal: 100-3\n\ttarget pve3\n"
+        "local: 100-2\n\ttarget pve2\n\n"
+        "local: 100-10\n\ttarget pve2\n\n"
+        "local: 100-3\n\ttarget pve3\n"
     )
     # "100-10" sorts before "100-2" as a string, so 100-2 is the duplicate
     assert warnings == [

@@ -96,7 +96,7 @@ def test_cfs_lock_timeout_and_code_errors_pass_through(tmp_path: Path) -> None:
     def boom() -> None:
         raise LockError("inner problem")
 
-    with pytest.raises(LockError, match="^inner problem$"):
+    with pytest.raises(LockError, match=r"^inner problem$"):
         locking.cfs_lock_file(paths, "replication.cfg", boom)
 
 

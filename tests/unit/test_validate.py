@@ -39,7 +39,7 @@ def test_api_pattern_on_user_input() -> None:
     for text in ("0100-7", "100-0000000001", "1000000000-1"):
         with pytest.raises(ValidationError, match="does not match the regex pattern"):
             validate.check_job_id_param(text)
-    with pytest.raises(ValidationError, match="^invalid format - invalid replication job id"):
+    with pytest.raises(ValidationError, match=r"^invalid format - invalid replication job id"):
         validate.check_job_id_param("99-0")
 
 

@@ -34,13 +34,13 @@ class App:
     paths: Paths = field(default_factory=Paths.from_env)
     #: The clock (epoch seconds); tests inject a fixed one.
     clock: Callable[[], float] = time.time
-    #: Hook for create-local-job's "No replicatable volumes found" check: the guest's volume ids
-    #: that would be replicated. None skips the check until guest volume discovery
-    #: (pverep.guests) is plugged in here.
+    #: create-local-job's "No replicatable volumes found" check: the guest's volume ids that
+    #: would be replicated. None means PVE's rules on the guest's config
+    #: (``replicatable_volumes``); tests may inject another lister.
     list_volumes: Callable[[GuestLocation], Sequence[str]] | None = None
     #: Which cluster backend: /etc/pve files (default) or the Proxmox API (--api …).
     api: ApiSettings = field(default_factory=ApiSettings)
-    _cluster: Cluster | None = None
+    _cluster: tuple[ApiSettings, Paths, Cluster] | None = None
 
     def config_store(self) -> ConfigStore:
         return ConfigStore(self.paths)
@@ -49,12 +49,21 @@ class App:
         return StateStore(self.paths)
 
     def cluster(self) -> Cluster:
-        """The cluster through the chosen backend (one per invocation)."""
-        if self._cluster is None:
-            self._cluster = open_cluster(self.api, self.paths)
-            if isinstance(self._cluster, FilesCluster):
-                self._cluster.list_volumes = self.list_volumes
-        return self._cluster
+        """The cluster through the chosen backend (kept while backend and root stay the same:
+        the API backend then reuses its connection)."""
+        if self._cluster is None or self._cluster[:2] != (self.api, self.paths):
+            self._cluster = (self.api, self.paths, open_cluster(self.api, self.paths))
+        cluster = self._cluster[2]
+        if isinstance(cluster, FilesCluster):
+            cluster.list_volumes = self.list_volumes or self.replicatable_volumes
+        return cluster
+
+    def replicatable_volumes(self, where: GuestLocation) -> Sequence[str]:
+        """The guest's volumes PVE would replicate; computed strictly (errors propagate), as
+        the API's create does."""
+        cluster = self.cluster()
+        config = cluster.guest_config(where.vmid, where)
+        return config.replicatable_volumes(cluster.storages())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,14 +88,17 @@ def cli(ctx: click.Context, /, root: str | None, **api: str | None) -> None:
 
 def _register() -> None:
     # Verb modules import ``cli`` and decorate onto it; importing them registers the verbs.
-    from pverep.cli import jobs, lab, reconcile, remote, run  # noqa: F401
+    from pverep.cli import guests, jobs, lab, reconcile, remote, run  # noqa: F401
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the CLI, mapping PverepError to one line + exit 255."""
+def main(argv: list[str] | None = None, app: App | None = None) -> None:
+    """Console-script entry point: run the CLI, mapping PverepError to one line + exit 255.
+
+    ``app`` replaces the default App (tests inject paths and a clock this way).
+    """
     _register()
     try:
-        cli.main(args=argv, prog_name="pverep", standalone_mode=False)
+        cli.main(args=argv, prog_name="pverep", standalone_mode=False, obj=app)
     except PverepError as err:
         click.echo(f"{err}", err=True)
         sys.exit(ERROR_EXIT)

@@ -18,7 +18,6 @@ from pverep.cluster.base import (
     Member,
     NodeOfflineError,
     NotFoundError,
-    Storage,
 )
 
 if TYPE_CHECKING:
@@ -35,7 +34,6 @@ __all__ = [
     "Member",
     "NodeOfflineError",
     "NotFoundError",
-    "Storage",
     "open_cluster",
 ]
 

@@ -36,10 +36,12 @@ from pverep.cluster.base import (
     Member,
     NodeOfflineError,
     NotFoundError,
-    Storage,
+    normalise_pending_delete,
 )
 from pverep.config.jobs import Job
 from pverep.config.state import JobState
+from pverep.config.storage import StorageConfig, StorageDef
+from pverep.guests import GuestConfig as ParsedConfig
 from pverep.schedule import JobStatus
 
 # proxmoxer logs POST data (passwords, tickets) at INFO: never let that through.
@@ -345,46 +347,40 @@ class ApiCluster:
             raise NotFoundError(f"Configuration file for guest '{vmid}' does not exist")
         return guest
 
-    def guest_config(self, vmid: int, guest: GuestLocation | None = None) -> GuestConfig:
-        guest = guest or self.guest(vmid)
+    def guest_config(self, vmid: int, where: GuestLocation | None = None) -> GuestConfig:
+        """current (``current=1``), pending (``/pending``) and every snapshot's config."""
+        guest = where or self.guest(vmid)
         base = f"/nodes/{guest.node}/{guest.type}/{guest.vmid}"
-        current = _values(self._get_dict(f"{base}/config", current=True))
-        current.pop("digest", None)
-        pending: dict[str, str] = {}
-        delete: set[str] = set()
+        parsed = ParsedConfig(guest.type)
+        parsed.current = _config_values(self._get_dict(f"{base}/config", current=True))
+        delete: list[str] = []
         for item in self._get_list(f"{base}/pending"):
             key = _str(item, "key", f"{base}/pending")
-            if "pending" in item:
-                pending[key] = _value(item["pending"])
+            if "pending" in item and _scalar(item["pending"]):
+                parsed.pending[key] = _value(item["pending"])
             if item.get("delete"):
-                delete.add(("!" if str(item["delete"]) == "2" else "") + key)
-        snapshots: dict[str, dict[str, str]] = {}
+                delete.append(("!" if str(item["delete"]) == "2" else "") + key)
+        if delete:
+            parsed.pending["delete"] = ",".join(delete)
         for item in self._get_list(f"{base}/snapshot"):
             name = _str(item, "name", f"{base}/snapshot")
-            if name == "current":
-                continue
-            snap = _values(self._get_dict(f"{base}/config", snapshot=name))
-            snap.pop("digest", None)
-            snapshots[name] = snap
-        return GuestConfig(
-            guest=guest,
-            current=current,
-            pending=pending,
-            pending_delete=frozenset(delete),
-            snapshots=snapshots,
-        )
+            if name != "current":
+                snap = self._get_dict(f"{base}/config", snapshot=name)
+                parsed.snapshots[name] = _config_values(snap)
+        normalise_pending_delete(parsed)
+        return GuestConfig(guest=guest, config=parsed)
 
-    def storages(self) -> dict[str, Storage]:
-        out: dict[str, Storage] = {}
+    def storages(self) -> StorageConfig:
+        out: dict[str, StorageDef] = {}
         for item in self._get_list("/storage"):
             storeid = _str(item, "storage", "/storage")
-            options = {
-                k: _value(v) for k, v in item.items() if k not in ("storage", "type", "digest")
+            props = {
+                k: _value(v)
+                for k, v in item.items()
+                if k not in ("storage", "type", "digest") and _scalar(v)
             }
-            out[storeid] = Storage(
-                storeid=storeid, type=_str(item, "type", "/storage"), options=options
-            )
-        return out
+            out[storeid] = StorageDef(storeid, _str(item, "type", "/storage"), props)
+        return StorageConfig(out)
 
     # --- replication jobs ---
     def jobs(self) -> list[Job]:
@@ -465,8 +461,23 @@ def _value(value: Json) -> str:
     raise MalformedAnswerError(f"malformed API answer: unexpected value {value!r}")
 
 
-def _values(data: Mapping[str, Json]) -> dict[str, str]:
-    return {k: _value(v) for k, v in data.items()}
+def _scalar(value: Json) -> bool:
+    return isinstance(value, (str, int, float))
+
+
+#: Keys the API adds to a config that pvesr's parser does not return: the digest, and the
+#: description (the file's ``#`` comment lines, which the parser skips).
+_NOT_IN_PARSED = frozenset({"digest", "description"})
+
+
+def _config_values(data: Mapping[str, Json]) -> dict[str, str]:
+    """A config section as ``guests.parse_guest_config`` gives it (raw ``lxc.*`` keys, which
+    the API returns as a list of pairs, are left out as the parser does)."""
+    return {
+        k: _value(v)
+        for k, v in data.items()
+        if k not in _NOT_IN_PARSED and _scalar(v) and not k.startswith("lxc.")
+    }
 
 
 def _int(item: Mapping[str, Json], key: str, default: int = 0) -> int:

@@ -8,6 +8,7 @@ picks one. Values are plain frozen dataclasses so both backends can be compared 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
@@ -15,8 +16,10 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 from pverep.errors import PverepError
 
 if TYPE_CHECKING:
-    # Job and JobStatus live with the config/schedule code that also uses them.
+    # These live with the config/schedule/guest code that also uses them.
     from pverep.config.jobs import Job
+    from pverep.config.storage import StorageConfig
+    from pverep.guests import GuestConfig as ParsedConfig
     from pverep.schedule import JobStatus
 
 GuestType = Literal["qemu", "lxc"]
@@ -61,47 +64,28 @@ class Member:
 
 @dataclass(frozen=True)
 class GuestConfig:
-    """A guest config with every section pvesr looks at (values as stored, strings).
+    """Where a guest lives and its config as pvesr parses it (``guests.parse_guest_config``:
+    current, pending and snapshot sections; descriptions and cloud-init sections left out).
 
-    ``current`` is the main section (pending changes not applied), ``pending`` the ``[PENDING]``
-    section without its ``delete`` key, whose options are in ``pending_delete`` (``!key`` for a
-    forced deletion), ``snapshots`` every ``[snapname]`` section.
+    Pending deletions (``pending["delete"]``) are listed sorted, so a config read from the file
+    and one rebuilt from the API compare equal.
     """
 
     guest: GuestLocation
-    current: Mapping[str, str]
-    pending: Mapping[str, str] = field(default_factory=dict)
-    pending_delete: frozenset[str] = frozenset()
-    snapshots: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    config: ParsedConfig
 
-    def sections(self) -> list[Mapping[str, str]]:
-        """Every section pvesr scans for volumes: current, pending, snapshots."""
-        return [self.current, self.pending, *self.snapshots.values()]
+    def replicatable_volumes(self, storages: StorageConfig, *, noerr: bool = False) -> list[str]:
+        """The volumes pvesr would replicate (``guests.get_replicatable_volumes``)."""
+        from pverep.guests import get_replicatable_volumes
+
+        return get_replicatable_volumes(storages, self.guest.vmid, self.config, noerr=noerr)
 
 
-@dataclass(frozen=True)
-class Storage:
-    """One storage.cfg entry; ``options`` keeps every other key as stored (strings)."""
-
-    storeid: str
-    type: str
-    options: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def shared(self) -> bool:
-        return self.options.get("shared", "0") in ("1", "yes", "on", "true")
-
-    @property
-    def disabled(self) -> bool:
-        return self.options.get("disable", "0") in ("1", "yes", "on", "true")
-
-    @property
-    def nodes(self) -> frozenset[str] | None:
-        """Nodes the storage is restricted to, or None for all nodes."""
-        raw = self.options.get("nodes")
-        if not raw:
-            return None
-        return frozenset(n for n in raw.replace(";", ",").split(",") if n)
+def normalise_pending_delete(config: ParsedConfig) -> None:
+    """Sort the keys of ``pending["delete"]`` (their order has no meaning)."""
+    raw = config.pending.get("delete")
+    if raw is not None:
+        config.pending["delete"] = ",".join(sorted(k for k in re.split(r"[,;\s]+", raw) if k))
 
 
 def status_view(status: JobStatus) -> dict[str, object]:
@@ -141,12 +125,13 @@ class Cluster(Protocol):
         """All cluster nodes by name, with online flag and IP (none outside a cluster)."""
         ...
 
-    def guest_config(self, vmid: int) -> GuestConfig:
-        """The config of a guest, read from the node it currently lives on."""
+    def guest_config(self, vmid: int, where: GuestLocation | None = None) -> GuestConfig:
+        """The config of a guest, read from the node it currently lives on (``where``, if
+        the caller already has the vmlist entry)."""
         ...
 
-    def storages(self) -> dict[str, Storage]:
-        """storage.cfg by storage id."""
+    def storages(self) -> StorageConfig:
+        """storage.cfg (with PVE's implicit ``local``)."""
         ...
 
     def jobs(self) -> list[Job]:

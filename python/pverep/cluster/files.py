@@ -31,12 +31,13 @@ from pverep.cluster.base import (
     GuestType,
     Member,
     NotFoundError,
-    Storage,
+    normalise_pending_delete,
 )
-from pverep.cluster.sections import parse_guest_config, parse_section_config
 from pverep.config.jobs import ConfigStore, Job
 from pverep.config.state import StateStore, job_process_running
+from pverep.config.storage import StorageConfig, parse_storage_cfg
 from pverep.errors import ConfigError, ValidationError
+from pverep.guests import parse_guest_config
 from pverep.paths import Paths
 from pverep.schedule import JobStatus
 
@@ -169,31 +170,21 @@ class FilesCluster:
         except OSError as err:
             raise ClusterError(f"unable to read '{path}' - {err.strerror}") from None
 
-    def guest_config(self, vmid: int) -> GuestConfig:
-        where = self.guest(vmid)
-        current, pending, snapshots = parse_guest_config(self.guest_config_text(where))
-        delete = frozenset(k for k in pending.pop("delete", "").split(",") if k)
-        return GuestConfig(
-            guest=where,
-            current=current,
-            pending=pending,
-            pending_delete=delete,
-            snapshots=snapshots,
-        )
+    def guest_config(self, vmid: int, where: GuestLocation | None = None) -> GuestConfig:
+        where = where or self.guest(vmid)
+        parsed = parse_guest_config(self.guest_config_text(where), where.type)
+        normalise_pending_delete(parsed)
+        return GuestConfig(guest=where, config=parsed)
 
-    def storages(self) -> dict[str, Storage]:
+    def storages(self) -> StorageConfig:
+        path = self.paths.storage_cfg
         try:
-            text = self.paths.storage_cfg.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             text = ""
         except OSError as err:
-            raise ClusterError(
-                f"unable to read '{self.paths.storage_cfg}' - {err.strerror}"
-            ) from None
-        return {
-            storeid: Storage(storeid=storeid, type=stype, options=props)
-            for stype, storeid, props in parse_section_config(text)
-        }
+            raise ClusterError(f"unable to read '{path}' - {err.strerror}") from None
+        return parse_storage_cfg(text, self._warn, str(path))
 
     # --- replication jobs: pverep.admin does what PVE's config/status API does ---
     def config_store(self) -> ConfigStore:

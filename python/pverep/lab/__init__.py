@@ -15,5 +15,8 @@ zfs-fuse daemon and pool ``rpool``, its own sshd, node-local /var/lib/pve-manage
 - ``procs``     recorded (pid, start time) pairs: the only way the lab stops processes
 - ``zfs_compat`` OpenZFS 2.x idioms on zfs-fuse (the node's ``/usr/sbin/zfs``)
 - ``guests``    guest configs + disks for tests and the demo; ``digest`` checksums disks
-- ``fakeapi``, ``fakepvesh``, ``gentree``, ``tlscerts``  FakePveApi (a named fake of the API)
+- ``fakeapi``   FakePveApi: a stand-in for the Proxmox REST API (HTTPS, from /etc/pve)
+- ``fakepvesh`` a stand-in for ``pvesh`` on top of FakePveApi (proxmoxer's CLI backends)
+- ``tlscerts``  PVE-style cluster CA and node certificates for the fake API
+- ``gentree``   generated /etc/pve trees (guests, storages, jobs) for tests and benches
 """

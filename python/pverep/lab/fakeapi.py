@@ -289,7 +289,7 @@ class FakePveApi:
         if seg == ["nodes"] and m == "GET":
             return Reply.ok(self._nodes())
         if seg == ["storage"] and m == "GET":
-            return Reply.ok([self._storage_item(s) for s in self.cluster.storages()])
+            return Reply.ok([self._storage_item(s) for s in self.cluster.storages().storages])
         if len(seg) == 2 and seg[0] == "storage" and m == "GET":
             return Reply.ok(self._storage_item(seg[1], digest=True))
         if len(seg) >= 2 and seg[0] == "nodes":
@@ -403,7 +403,7 @@ class FakePveApi:
                 )
         if rtype in (None, "storage"):
             for mem in self.cluster.members().values():
-                for st in self.cluster.storages().values():
+                for st in self.cluster.storages().storages.values():
                     if st.nodes is not None and mem.name not in st.nodes:
                         continue
                     out.append(
@@ -465,11 +465,9 @@ class FakePveApi:
         return out
 
     def _storage_item(self, storeid: str, digest: bool = False) -> dict[str, JsonValue]:
-        st = self.cluster.storages().get(storeid)
-        if st is None:
-            raise ApiError(500, f"storage '{storeid}' does not exist")
+        st = self.cluster.storages().get(storeid)  # raises "storage 'x' does not exist"
         item: dict[str, JsonValue] = {"storage": st.storeid, "type": st.type}
-        for key, value in st.options.items():
+        for key, value in st.properties.items():
             item[key] = _int_like(key, value, _STORAGE_INT_KEYS)
         if digest:
             item["digest"] = _digest(self.paths.storage_cfg.read_text(encoding="utf-8"))
@@ -552,32 +550,39 @@ class FakePveApi:
         return {k: _int_like(k, v, _INT_KEYS) for k, v in section.items()}
 
     def _config(self, conf: GuestConfig, p: Mapping[str, str]) -> dict[str, JsonValue]:
+        parsed = conf.config
         snapname = p.get("snapshot")
         if snapname is not None:
-            snap = conf.snapshots.get(snapname)
+            snap = parsed.snapshots.get(snapname)
             if snap is None:
                 raise ApiError(500, f"snapshot '{snapname}' does not exist")
             return self._values(snap)
-        values = dict(conf.current)
+        values = dict(parsed.current)
         if not _bool_param(p, "current"):
-            for key in conf.pending_delete:
-                values.pop(key.lstrip("!"), None)
-            values.update(conf.pending)
+            for key, value in parsed.pending.items():
+                if key == "delete":
+                    for gone in value.split(","):
+                        values.pop(gone.lstrip("!"), None)
+                else:
+                    values[key] = value
         out = self._values(values)
-        text = self.cluster.guest_config_text(conf.guest)
-        out["digest"] = _digest(text)
+        out["digest"] = _digest(self.cluster.guest_config_text(conf.guest))
         return out
 
     def _pending(self, conf: GuestConfig) -> list[dict[str, JsonValue]]:
-        deleted = {k.lstrip("!"): 2 if k.startswith("!") else 1 for k in conf.pending_delete}
-        keys = sorted(set(conf.current) | set(conf.pending) | set(deleted))
+        current, pending = conf.config.current, dict(conf.config.pending)
+        deleted = {
+            k.lstrip("!"): 2 if k.startswith("!") else 1
+            for k in pending.pop("delete", "").split(",")
+            if k
+        }
         out: list[dict[str, JsonValue]] = []
-        for key in keys:
+        for key in sorted(set(current) | set(pending) | set(deleted)):
             item: dict[str, JsonValue] = {"key": key}
-            if key in conf.current:
-                item["value"] = _int_like(key, conf.current[key], _INT_KEYS)
-            if key in conf.pending:
-                item["pending"] = _int_like(key, conf.pending[key], _INT_KEYS)
+            if key in current:
+                item["value"] = _int_like(key, current[key], _INT_KEYS)
+            if key in pending:
+                item["pending"] = _int_like(key, pending[key], _INT_KEYS)
             if key in deleted:
                 item["delete"] = deleted[key]
             out.append(item)
@@ -585,15 +590,15 @@ class FakePveApi:
 
     def _snapshots(self, conf: GuestConfig) -> list[dict[str, JsonValue]]:
         out: list[dict[str, JsonValue]] = []
-        for name, snap in conf.snapshots.items():
+        for name, snap in conf.config.snapshots.items():
             item: dict[str, JsonValue] = {"name": name}
-            for key in ("snaptime", "description", "parent", "vmstate"):
+            for key in ("snaptime", "parent", "vmstate"):
                 if key in snap:
                     item[key] = _int_like(key, snap[key], _INT_KEYS)
             out.append(item)
         current: dict[str, JsonValue] = {"name": "current", "description": "You are here!"}
-        if "parent" in conf.current:
-            current["parent"] = conf.current["parent"]
+        if "parent" in conf.config.current:
+            current["parent"] = conf.config.current["parent"]
         out.append(current)
         return out
 
@@ -619,7 +624,7 @@ class FakePveApi:
 
     def _content(self, storeid: str, p: Mapping[str, str]) -> list[dict[str, JsonValue]]:
         """Volumes of guests on this node that live on ``storeid`` (from their configs)."""
-        if storeid not in self.cluster.storages():
+        if storeid not in self.cluster.storages().storages:
             raise ApiError(500, f"storage '{storeid}' does not exist")
         vmid = int(p["vmid"]) if p.get("vmid", "").isdigit() else None
         seen: dict[str, int] = {}
@@ -627,7 +632,11 @@ class FakePveApi:
             if guest.node != self.node or (vmid is not None and guest.vmid != vmid):
                 continue
             conf = self.cluster.guest_config(guest.vmid)
-            for section in conf.sections():
+            for section in (
+                conf.config.current,
+                conf.config.pending,
+                *conf.config.snapshots.values(),
+            ):
                 for value in section.values():
                     volid = value.split(",", 1)[0]
                     if volid.startswith(f"{storeid}:"):

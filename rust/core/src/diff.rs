@@ -214,12 +214,49 @@ pub fn compare_tables<'a>(
     remote: &'a SnapshotTable,
 ) -> Vec<DatasetComparison<'a>> {
     let mut out = Vec::with_capacity(local.dataset_count());
-    // Reused across datasets: name -> (guid, index in the remote dataset).
+    // Reused across datasets: unmatched remote name -> (guid, index in the remote dataset).
     let mut index: FastMap<&'a str, (u64, usize)> = FastMap::default();
-    let mut seen: Vec<bool> = Vec::new();
+    let mut l: Vec<SnapshotRef<'a>> = Vec::new();
+    let mut r: Vec<SnapshotRef<'a>> = Vec::new();
+    let mut l_match: Vec<Option<usize>> = Vec::new();
+    let mut r_seen: Vec<bool> = Vec::new();
     for (li, dataset) in local.dataset_names().enumerate() {
-        index.clear();
-        seen.clear();
+        l.clear();
+        l.extend(local.snapshots(li));
+        r.clear();
+        if let Some(ri) = remote.find_dataset(dataset) {
+            r.extend(remote.snapshots(ri));
+        }
+        // Replicas list their snapshots in the same (creation) order, so most pairs line up
+        // by position; only the rest needs the name index. Names are unique per dataset, so
+        // a positional name match is the match.
+        l_match.clear();
+        l_match.resize(l.len(), None);
+        r_seen.clear();
+        r_seen.resize(r.len(), false);
+        let mut unmatched = false;
+        for (k, (ls, rs)) in l.iter().zip(&r).enumerate() {
+            if ls.name == rs.name {
+                l_match[k] = Some(k);
+                r_seen[k] = true;
+            } else {
+                unmatched = true;
+            }
+        }
+        if unmatched || l.len() != r.len() {
+            index.clear();
+            for (k, rs) in r.iter().enumerate().filter(|(k, _)| !r_seen[*k]) {
+                index.insert(rs.name, (rs.guid, k));
+            }
+            for (ls, m) in l.iter().zip(l_match.iter_mut()) {
+                if m.is_none() {
+                    if let Some(&(_, rk)) = index.get(ls.name) {
+                        *m = Some(rk);
+                        r_seen[rk] = true;
+                    }
+                }
+            }
+        }
         let mut cmp = DatasetComparison {
             dataset,
             common: 0,
@@ -228,39 +265,26 @@ pub fn compare_tables<'a>(
             diverged: Vec::new(),
             newest_common: None,
         };
-        let ri = remote.find_dataset(dataset);
-        if let Some(ri) = ri {
-            for (k, s) in remote.snapshots(ri).enumerate() {
-                index.insert(s.name, (s.guid, k));
-            }
-            seen.resize(remote.dataset_len(ri), false);
-        }
         let mut newest_txg = 0u64;
-        for s in local.snapshots(li) {
-            match index.get(s.name) {
-                None => cmp.only_local.push(s.name),
-                Some(&(guid, k)) => {
-                    seen[k] = true;
-                    if guid != s.guid {
-                        cmp.diverged.push(s.name);
-                        continue;
-                    }
+        for (ls, m) in l.iter().zip(&l_match) {
+            match m {
+                None => cmp.only_local.push(ls.name),
+                Some(rk) if r[*rk].guid != ls.guid => cmp.diverged.push(ls.name),
+                Some(_) => {
                     cmp.common += 1;
-                    if cmp.newest_common.is_none() || s.createtxg > newest_txg {
-                        cmp.newest_common = Some(s.name);
-                        newest_txg = s.createtxg;
+                    if cmp.newest_common.is_none() || ls.createtxg > newest_txg {
+                        cmp.newest_common = Some(ls.name);
+                        newest_txg = ls.createtxg;
                     }
                 }
             }
         }
-        if let Some(ri) = ri {
-            cmp.only_remote = remote
-                .snapshots(ri)
-                .zip(&seen)
-                .filter(|(_, seen)| !**seen)
-                .map(|(s, _)| s.name)
-                .collect();
-        }
+        cmp.only_remote = r
+            .iter()
+            .zip(&r_seen)
+            .filter(|(_, seen)| !**seen)
+            .map(|(s, _)| s.name)
+            .collect();
         out.push(cmp);
     }
     for (ri, dataset) in remote.dataset_names().enumerate() {

@@ -32,13 +32,27 @@ def test_discovery_agrees(fake_cluster: FakeCluster) -> None:
 
 def test_config_sections_survive_the_api(fake_cluster: FakeCluster) -> None:
     api = fake_cluster.api_cluster()
-    with_pending = api.guest_config(101)
-    assert with_pending.pending_delete == frozenset({"cores"})
+    with_pending = api.guest_config(101).config
+    assert with_pending.pending["delete"] == "cores"
     assert with_pending.pending["scsi2"].startswith("local-zfs:vm-101-disk-3")
-    with_snapshot = api.guest_config(102)
+    with_snapshot = api.guest_config(102).config
     assert set(with_snapshot.snapshots) == {"before-upgrade"}
     assert with_snapshot.snapshots["before-upgrade"]["cores"] == "1"
-    assert with_snapshot.current["description"] == "guest 102: generated"
+    assert with_snapshot.current["parent"] == "before-upgrade"
+
+
+def test_replicatable_volumes_agree(fake_cluster: FakeCluster) -> None:
+    files, api = fake_cluster.files_cluster(), fake_cluster.api_cluster()
+    fstore, astore = files.storages(), api.storages()
+    volumes = {}
+    for vmid in files.vmlist():
+        mine = files.guest_config(vmid).replicatable_volumes(fstore)
+        assert api.guest_config(vmid).replicatable_volumes(astore) == mine
+        volumes[vmid] = mine
+    # pending and snapshot volumes count, replicate=0 and CD-ROMs do not
+    assert volumes[101] == ["local-zfs:vm-101-disk-0", "local-zfs:vm-101-disk-3"]
+    assert "local-zfs:vm-102-disk-9" in volumes[102]
+    assert volumes[103] == ["local-zfs:subvol-103-disk-0", "local-zfs:subvol-103-disk-1"]
 
 
 def test_moved_guest_is_seen_on_its_new_node(fake_cluster: FakeCluster) -> None:

@@ -351,3 +351,41 @@ proptest! {
         );
     }
 }
+
+proptest! {
+    /// The positional fast path and the name index agree with a set-based reference.
+    #[test]
+    fn compare_agrees_with_reference(
+        local in prop::sample::subsequence(NAMES.to_vec(), 0..NAMES.len()).prop_shuffle(),
+        remote in prop::sample::subsequence(NAMES.to_vec(), 0..NAMES.len()).prop_shuffle(),
+        guid_flip in prop::collection::vec(any::<bool>(), NAMES.len()),
+    ) {
+        let guid = |n: &str, remote: bool| {
+            let i = NAMES.iter().position(|x| *x == n).unwrap();
+            if remote && guid_flip[i] { 1000 + i } else { i }
+        };
+        let text = |names: &[&str], remote: bool| {
+            names.iter().enumerate()
+                .map(|(k, n)| format!("d@{n}\t{}\t{}\t{}\n", guid(n, remote), k + 1, k + 1))
+                .collect::<String>()
+        };
+        let (lt, rt) = (text(&local, false), text(&remote, true));
+        let (l, r) = (SnapshotTable::parse(lt.as_bytes()).unwrap(), SnapshotTable::parse(rt.as_bytes()).unwrap());
+        let c = compare_tables(&l, &r);
+        if local.is_empty() && remote.is_empty() {
+            prop_assert!(c.is_empty());
+            return Ok(());
+        }
+        let c = &c[0];
+        let only_local: Vec<&str> = local.iter().copied().filter(|n| !remote.contains(n)).collect();
+        let only_remote: Vec<&str> = remote.iter().copied().filter(|n| !local.contains(n)).collect();
+        let both: Vec<&str> = local.iter().copied().filter(|n| remote.contains(n)).collect();
+        let common: Vec<&str> = both.iter().copied().filter(|n| guid(n, false) == guid(n, true)).collect();
+        let diverged: Vec<&str> = both.iter().copied().filter(|n| guid(n, false) != guid(n, true)).collect();
+        prop_assert_eq!(&c.only_local, &only_local);
+        prop_assert_eq!(&c.only_remote, &only_remote);
+        prop_assert_eq!(&c.diverged, &diverged);
+        prop_assert_eq!(c.common, common.len());
+        prop_assert_eq!(c.newest_common, common.last().copied());
+    }
+}

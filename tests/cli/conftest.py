@@ -1,0 +1,1 @@
+from tests.unit.cluster.conftest import fake_cluster  # noqa: F401  (the served temp cluster)
