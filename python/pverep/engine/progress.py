@@ -49,6 +49,15 @@ def progress_line(nbytes: int, elapsed: float, rate: float, estimate: int | None
     return line
 
 
+def summary_line(nbytes: int, elapsed: float) -> str:
+    """The closing line (like dd's last one): exact seconds, average rate in decimal MB/s.
+
+    pvesr's thinning pattern needs whole seconds before `` s``, so this line is always kept.
+    """
+    rate = nbytes / elapsed if elapsed > 0 else 0.0
+    return f"{nbytes} bytes ({human(nbytes)}) copied, {elapsed:.3f} s, {rate / 1e6:.2f} MB/s"
+
+
 @dataclass
 class ProgressThinner:
     """Turns once-a-second byte counts into the few lines pvesr would keep."""

@@ -88,6 +88,7 @@ class ShellTarget:
             stall_timeout=self.stall_timeout,
             log=log,
             insecure=insecure and self.tcp_address is not None,
+            on_stall=self.close_remote,
         )
 
     def close(self) -> None:

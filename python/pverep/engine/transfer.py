@@ -21,7 +21,7 @@ from typing import IO
 
 from pverep._core import PumpError, PumpStats, StallError, pump
 from pverep.engine import messages
-from pverep.engine.progress import ProgressThinner, parse_estimate
+from pverep.engine.progress import ProgressThinner, parse_estimate, summary_line
 from pverep.errors import PverepError
 from pverep.transport.base import DEVNULL, PIPE, Process, Shell, display_argv
 
@@ -85,6 +85,10 @@ class _Watch:
         if line is not None:
             self.log(line)
 
+    def summary(self, stats: PumpStats) -> None:
+        """dd's closing line: total bytes, exact seconds, average rate (always shown)."""
+        self.log(summary_line(stats.bytes, stats.elapsed))
+
 
 def _finish(procs: Sequence[Process], timeout: float = 30.0) -> list[int]:
     codes = []
@@ -111,13 +115,19 @@ def transfer_volume(
     stall_timeout: float | None,
     log: LogFunc,
     insecure: bool = False,
+    on_stall: Callable[[], None] | None = None,
 ) -> str:
-    """Send one volume; returns the volid the target reports. Raises TransferError."""
+    """Send one volume; returns the volid the target reports. Raises TransferError.
+
+    ``on_stall`` drops the connection to the target when the stream stalls: a multiplexed
+    ssh client's pipes are held by its master, so only ending the master frees them.
+    """
     if rate_bps is not None:
         log(messages.bandwidth_limit(rate_bps, spec.volid))
+    abort = on_stall or (lambda: None)
     if insecure:
-        return _insecure(local, remote, spec, rate_bps, stall_timeout, log)
-    return _secure(local, remote, spec, rate_bps, stall_timeout, log)
+        return _insecure(local, remote, spec, rate_bps, stall_timeout, log, abort)
+    return _secure(local, remote, spec, rate_bps, stall_timeout, log, abort)
 
 
 def _secure(
@@ -127,6 +137,7 @@ def _secure(
     rate_bps: int | None,
     stall_timeout: float | None,
     log: LogFunc,
+    abort: Callable[[], None],
 ) -> str:
     watch = _Watch(log)
     recv = remote.spawn(spec.import_argv, stdin=PIPE, stdout=PIPE, on_stderr=watch.target_line)
@@ -136,17 +147,21 @@ def _secure(
     assert send.stdout is not None
     pump_error: PumpError | None = None
     try:
-        pump(
+        stats = pump(
             send.stdout.fileno(),
             recv.stdin.fileno(),
             rate=float(rate_bps) if rate_bps else None,
             stall_timeout=stall_timeout,
             progress=watch.progress,
         )
+        watch.summary(stats)
     except PumpError as err:
         pump_error = err
-        if isinstance(err, StallError):  # nothing moves: do not wait for either side
-            send.kill()
+        if isinstance(err, StallError):  # nothing moves: do not wait for the target
+            # The sender is not killed: closing its pipe lets it fail with EPIPE, which ends
+            # the send cleanly (a zfs send killed mid-stream can leave its snapshot busy).
+            send.stdout.close()
+            abort()
             recv.kill()
     finally:
         send.stdout.close()
@@ -189,6 +204,7 @@ def _insecure(
     rate_bps: int | None,
     stall_timeout: float | None,
     log: LogFunc,
+    abort: Callable[[], None],
 ) -> str:
     watch = _Watch(log, prefix=f"[{remote.node}] ")
     recv = remote.spawn(spec.import_argv, stdin=DEVNULL, stdout=PIPE, on_stderr=watch.target_line)
@@ -220,17 +236,19 @@ def _insecure(
             send = local.spawn(spec.send_argv, stdout=PIPE, on_stderr=watch.send_line)
             assert send.stdout is not None
             try:
-                pump(
+                stats = pump(
                     send.stdout.fileno(),
                     sock.fileno(),
                     rate=float(rate_bps) if rate_bps else None,
                     stall_timeout=stall_timeout,
                     progress=watch.progress,
                 )
+                watch.summary(stats)
             except PumpError as err:
                 pump_error = err
                 if isinstance(err, StallError):
-                    send.kill()
+                    send.stdout.close()
+                    abort()
                     recv.kill()
             finally:
                 send.stdout.close()

@@ -52,6 +52,8 @@ STALL_TIMEOUT_ENV = "PVEREP_STALL_TIMEOUT"
 ENCRYPTION_AWARE_ENV = "PVEREP_ZFS_ENCRYPTION_AWARE"
 #: Set to 1 to talk to a stock Proxmox VE peer (``pvesr``/``pvesm``) instead of pverep.
 PVE_PEER_ENV = "PVEREP_PEER_PVE"
+#: Set to 0 for pvesr's one-ssh-connection-per-call pattern (for comparisons).
+SSH_MULTIPLEX_ENV = "PVEREP_SSH_MULTIPLEX"
 
 
 def _stderr(msg: str) -> None:
@@ -181,7 +183,10 @@ class Node:
         member = self.cluster.members().get(node)
         if member is None or not member.ip:
             raise PverepError(f"no IP address for node '{node}'")
-        ssh = SshShell(SshTarget.for_node(self.paths, node, member.ip))
+        ssh = SshShell(
+            SshTarget.for_node(self.paths, node, member.ip),
+            multiplex=os.environ.get(SSH_MULTIPLEX_ENV, "1") != "0",
+        )
         flags = ZfsFlags(encryption_aware=os.environ.get(ENCRYPTION_AWARE_ENV) == "1")
         storage = self.storage()
         volumes = Volumes(storage, ZfsRunner(LocalShell(self.local_node)), flags=flags)

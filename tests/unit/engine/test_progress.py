@@ -55,3 +55,11 @@ def test_thinner_emits_each_second_once() -> None:
 )
 def test_estimate_from_zfs_send_v(line: str, size: int | None) -> None:
     assert parse_estimate(line) == size
+
+
+def test_summary_line_is_never_thinned() -> None:
+    from pverep.engine.progress import summary_line
+
+    line = summary_line(20_000_000, 2.0)
+    assert line == "20000000 bytes (19.1 MiB) copied, 2.000 s, 10.00 MB/s"
+    assert PVESR_DD_RE.search(line) is None
