@@ -76,7 +76,10 @@ class Node:
         if self.expired():
             raise PverepError("time bound reached")
         shell = self.shell(node)
-        result = shell.run([*PVEREP, *argv], timeout=self.timeout())
+        try:
+            result = shell.run([*PVEREP, *argv], timeout=self.timeout())
+        except OSError as err:
+            raise PverepError(f"{node}: cannot run pverep: {err.strerror}") from None
         if result.returncode != 0:
             tail = result.stderr_tail()
             raise PverepError(

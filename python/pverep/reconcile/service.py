@@ -237,7 +237,7 @@ def watch(
 # --- what `delete --force` leaves behind -------------------------------------------------------
 
 
-def leftovers(paths: Paths, jobid: str, timeout: float = 15.0) -> list[str]:
+def leftovers(paths: Paths, jobid: str, timeout: float = 10.0) -> list[str]:
     """Lines naming every volume and replication snapshot of ``jobid`` that stays behind when
     the job is dropped without clean-up (on its target and on the guest's node)."""
     try:
@@ -251,6 +251,10 @@ def leftovers(paths: Paths, jobid: str, timeout: float = 15.0) -> list[str]:
         places = [job.target] + ([where.node] if where is not None else [])
         zfs = zfs_storages_by_node(node.storage(), places)
         for place in places:
+            if place != node.local_node and not paths.node_known_hosts(place).exists():
+                # BatchMode ssh cannot verify an unknown host: do not even try
+                lines.append(f"left behind on {place}: unknown (no ssh host key for {place})")
+                continue
             rs = query_replicas(node, place, vmid, zfs.get(place, ()))
             if rs.volumes is None:
                 lines.append(
