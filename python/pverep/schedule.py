@@ -32,6 +32,14 @@ def next_sync(
 ) -> int:
     """When the job is due next: an epoch, ``ALWAYS`` (removal) or ``NEVER``."""
     if job.remove_job:
+        if state.fail_count > 0:
+            # pverep deviation (issue 5): pvesr retries a failing removal every minute forever.
+            # Wait while the target is offline; once it is back, retry with the back-off table
+            # (reconcile makes it due at once after an outage, see reconcile.planner).
+            member = members.get(job.target)
+            if member is not None and not member.online:
+                return NEVER
+            return state.last_try + retry_delay(state.fail_count)
         return ALWAYS
     if state.fail_count > 0:
         member = members.get(job.target)

@@ -242,7 +242,10 @@ def test_update_enable_disable_delete(node: Node, capsys) -> None:
     assert b"\tremove_job local\n" in node.paths.replication_cfg.read_bytes()
     assert node.run(capsys, "delete", "101-1")[0] == 0
     assert b"\tremove_job full\n" in node.paths.replication_cfg.read_bytes()
-    assert node.run(capsys, "delete", "100-0", "--force", "1") == (0, "", "")
+    # pverep deviation (issue 5): --force says on stderr what it leaves behind
+    rc, out, err = node.run(capsys, "delete", "100-0", "--force", "1")
+    assert (rc, out) == (0, "")
+    assert "left behind on pve" in err
     assert b"100-0" not in node.paths.replication_cfg.read_bytes()
     assert node.run(capsys, "delete", "100-0", "--force") == (0, "", "")  # no existence check
 

@@ -89,7 +89,7 @@ def test_up_twice_down_twice_leaves_nothing(lab: Lab) -> None:
     remote = pverep(
         "exec", "pve1", "--", "ssh", "root@pve2", "--", "zfs", "list", "-H", "-o", "name"
     )
-    assert remote.stdout.split() == ["rpool", "rpool/data"], remote.stderr
+    assert remote.stdout.split() == ["rpool", "rpool/data", "rpool/data2"], remote.stderr
 
     before = footprint(cfg)
     assert pverep("freeze", "pve2").returncode == 0  # down must cope with a hung node

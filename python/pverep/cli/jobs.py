@@ -18,6 +18,7 @@ from pverep.cli.output import emit, format_job_list, format_status, output_forma
 from pverep.cli.output import status_to_api as _status_to_api
 from pverep.config.jobs import Job, parse_boolean
 from pverep.errors import ParameterError, ValidationError
+from pverep.reconcile.journal import repair_notes
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -98,11 +99,19 @@ def status(app: App, guest: str | None, output_format: str) -> None:
             raise ParameterError("guest", str(err)) from None
     cluster = app.cluster()
     statuses = cluster.replication_status(cluster.local_node(), vmid)
+    # repairs after a relocation (pverep reconcile): said in the status, not only in logs
+    repaired = repair_notes(app.paths, [s.id for s in statuses])
     if output_format == "text":
         click.echo(format_status(statuses, app.clock()), nl=False)
+        for jobid, note in repaired.items():
+            click.echo(f"{jobid}: {note}")
     else:
         # replication_status keeps a pid only while its process runs
-        emit([_status_to_api(s, s.state.pid is not None) for s in statuses], output_format)
+        rows = [_status_to_api(s, s.state.pid is not None) for s in statuses]
+        for row in rows:
+            if row["id"] in repaired:
+                row["reconcile"] = repaired[row["id"]]
+        emit(rows, output_format)
 
 
 @cli.command("create-local-job")
@@ -186,7 +195,15 @@ def delete(app: App, id: str, keep: str | None, force: str | None) -> None:
     keep_b, force_b = _bool("keep", keep), _bool("force", force)
     if keep_b and force_b:
         raise ParameterError("keep", "conflicts with parameter 'force'")
+    left: list[str] = []
+    if force_b:
+        # say exactly what --force leaves behind (listed before the job and its target go)
+        from pverep.reconcile.service import leftovers
+
+        left = leftovers(app.paths, jobid)
     app.cluster().delete_job(jobid, keep=keep_b, force=force_b)
+    for line in left:
+        click.echo(line, err=True)
     if not force_b:
         click.echo(
             "Replication job removal is a background task and will take some time.", err=True

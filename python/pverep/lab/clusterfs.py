@@ -33,6 +33,11 @@ zfspool: local-zfs
 \tsparse
 \tcontent images,rootdir
 
+zfspool: local-zfs2
+\tpool {POOL}/data2
+\tsparse
+\tcontent images,rootdir
+
 """
 
 DATACENTER_CFG = "keyboard: en-us\n"

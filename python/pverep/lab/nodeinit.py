@@ -150,6 +150,8 @@ def start_zfs(cfg: LabConfig, node: str) -> None:
     _run(["zpool", "create", "-f", "-m", f"/{POOL}", POOL, str(nd / f"{POOL}.img")])
     _run([ZFS_REAL, "set", "compression=on", POOL])
     _run([ZFS_REAL, "create", f"{POOL}/data"])
+    # a second zfspool storage (local-zfs2) for guests with disks on two storages
+    _run([ZFS_REAL, "create", f"{POOL}/data2"])
 
 
 def start_sshd(cfg: LabConfig, node: str) -> None:

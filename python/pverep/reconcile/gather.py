@@ -1,0 +1,198 @@
+"""Builds the ClusterView reconcile plans on: /etc/pve (files backend), this node's state file,
+the guests' local snapshots (read only) and, over ssh, what the targets hold (read only).
+
+Remote calls carry a deadline: the hookscript must finish within its bound even when a target
+is unreachable, and an offline member is not even tried.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pverep.cluster.files import FilesCluster
+from pverep.config.jobs import ConfigStore, Job
+from pverep.config.state import JobState, StateStore
+from pverep.config.storage import StorageConfig, read_storage_cfg
+from pverep.errors import PverepError
+from pverep.guests import get_replicatable_volumes, parse_guest_config
+from pverep.paths import Paths
+from pverep.reconcile.ha import HaService, parse_manager_status
+from pverep.reconcile.model import ClusterView, GuestFacts, ReplicaSet
+from pverep.reconcile.planner import effective_jobs
+from pverep.reconcile.target import parse_replica_info
+from pverep.storage.volumes import Volumes
+from pverep.storage.zfs import ZfsRunner
+from pverep.transport.base import CommandResult, Shell
+from pverep.transport.local import LocalShell
+from pverep.transport.ssh import SshShell, SshTarget
+
+#: argv of pverep on the other nodes (same as the engine's PeerCommands default)
+PVEREP = ("pverep",)
+
+
+def _stderr_sink(msg: str) -> None:
+    import sys
+
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Node:
+    """This node's access to the cluster, with a deadline for everything remote."""
+
+    paths: Paths
+    cluster: FilesCluster
+    local_node: str
+    deadline: float | None = None  # time.monotonic() value; None = no bound
+    remote_timeout: float = 60.0
+    warn: Callable[[str], None] = field(default=_stderr_sink)
+
+    def storage(self) -> StorageConfig:
+        return read_storage_cfg(str(self.paths.storage_cfg), warn=self.warn)
+
+    def volumes(self) -> Volumes:
+        return Volumes(self.storage(), ZfsRunner(LocalShell(self.local_node)))
+
+    def timeout(self) -> float:
+        if self.deadline is None:
+            return self.remote_timeout
+        return max(0.5, min(self.remote_timeout, self.deadline - time.monotonic()))
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def shell(self, node: str) -> Shell:
+        if node == self.local_node:
+            return LocalShell(node)
+        member = self.cluster.members().get(node)
+        if member is None or not member.ip:
+            raise PverepError(f"no IP address for node '{node}'")
+        return SshShell(SshTarget.for_node(self.paths, node, member.ip), multiplex=False)
+
+    def run_pverep(self, node: str, argv: Sequence[str]) -> CommandResult:
+        """``pverep <argv>`` on ``node`` within the deadline; raises on failure."""
+        if self.expired():
+            raise PverepError("time bound reached")
+        shell = self.shell(node)
+        try:
+            result = shell.run([*PVEREP, *argv], timeout=self.timeout())
+        except OSError as err:
+            raise PverepError(f"{node}: cannot run pverep: {err.strerror}") from None
+        if result.returncode != 0:
+            tail = result.stderr_tail()
+            raise PverepError(
+                f"{node}: pverep {argv[0]} failed: "
+                + (tail[-1] if tail else f"exit code {result.returncode}")
+            )
+        return result
+
+
+def zfs_storages_by_node(
+    storage: StorageConfig, nodes: Sequence[str]
+) -> dict[str, tuple[str, ...]]:
+    return {
+        node: tuple(
+            sorted(
+                sid
+                for sid, scfg in storage.storages.items()
+                if scfg.replicatable and not scfg.disabled and scfg.available_on(node)
+            )
+        )
+        for node in nodes
+    }
+
+
+def read_ha(paths: Paths) -> dict[int, HaService]:
+    try:
+        return parse_manager_status(paths.ha_manager_status.read_text(encoding="utf-8"))
+    except OSError:
+        return {}
+
+
+def _guest_facts(node: Node, storage: StorageConfig, vmid: int, vmtype: str) -> GuestFacts:
+    path = node.paths.guest_config(node.local_node, vmtype, vmid)
+    try:
+        conf = parse_guest_config(path.read_text(encoding="utf-8"), vmtype)  # type: ignore[arg-type]
+        volids = tuple(get_replicatable_volumes(storage, vmid, conf))
+        cleanup = tuple(get_replicatable_volumes(storage, vmid, conf, cleanup=True, noerr=True))
+        volumes = node.volumes()
+        local = {v: volumes.snapshot_info(v) for v in volids}
+    except (OSError, PverepError) as err:
+        return GuestFacts(vmid, node.local_node, (), (), error=str(err))
+    return GuestFacts(
+        vmid=vmid,
+        node=node.local_node,
+        volids=volids,
+        cleanup_volids=cleanup,
+        parent=conf.parent,
+        config_snapshots=frozenset(conf.snapshots),
+        local_snapshots=local,
+    )
+
+
+def _needs_replicas(eff: Job, orig: Job, state: JobState | None, node: str) -> bool:
+    if eff.remove_job is not None or eff.disable or eff.target == node:
+        return False
+    relocated = bool(orig.source) and orig.source != node
+    return relocated or state is None or state.last_sync == 0
+
+
+def query_replicas(node: Node, target: str, vmid: int, scan: Sequence[str]) -> ReplicaSet:
+    member = node.cluster.members().get(target)
+    if member is None or not member.online:
+        return ReplicaSet(target, vmid, None, error="offline")
+    argv = ["replica-info", str(vmid)]
+    if scan:
+        argv += ["--scan", ",".join(scan)]
+    try:
+        result = node.run_pverep(target, argv)
+        local, volumes = parse_replica_info(result.stdout_text)
+    except PverepError as err:
+        return ReplicaSet(target, vmid, None, error=str(err))
+    return ReplicaSet(target, vmid, volumes, guest_local=local)
+
+
+def gather_view(node: Node, only_vmid: int | None = None) -> ClusterView:
+    jobs = ConfigStore(node.paths, node.warn).read()
+    job_list = [jobs.jobs[i] for i in jobs.sorted_ids()]
+    vmlist = node.cluster.vmlist()
+    members = node.cluster.members()
+    raw_states = StateStore(node.paths).read()
+    states = {
+        (int(vmid), tid): JobState.from_raw(entry)
+        for vmid, entries in raw_states.items()
+        if vmid.isdigit()
+        for tid, entry in entries.items()
+    }
+    storage = node.storage()
+    zfs = zfs_storages_by_node(storage, sorted(set(members) | {node.local_node}))
+    guests: dict[int, GuestFacts] = {}
+    replicas: dict[tuple[str, int], ReplicaSet] = {}
+    for vmid in sorted({j.guest for j in job_list}):
+        if only_vmid is not None and vmid != only_vmid:
+            continue
+        where = vmlist.get(vmid)
+        if where is None or where.node != node.local_node:
+            continue
+        guests[vmid] = _guest_facts(node, storage, vmid, where.type)
+        for orig, eff in effective_jobs(job_list, vmid, node.local_node):
+            state = states.get((vmid, eff.tid))
+            if not _needs_replicas(eff, orig, state, node.local_node):
+                continue
+            key = (eff.target, vmid)
+            if key not in replicas:
+                replicas[key] = query_replicas(node, eff.target, vmid, zfs.get(eff.target, ()))
+    return ClusterView(
+        local_node=node.local_node,
+        vmlist=vmlist,
+        members=members,
+        jobs=job_list,
+        states=states,
+        guests=guests,
+        replicas=replicas,
+        zfs_storages=zfs,
+        ha=read_ha(node.paths),
+        only_vmid=only_vmid,
+    )
