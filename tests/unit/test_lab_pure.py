@@ -9,7 +9,7 @@ import pytest
 from pverep.lab import guests
 from pverep.lab.clusterfs import quorate_nodes
 from pverep.lab.config import LabConfig, LabError, default_dir, node_index
-from pverep.lab.zfs_compat import canon, dataset_type, strip_flags
+from pverep.lab.zfs_compat import canon, dataset_type, openzfs_unmount_error, strip_flags
 
 
 def make_cfg(tmp_path: Path, nodes: int = 3) -> LabConfig:
@@ -76,3 +76,15 @@ def test_guest_configs_look_like_pve_ones() -> None:
         guests.qemu_config(102, []).split("smbios1")[1]
         == guests.qemu_config(102, []).split("smbios1")[1]
     )
+
+
+def test_busy_unmount_is_reported_in_openzfs_words() -> None:
+    fuse = (
+        "umount: /rpool/data/subvol-1-disk-0: target is busy.\n"
+        "cannot unmount '/rpool/data/subvol-1-disk-0': umount failed: umount child process failed\n"
+    )
+    assert openzfs_unmount_error(fuse) == (
+        "cannot unmount '/rpool/data/subvol-1-disk-0': pool or dataset is busy\n"
+    )
+    other = "cannot destroy 'rpool/x': filesystem has children\n"
+    assert openzfs_unmount_error(other) == other

@@ -15,11 +15,17 @@ one behaviour whatever the transport (https, or ``pvesh`` through the local/open
 
 from __future__ import annotations
 
-import importlib.util
+import ast
+import importlib
 import json
 import logging
+import math
+import re
 import subprocess
+import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
+from types import ModuleType
 from typing import Any
 
 import proxmoxer
@@ -97,19 +103,19 @@ def connect(settings: ApiSettings) -> ProxmoxAPI:
         if settings.backend == "local":
             return ProxmoxAPI(backend="local", timeout=timeout)
         if settings.backend == "openssh":
-            if importlib.util.find_spec("openssh_wrapper") is None:
-                # proxmoxer would sys.exit(1) on import; say what is missing instead.
-                raise ClusterError(
-                    "the openssh API backend needs the Python module 'openssh_wrapper'"
+            wrapper = _openssh_wrapper()
+            try:
+                return ProxmoxAPI(
+                    settings.host_port,
+                    backend="openssh",
+                    user=settings.ssh_user,
+                    port=settings.ssh_port,
+                    identity_file=settings.identity_file,
+                    # openssh_wrapper arms signal.alarm() with it, which takes whole seconds
+                    timeout=max(1, math.ceil(timeout)),
                 )
-            return ProxmoxAPI(
-                settings.host_port,
-                backend="openssh",
-                user=settings.ssh_user,
-                port=settings.ssh_port,
-                identity_file=settings.identity_file,
-                timeout=timeout,
-            )
+            except wrapper.SSHError as err:
+                raise ClusterError(f"API configuration: {_text(err)}") from None
         verify: bool | str = settings.verify
         if settings.ca_file:
             verify = settings.ca_file
@@ -133,6 +139,56 @@ def connect(settings: ApiSettings) -> ProxmoxAPI:
         raise _transport_error(settings, err) from None
     except NotImplementedError as err:
         raise ClusterError(f"API configuration: {err}") from None
+
+
+def _openssh_wrapper() -> ModuleType:
+    """The module proxmoxer's openssh backend needs, imported here first: proxmoxer itself
+    would ``sys.exit(1)`` without it. Its ``import pipes`` warns (and fails on Python 3.13)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return importlib.import_module("openssh_wrapper")
+    except ImportError as err:
+        raise ClusterError(
+            f"the openssh API backend needs the Python module 'openssh_wrapper' ({err})"
+        ) from None
+
+
+def _ssh_errors() -> tuple[type[BaseException], ...]:
+    """openssh_wrapper.SSHError if that backend was loaded (it is optional)."""
+    error = getattr(sys.modules.get("openssh_wrapper"), "SSHError", None)
+    return (error,) if isinstance(error, type) and issubclass(error, BaseException) else ()
+
+
+def _text(err: BaseException) -> str:
+    raw = err.args[0] if err.args else ""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return text.strip()
+
+
+#: What the ssh client itself says when it cannot get a session (vs. pvesh's own errors).
+_SSH_CLIENT_FAILURE = re.compile(
+    r"^(ssh: |Permission denied|Host key verification failed|Connection (closed|reset|timed)"
+    r"|kex_exchange_identification|banner exchange|SSH connect timeout)"
+)
+_PVESH_STATUS = re.compile(r"^(\d{3}) ")
+
+
+def _content(err: ResourceException) -> str:
+    """The text of a ResourceException. The openssh backend hands proxmoxer pvesh's output as
+    bytes, which proxmoxer turns into their repr (``"b'…'"``) on the way: undo that."""
+    content = err.content
+    if isinstance(content, bytes):
+        return content.decode("utf-8", "replace")
+    text = str(content or "")
+    if re.fullmatch(r"b(['\"]).*\1", text, re.DOTALL):
+        try:
+            raw = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+        if isinstance(raw, bytes):
+            return raw.decode("utf-8", "replace")
+    return text
 
 
 def _auth_message(settings: ApiSettings, detail: str) -> str:
@@ -211,6 +267,8 @@ class ApiCluster:
             raise ApiAuthError(_auth_message(self.settings, str(err))) from None
         except requests.exceptions.RequestException as err:
             raise _transport_error(self.settings, err) from None
+        except _ssh_errors() as err:
+            return self._ssh_error(method, path, _text(err))
         except subprocess.TimeoutExpired:
             raise ApiConnectionError(
                 f"pvesh did not answer {method} {path} within {self.settings.timeout:g} s"
@@ -243,17 +301,33 @@ class ApiCluster:
             raise MalformedAnswerError(f"malformed API answer to {method} {path}: not JSON")
         return data
 
+    def _ssh_error(self, method: str, path: str, text: str) -> Json:
+        """openssh_wrapper raises for every exit 255: ssh's own failures, and pvesh's errors
+        (pvesh dies with 255 too). Tell them apart by the text and map pvesh's like the local
+        backend's."""
+        lines = text.splitlines() or [""]
+        where = self.settings.host_port
+        if lines[0] == "SSH connect timeout":
+            raise ApiConnectionError(
+                f"pvesh on {where} did not answer {method} {path} "
+                f"within {self.settings.timeout:g} s"
+            )
+        if any(_SSH_CLIENT_FAILURE.match(line) for line in lines):
+            raise ApiConnectionError(f"cannot reach {where} over ssh: {lines[-1]}")
+        status = next((int(m[1]) for m in map(_PVESH_STATUS.match, lines) if m), 500)
+        return self._resource_error(method, path, ResourceException(status, "", text, None, 255))
+
     def _resource_error(self, method: str, path: str, err: ResourceException) -> Json:
         if err.exit_code == 0:
             # pvesh succeeded but warned on stderr (proxmoxer #222): the answer is in content.
             try:
-                return self._result(method, path, json.loads(err.content or "null"))
+                return self._result(method, path, json.loads(_content(err) or "null"))
             except ValueError:
                 raise MalformedAnswerError(
                     f"malformed API answer to {method} {path}: not JSON"
                 ) from None
         code = err.status_code
-        reason = str(err.content or err.status_message or "").strip().splitlines()
+        reason = (_content(err) or str(err.status_message or "")).strip().splitlines()
         text = reason[0] if reason else ""
         if text.startswith(f"{code} "):  # the CLI backends repeat the code in the text
             text = text[len(str(code)) + 1 :]

@@ -206,6 +206,12 @@ class Lab:
         scripts = {
             # the pverep of the environment that started the lab (e.g. the checkout's .venv)
             "pverep": f'#!/bin/sh\nexec {python} -m pverep "$@"\n',
+            # a FAKE pvesh (FakePveApi on this node's files) for proxmoxer's CLI backends;
+            # like the real one it asks other nodes through `ssh <node> pvesh …`
+            "pvesh": (
+                f"#!/bin/sh\n# fake pvesh (pverep.lab.fakepvesh)\n"
+                f'PVEREP_FAKEPVESH_SSH=1 exec {python} -m pverep.lab.fakepvesh "$@"\n'
+            ),
             # stdlib-only shim: -I -S skip site-packages for a fast start on every zfs call
             "zfs": f'#!/bin/sh\nexec {python} -I -S {shim} "$@"\n',
             "bashrc": f"# pverep lab node shell\nexport PATH={sshsetup.NODE_PATH}\n",

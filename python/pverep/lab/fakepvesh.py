@@ -7,21 +7,54 @@ only for 4xx/5xx codes other than 500, as PVE's CLIHandler does) and exits non-z
 ``PVEREP_FAKEPVESH_FAULT=<path regex>=<fault>`` injects a FakePveApi fault;
 ``PVEREP_FAKEPVESH_WARN`` makes it print that warning on stderr and still succeed (the
 storage-plugin warnings behind proxmoxer issue #222). Node name: ``$PVEREP_NODENAME``;
-root: ``$PVEREP_ROOT``; other nodes: ``PVEREP_FAKEPVESH_PEERS=node=root,…``.
+root: ``$PVEREP_ROOT``; other nodes: ``PVEREP_FAKEPVESH_PEERS=node=root,…`` (in process), or
+with ``PVEREP_FAKEPVESH_SSH=1`` (on a lab node) ``ssh <node> pvesh …`` as the real pvesh proxies.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from dataclasses import replace
 
 from pverep.cluster.files import FilesCluster
-from pverep.lab.fakeapi import FakePveApi, Peer, Request
+from pverep.lab.fakeapi import FakePveApi, Peer, Reply, Request
 from pverep.paths import Paths
 
 VERBS = {"get": "GET", "create": "POST", "set": "PUT", "delete": "DELETE"}
+CLI_VERBS = {method: verb for verb, method in VERBS.items()}
+SSH_TIMEOUT = 60
+
+
+def _ssh_peer(node: str) -> Peer:
+    """Ask ``node``'s pvesh over ssh (what pvesh does for a path on another node)."""
+
+    def ask(req: Request) -> Reply:
+        argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", node, "pvesh",
+                CLI_VERBS[req.method], req.path]  # fmt: skip
+        for key, value in req.params.items():
+            argv += [f"-{key}", value]
+        argv += ["--output-format", "json"]
+        try:
+            done = subprocess.run(
+                argv, capture_output=True, text=True, timeout=SSH_TIMEOUT,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return Reply.error(595, f"node {node} did not answer")
+        if done.returncode == 0:
+            return Reply.ok(json.loads(done.stdout) if done.stdout.strip() else None)
+        first = (done.stderr.strip().splitlines() or [""])[0]
+        code, _, text = first.partition(" ")
+        if done.returncode == 255 and not code.isdigit() and first.startswith("ssh:"):
+            return Reply.error(595, first)
+        if code.isdigit() and len(code) == 3:
+            return Reply.error(int(code), text)
+        return Reply.error(500, first)
+
+    return ask
 
 
 def _trusted(api: FakePveApi) -> Peer:
@@ -45,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     node = FilesCluster(paths).local_node()
     # pvesh reaches other nodes over ssh; the stand-in reads their roots in-process.
     peers = {}
+    if os.environ.get("PVEREP_FAKEPVESH_SSH") == "1":
+        peers = {name: _ssh_peer(name) for name in FilesCluster(paths).members() if name != node}
     for item in os.environ.get("PVEREP_FAKEPVESH_PEERS", "").split(","):
         name, sep, root = item.partition("=")
         if sep:

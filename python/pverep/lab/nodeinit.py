@@ -114,6 +114,7 @@ def build_mounts(cfg: LabConfig, node: str) -> None:
     (run / "lxc").symlink_to(f"/etc/pve/nodes/{node}/lxc")
     (run / "members").symlink_to(nd / "members")
     (run / "bin" / "pverep").symlink_to(cfg.bin_dir / "pverep")
+    (run / "bin" / "pvesh").symlink_to(cfg.bin_dir / "pvesh")  # the FAKE pvesh
     # zfs compat shim over the real binary (this node only)
     Path(ZFS_REAL).touch()
     _bind(ZFS_BIN, ZFS_REAL)

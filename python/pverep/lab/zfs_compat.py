@@ -20,6 +20,8 @@ guid/createtxg as full integers         ``list``/``get`` substitute the exact nu
 ``zfs get -t TYPE``                    emulated by filtering rows
 ``destroy`` unmounts synchronously     retried while zfs-fuse says "dataset is busy"
                                        (its FUSE unmount is asynchronous)
+busy mountpoint: ``cannot unmount      zfs-fuse's ``umount failed`` (after umount(8)'s
+'X': pool or dataset is busy``         "target is busy") is reported in OpenZFS's words
 zvols (``create -V``): VM disks        none. The lab creates ``vm-N-disk-M`` as
                                        filesystems; ``create -V`` fails with one clear line
 resumable send/recv (``recv -s``,      none. ``recv -s`` is accepted and ignored (the
@@ -251,6 +253,29 @@ def zfs_get(args: list[str]) -> int:
     return 0
 
 
+#: What zfs-fuse prints when ``umount`` refuses a filesystem in use ...
+_FUSE_UMOUNT_BUSY = "target is busy"
+_FUSE_UMOUNT_FAILED = "': umount failed"
+#: ... and what OpenZFS 2.x prints for the same EBUSY (umount2), which PVE's destroy retries on.
+OPENZFS_UMOUNT_BUSY = "cannot unmount '{}': pool or dataset is busy"
+
+
+def openzfs_unmount_error(stderr: str) -> str:
+    """zfs-fuse's "umount: X: target is busy." + "cannot unmount 'X': umount failed: …" in
+    OpenZFS 2.x words; any other stderr is returned as is."""
+    lines = stderr.splitlines()
+    if not any(_FUSE_UMOUNT_BUSY in line for line in lines):
+        return stderr
+    out = []
+    for line in lines:
+        if _FUSE_UMOUNT_BUSY in line:
+            continue  # OpenZFS unmounts with umount2(), no umount(8) message
+        if line.startswith("cannot unmount '") and _FUSE_UMOUNT_FAILED in line:
+            line = OPENZFS_UMOUNT_BUSY.format(line[len("cannot unmount '") :].split("'", 1)[0])
+        out.append(line)
+    return "".join(f"{line}\n" for line in out)
+
+
 def zfs_destroy(args: list[str]) -> int:
     # zfs-fuse unmounts asynchronously: the first destroy of a mounted fs says "busy".
     result = real(["destroy", *args])
@@ -260,7 +285,8 @@ def zfs_destroy(args: list[str]) -> int:
         time.sleep(0.2)
         result = real(["destroy", *args])
     sys.stdout.write(result.stdout)
-    sys.stderr.write(result.stderr)
+    # a filesystem really in use: say so as OpenZFS does (no retry here, that is the caller's)
+    sys.stderr.write(openzfs_unmount_error(result.stderr))
     return result.returncode
 
 

@@ -154,7 +154,8 @@ def local_cpu_has_aes() -> bool:
 class SshShell:
     """Runs commands on ``target`` through ssh.
 
-    ``multiplex=False`` reproduces pvesr's argv byte for byte (one connection per command).
+    ``multiplex=False, prefer_aes_gcm=False`` reproduces pvesr's argv byte for byte (one
+    connection per command; with AES-GCM preferred it only adds the ``Ciphers`` option).
     With ``multiplex=True`` (default) the first command starts a ControlMaster child in a
     private 0700 directory; later commands reuse it, and ``close()`` (or leaving the ``with``
     block) ends it by its own pid. If the master dies, ssh falls back to a direct connection.

@@ -210,3 +210,33 @@ def test_missing_pvesh(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     api = ApiCluster(ApiSettings(backend="local").validate())
     with pytest.raises(ClusterError, match=r"^cannot run 'pvesh': not installed$"):
         api.vmlist()
+
+
+# --- the openssh backend (end to end on the lab: tests/lab/test_api_openssh.py) ---
+
+
+def test_openssh_backend_without_its_module_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "openssh_wrapper", None)  # import fails as if missing
+    api = ApiCluster(ApiSettings(backend="openssh", host="pve2").validate())
+    with pytest.raises(ClusterError) as err:
+        api.vmlist()
+    assert str(err.value).startswith(
+        "the openssh API backend needs the Python module 'openssh_wrapper' ("
+    )
+    assert "\n" not in str(err.value)
+
+
+def test_openssh_backend_bad_host_is_one_line() -> None:
+    api = ApiCluster(ApiSettings(backend="openssh", host="pve2:22").validate())
+    with pytest.raises(ClusterError, match=r"^API configuration: .*illegal symbols$"):
+        api.vmlist()
+
+
+def test_openssh_exit_255_is_told_apart() -> None:
+    api = ApiCluster(ApiSettings(backend="openssh", host="pve2").validate())
+    with pytest.raises(ApiConnectionError, match=r"^cannot reach pve2 over ssh: ssh: connect"):
+        api._ssh_error("GET", "/version", "ssh: connect to host pve2 port 22: No route to host")
+    with pytest.raises(NodeOfflineError, match=r"^node 'pve3' is offline"):
+        api._ssh_error("GET", "/nodes/pve3/qemu", "595 No route to host")
+    with pytest.raises(ClusterError, match=r"^no such replication job '1-0'$"):
+        api._ssh_error("GET", "/cluster/replication/1-0", "no such replication job '1-0'")
