@@ -80,4 +80,8 @@ def test_openssh_backend_errors_are_one_line(lab: Lab, placed: dict[int, tuple[s
         lab.heal("pve3")
     assert down.returncode == 255 and down.stdout == ""
     assert down.stderr.count("\n") == 1 and "Traceback" not in down.stderr
-    assert down.stderr.startswith("cannot reach pve3 over ssh: ")
+    # ssh's own connect timeout or the call's bound may fire first (a cut node answers nothing);
+    # either way the line names the node and the cause
+    assert down.stderr.startswith(
+        ("cannot reach pve3 over ssh: ", "pvesh on pve3 did not answer GET ")
+    ), down.stderr
