@@ -38,8 +38,10 @@ def _print_result(result: service.Result, fmt: str, dry_run: bool) -> None:
     plan = result.plan
     for f in plan.findings:
         click.echo(f"found [{f.level}] {f.text}")
+    for d in plan.deferred:
+        click.echo(d.describe())
     if plan.empty:
-        click.echo(f"{plan.node}: nothing to do")
+        click.echo(f"{plan.node}: nothing to do" + (" here" if plan.deferred else ""))
         return
     head = "plan (dry run, nothing changed)" if dry_run else "plan"
     click.echo(f"{head} on {plan.node}:")
@@ -57,15 +59,38 @@ def _print_result(result: service.Result, fmt: str, dry_run: bool) -> None:
 def _node(app: App, node_opt: str | None, deadline: float | None = None) -> Node:
     node = service.make_node(app.paths, deadline)
     if node_opt is not None and check_node_name(node_opt) != node.local_node:
+        # the repairs need that node's job state and disks: only it can do them safely
         raise PverepError(
-            f"reconcile of node '{node_opt}' runs on that node: job state is node-local "
-            f"(this is '{node.local_node}'; use 'ssh {node_opt} pverep reconcile')"
+            f"reconcile of node '{node_opt}' runs on that node: job state and disks are "
+            f"node-local (this is '{node.local_node}'; run 'pverep reconcile' on {node_opt}, "
+            f"or 'pverep --api … reconcile --node {node_opt}' for its config-level repairs)"
         )
     return node
 
 
+def _cluster_wide(
+    app: App, node_opt: str | None, vmid: int | None, dry_run: bool, watch: bool, fmt: str
+) -> None:
+    """``pverep --api … reconcile``: every node's relocated guests, config-level repairs."""
+    if watch:
+        raise ValidationError(
+            "--watch runs on a node (it polls that node's /etc/pve/ha/manager_status); "
+            "not through the API backend"
+        )
+    node = check_node_name(node_opt) if node_opt is not None else None
+    result = service.reconcile_cluster(
+        app.cluster(), only_node=node, only_vmid=vmid, dry_run=dry_run
+    )
+    _print_result(result, fmt, dry_run)
+    if result.outcome is not None and not result.outcome.ok:
+        sys.exit(1)
+
+
 @cli.command("reconcile")
-@click.option("--node", "node_opt", default=None, help="The node to reconcile (default: this one).")
+@click.option(
+    "--node", "node_opt", default=None,
+    help="The node to reconcile: this one (default); with --api any node, or all if not given.",
+)  # fmt: skip
 @click.option("--guest", default=None, help="Only this guest (VMID).")
 @click.option("--dry-run", is_flag=True, help="Print the plan, change nothing.")
 @click.option("--watch", is_flag=True, help="Keep running: react to HA recovery within seconds.")
@@ -85,8 +110,16 @@ def reconcile_cmd(
     timeout: float | None,
     output_format: str,
 ) -> None:
-    """Repair replication jobs of guests relocated by HA or by hand."""
+    """Repair replication jobs of guests relocated by HA or by hand.
+
+    On a node: that node's guests, everything (config, state, targets). Through the API
+    backend (--api …): every node's guests (or --node's), config-level repairs only; the rest
+    is reported as deferred to the guest's node.
+    """
     vmid = check_vmid(guest) if guest is not None else None
+    if app.api.backend != "files":
+        _cluster_wide(app, node_opt, vmid, dry_run, watch, output_format)
+        return
     if watch:
         if dry_run:
             raise ValidationError("--watch and --dry-run are mutually exclusive")

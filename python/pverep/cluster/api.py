@@ -456,6 +456,9 @@ class ApiCluster:
             out[storeid] = StorageDef(storeid, _str(item, "type", "/storage"), props)
         return StorageConfig(out)
 
+    def ha_status(self) -> list[dict[str, Json]]:
+        return self._get_list("/cluster/ha/status/current")
+
     # --- replication jobs ---
     def jobs(self) -> list[Job]:
         items = self._get_list("/cluster/replication")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pverep.errors import PverepError
 
@@ -132,6 +132,11 @@ class Cluster(Protocol):
 
     def storages(self) -> StorageConfig:
         """storage.cfg (with PVE's implicit ``local``)."""
+        ...
+
+    def ha_status(self) -> list[dict[str, Any]]:
+        """``GET /cluster/ha/status/current``: quorum, master, lrm and ``service`` entries
+        (``sid``, ``node``, ``state``); files: built from ``/etc/pve/ha/manager_status``."""
         ...
 
     def jobs(self) -> list[Job]:

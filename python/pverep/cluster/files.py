@@ -186,6 +186,46 @@ class FilesCluster:
             raise ClusterError(f"unable to read '{path}' - {err.strerror}") from None
         return parse_storage_cfg(text, self._warn, str(path))
 
+    def ha_status(self) -> list[dict[str, Any]]:
+        """``GET /cluster/ha/status/current`` built from ``/etc/pve/ha/manager_status`` (the
+        entries reconcile reads: quorum, master, one ``service`` entry per HA resource)."""
+        try:
+            status = json.loads(self.paths.ha_manager_status.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            status = {}
+        if not isinstance(status, dict):
+            status = {}
+        node = self.local_node()
+        out: list[dict[str, Any]] = [
+            {"id": "quorum", "type": "quorum", "node": node, "status": "OK", "quorate": 1}
+        ]
+        if status.get("master_node"):
+            out.append(
+                {
+                    "id": "master",
+                    "type": "master",
+                    "node": status["master_node"],
+                    "status": f"{status['master_node']} (active)",
+                    "timestamp": status.get("timestamp", 0),
+                }
+            )
+        services = status.get("service_status")
+        for sid, svc in sorted((services if isinstance(services, dict) else {}).items()):
+            if not isinstance(svc, dict):
+                continue
+            out.append(
+                {
+                    "id": f"service:{sid}",
+                    "type": "service",
+                    "sid": sid,
+                    "node": svc.get("node"),
+                    "crm_state": svc.get("state"),
+                    "state": svc.get("state"),
+                    "status": f"{sid} ({svc.get('node')}, {svc.get('state')})",
+                }
+            )
+        return out
+
     # --- replication jobs: pverep.admin does what PVE's config/status API does ---
     def config_store(self) -> ConfigStore:
         return ConfigStore(self.paths, self._warn)

@@ -317,7 +317,7 @@ class FakePveApi:
         if seg == ["status"] and m == "GET":
             return Reply.ok(self._cluster_status())
         if seg == ["ha", "status", "current"] and m == "GET":
-            return Reply.ok(self._ha_status())
+            return Reply.ok(self.cluster.ha_status())
         if seg == ["replication"]:
             if m == "GET":
                 return Reply.ok([self._job_item(j) for j in self.cluster.jobs()])
@@ -472,38 +472,6 @@ class FakePveApi:
         if digest:
             item["digest"] = _digest(self.paths.storage_cfg.read_text(encoding="utf-8"))
         return item
-
-    def _ha_status(self) -> list[dict[str, JsonValue]]:
-        try:
-            status = json.loads(self.paths.ha_manager_status.read_text(encoding="utf-8"))
-        except (FileNotFoundError, ValueError):
-            status = {}
-        out: list[dict[str, JsonValue]] = [
-            {"id": "quorum", "type": "quorum", "node": self.node, "status": "OK", "quorate": 1}
-        ]
-        if status.get("master_node"):
-            out.append(
-                {
-                    "id": "master",
-                    "type": "master",
-                    "node": status["master_node"],
-                    "status": f"{status['master_node']} (active)",
-                    "timestamp": status.get("timestamp", 0),
-                }
-            )
-        for sid, svc in sorted(status.get("service_status", {}).items()):
-            out.append(
-                {
-                    "id": f"service:{sid}",
-                    "type": "service",
-                    "sid": sid,
-                    "node": svc.get("node"),
-                    "crm_state": svc.get("state"),
-                    "state": svc.get("state"),
-                    "status": f"{sid} ({svc.get('node')}, {svc.get('state')})",
-                }
-            )
-        return out
 
     # --- /nodes/{this node} ---
     def _node(self, seg: list[str], m: str, p: dict[str, str]) -> Reply:

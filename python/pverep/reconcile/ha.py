@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 #: HA service states during which the guest's config may still move: reconcile waits.
@@ -47,6 +47,22 @@ def parse_manager_status(text: str) -> dict[int, HaService]:
         out[vmid] = HaService(
             vmid, str(sid), str(entry.get("state", "")), str(entry.get("node", ""))
         )
+    return out
+
+
+def parse_ha_status(items: Iterable[Mapping[str, object]]) -> dict[int, HaService]:
+    """vmid → service entry from ``GET /cluster/ha/status/current`` (the API's view of the same
+    file: ``service`` entries with ``sid``, ``node`` and the verbose ``state``)."""
+    out: dict[int, HaService] = {}
+    for item in items:
+        if item.get("type") != "service":
+            continue
+        m = _SID.match(str(item.get("sid", "")))
+        if not m:
+            continue
+        vmid = int(m.group(2))
+        state = item.get("state", item.get("crm_state", ""))
+        out[vmid] = HaService(vmid, m.group(0), str(state or ""), str(item.get("node") or ""))
     return out
 
 

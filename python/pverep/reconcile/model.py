@@ -248,11 +248,29 @@ class Finding:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Deferred:
+    """Work that only the guest's own node can do (it needs that node's job state and disks):
+    the cluster-wide reconcile reports it and leaves it to that node's reconcile."""
+
+    vmid: int
+    jobid: str | None
+    node: str
+    what: str
+
+    def describe(self) -> str:
+        return f"deferred to {self.node}: {self.what}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), "text": self.describe()}
+
+
 @dataclass
 class Plan:
     node: str
     steps: list[Step] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    deferred: list[Deferred] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -270,4 +288,5 @@ class Plan:
             "node": self.node,
             "steps": [s.to_dict() for s in self.steps],
             "findings": [f.to_dict() for f in self.findings],
+            "deferred": [d.to_dict() for d in self.deferred],
         }

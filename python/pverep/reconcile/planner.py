@@ -28,6 +28,7 @@ from dataclasses import replace
 from pverep._core import SnapshotInfo, plan_prepare, select_bases
 from pverep.config.jobs import JOB_TYPE, Job
 from pverep.config.state import JobState
+from pverep.reconcile.ha import HaService
 from pverep.reconcile.model import (
     AdoptState,
     ClusterView,
@@ -121,17 +122,18 @@ def plan_reconcile(view: ClusterView) -> Plan:
     return plan
 
 
-def _guest(view: ClusterView, plan: Plan, vmid: int) -> None:
-    node = view.local_node
-    ha = view.ha.get(vmid)
+def ha_wait(ha: HaService | None, node: str) -> str | None:
+    """Why the jobs of a guest on ``node`` must wait for HA (None: HA is done with it)."""
     if ha is not None and (ha.transient or (ha.node and ha.node != node)):
-        plan.note(
-            vmid, None, "info",
+        return (
             f"HA service {ha.sid} is '{ha.state}' on {ha.node or '?'}: waiting until it is "
-            "started before repairing its jobs",
-        )  # fmt: skip
-        return
-    pairs = effective_jobs(view.jobs, vmid, node)
+            "started before repairing its jobs"
+        )
+    return None
+
+
+def check_sources(plan: Plan, vmid: int, pairs: Sequence[tuple[Job, Job]], node: str) -> int:
+    """How many different old sources the guest's jobs name (more than one: reported)."""
     old_sources = {o.source for o, _ in pairs if o.source and o.source != node}
     if len(old_sources) > 1:
         plan.note(
@@ -139,40 +141,67 @@ def _guest(view: ClusterView, plan: Plan, vmid: int) -> None:
             f"jobs of guest {vmid} name different sources ({', '.join(sorted(old_sources))}): "
             "not re-pointing automatically",
         )  # fmt: skip
+    return len(old_sources)
+
+
+def repoint_job(plan: Plan, vmid: int, orig: Job, eff: Job, node: str, sources: int,
+                ha: HaService | None) -> bool:  # fmt: skip
+    """SetSource / Repoint for one job of a guest now on ``node``; True if it was relocated."""
+    relocated = bool(orig.source) and orig.source != node and sources == 1
+    if not orig.source:
+        plan.add(SetSource(orig.id, vmid, source=node))
+    elif relocated:
+        plan.note(
+            vmid, orig.id, "info",
+            f"guest {vmid} was relocated from {orig.source} to {node}"
+            + (f" (HA: {ha.state})" if ha is not None else ""),
+        )  # fmt: skip
+        plan.add(
+            Repoint(
+                orig.id, vmid, source_from=orig.source or "", source_to=node,
+                target_from=orig.target, target_to=eff.target,
+            )
+        )  # fmt: skip
+    return relocated
+
+
+def own_node_target(plan: Plan, vmid: int, job: Job, node: str) -> None:
+    plan.note(
+        vmid, job.id, "error",
+        f"job {job.id} targets {node}, the node the guest runs on, and its old source "
+        "is unknown: it cannot run; re-create it with another target",
+    )  # fmt: skip
+
+
+def not_a_member(plan: Plan, vmid: int, job: Job) -> None:
+    plan.note(
+        vmid, job.id, "warn",
+        f"target '{job.target}' of job {job.id} is not a cluster member: the job cannot "
+        "run or be removed there (use 'pverep delete --force')",
+    )  # fmt: skip
+
+
+def _guest(view: ClusterView, plan: Plan, vmid: int) -> None:
+    node = view.local_node
+    ha = view.ha.get(vmid)
+    wait = ha_wait(ha, node)
+    if wait is not None:
+        plan.note(vmid, None, "info", wait)
+        return
+    pairs = effective_jobs(view.jobs, vmid, node)
+    sources = check_sources(plan, vmid, pairs, node)
     facts = view.guests.get(vmid)
     for orig, eff in pairs:
-        relocated = bool(orig.source) and orig.source != node and len(old_sources) == 1
-        if not orig.source:
-            plan.add(SetSource(orig.id, vmid, source=node))
-        elif relocated:
-            plan.note(
-                vmid, orig.id, "info",
-                f"guest {vmid} was relocated from {orig.source} to {node}"
-                + (f" (HA: {ha.state})" if ha is not None else ""),
-            )  # fmt: skip
-            plan.add(
-                Repoint(
-                    orig.id, vmid, source_from=orig.source or "", source_to=node,
-                    target_from=orig.target, target_to=eff.target,
-                )
-            )  # fmt: skip
+        relocated = repoint_job(plan, vmid, orig, eff, node, sources, ha)
         if eff.target == node:
-            plan.note(
-                vmid, orig.id, "error",
-                f"job {orig.id} targets {node}, the node the guest runs on, and its old source "
-                "is unknown: it cannot run; re-create it with another target",
-            )  # fmt: skip
+            own_node_target(plan, vmid, orig, node)
             continue
         if facts is None or facts.error is not None:
             why = facts.error if facts is not None else "no guest facts"
             plan.note(vmid, orig.id, "warn", f"guest {vmid} not inspected: {why}")
             continue
         if eff.target not in view.members:
-            plan.note(
-                vmid, orig.id, "warn",
-                f"target '{eff.target}' of job {orig.id} is not a cluster member: the job cannot "
-                "run or be removed there (use 'pverep delete --force')",
-            )  # fmt: skip
+            not_a_member(plan, vmid, eff)
             continue
         state = view.states.get((vmid, tid(eff.target)))
         if eff.remove_job is not None:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pverep.cluster.base import Cluster
 from pverep.cluster.files import FilesCluster
 from pverep.config.jobs import ConfigStore
 from pverep.engine import notify
@@ -15,6 +16,8 @@ from pverep.engine.remote import TargetNode
 from pverep.errors import PverepError
 from pverep.paths import Paths
 from pverep.reconcile import journal
+from pverep.reconcile.clusterexec import execute_cluster, gather_cluster
+from pverep.reconcile.clusterplan import plan_cluster
 from pverep.reconcile.executor import Outcome, execute
 from pverep.reconcile.gather import (
     Node,
@@ -84,6 +87,25 @@ def reconcile(
     journal.record_repairs(node.paths, node.local_node, done, now())
     if outcome.failed:
         _notify(node, outcome)
+    return result
+
+
+def reconcile_cluster(
+    cluster: Cluster,
+    *,
+    only_node: str | None = None,
+    only_vmid: int | None = None,
+    dry_run: bool = False,
+    log: Log | None = None,
+) -> Result:
+    """The cluster-wide pass through the API: config-level repairs for every node's guests,
+    the rest reported as deferred to the guest's node (see ``clusterplan``). Nothing is
+    written on the machine it runs on (it need not be a cluster node)."""
+    plan = plan_cluster(gather_cluster(cluster, only_node, only_vmid))
+    result = Result(plan)
+    if dry_run or plan.empty:
+        return result
+    result.outcome = execute_cluster(cluster, plan, log or (lambda _line: None))
     return result
 
 
