@@ -191,6 +191,7 @@ def _guest(view: ClusterView, plan: Plan, vmid: int) -> None:
     pairs = effective_jobs(view.jobs, vmid, node)
     sources = check_sources(plan, vmid, pairs, node)
     facts = view.guests.get(vmid)
+    needed = _bases_of_stateless_jobs(view, facts, pairs)
     for orig, eff in pairs:
         relocated = repoint_job(plan, vmid, orig, eff, node, sources, ha)
         if eff.target == node:
@@ -214,7 +215,47 @@ def _guest(view: ClusterView, plan: Plan, vmid: int) -> None:
         stateless = state is None or state.last_sync == 0
         if not (relocated or stateless):
             continue
-        _resume(view, plan, facts, eff, state, relocated)
+        _resume(view, plan, facts, eff, state, relocated, needed)
+
+
+def _local_remote(
+    facts: GuestFacts, replicas: ReplicaSet
+) -> tuple[dict[str, dict[str, SnapshotInfo]], dict[str, dict[str, int]]]:
+    assert replicas.volumes is not None
+    volids = list(facts.volids)
+    local = {v: {s.name: s for s in facts.local_snapshots.get(v, ())} for v in volids}
+    remote = {
+        v: {s.name: s.guid for s in replicas.volumes[v]} for v in volids if v in replicas.volumes
+    }
+    return local, remote
+
+
+def _bases_of_stateless_jobs(
+    view: ClusterView, facts: GuestFacts | None, pairs: Sequence[tuple[Job, Job]]
+) -> dict[str, set[str] | None]:
+    """jobid → the snapshots a job without a valid state will use as its base (the newest
+    common ones with its target; None: unknown, its target could not be asked). Adopting
+    ``last_sync`` for another job would make that job's next run delete its own old snapshot,
+    which may be exactly this base (fan-out after a recovery onto one of the targets)."""
+    out: dict[str, set[str] | None] = {}
+    if facts is None or facts.error is not None:
+        return out
+    for _orig, job in pairs:
+        if job.remove_job is not None or job.target == view.local_node:
+            continue
+        state = view.states.get((facts.vmid, tid(job.target)))
+        last_sync = state.last_sync if state is not None else 0
+        replicas = view.replicas.get((job.target, facts.vmid))
+        if replicas is None or not replicas.reachable:
+            if last_sync <= 1:
+                out[job.id] = None
+            continue
+        local, remote = _local_remote(facts, replicas)
+        if last_sync > 1 and _common_everywhere(job.id, last_sync, facts.volids, local, remote):
+            continue  # a valid state: its base is its own last_sync snapshot
+        sel = select_bases(local, remote, job.id, 0, facts.parent, facts.config_snapshots)
+        out[job.id] = set(sel.bases.values())
+    return out
 
 
 def _removal(
@@ -258,6 +299,7 @@ def _resume(
     job: Job,
     state: JobState | None,
     relocated: bool,
+    needed: Mapping[str, set[str] | None],
 ) -> None:
     vmid = facts.vmid
     replicas = view.replicas.get((job.target, vmid))
@@ -276,12 +318,8 @@ def _resume(
             f"{job.target} reports guest {vmid} as its own: nothing is touched there",
         )  # fmt: skip
         return
-    assert replicas.volumes is not None
     volids = list(facts.volids)
-    local = {v: {s.name: s for s in facts.local_snapshots.get(v, ())} for v in volids}
-    remote = {
-        v: {s.name: s.guid for s in replicas.volumes[v]} for v in volids if v in replicas.volumes
-    }
+    local, remote = _local_remote(facts, replicas)
     sel = select_bases(local, remote, job.id, 0, facts.parent, facts.config_snapshots)
     if sel.missing:
         plan.note(
@@ -292,6 +330,18 @@ def _resume(
             f"re-create job {job.id}",
         )  # fmt: skip
     adopt = _adoptable(job.id, volids, sel.bases, remote, sel.missing)
+    if adopt is not None:
+        snap = f"__replicate_{job.id}_{adopt}__"
+        blocked = sorted(k for k, b in needed.items() if k != job.id and (b is None or snap in b))
+        if blocked:
+            # with last_sync recorded, this job's next run deletes `snap`; the other job(s)
+            # still need it as their base: stay stateless (pvesr's last_sync 0 keeps it)
+            plan.note(
+                vmid, job.id, "info",
+                f"job {job.id}: no state recorded: its snapshot {snap} is also the base of "
+                f"job(s) {', '.join(blocked)} (or may be); the job goes on without state",
+            )  # fmt: skip
+            adopt = None
     if sel.bases and not sel.missing:
         bases = sorted(set(sel.bases.values()))
         plan.note(
