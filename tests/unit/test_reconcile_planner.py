@@ -96,6 +96,26 @@ def test_ha_recovery_to_target_repoints_and_adopts_common_snapshot() -> None:
     assert any("relocated from pve1 to pve2" in f.text for f in plan.findings)
 
 
+def test_fan_out_recovery_keeps_the_base_another_job_needs() -> None:
+    """Recovered onto job -0's target; job -1 (to pve3) has only -0's snapshot in common:
+    recording last_sync for -0 would make its next run delete that base (found in the lab)."""
+    both = "__replicate_100-0_1000__ 11 1000;__replicate_100-1_1100__ 12 1100"
+    replicas = {
+        ("pve1", 100): ReplicaSet("pve1", 100, {VOL: snaps(both)}),
+        ("pve3", 100): ReplicaSet("pve3", 100, {VOL: snaps(both)}),
+    }
+    two = jobs(
+        "local: 100-0\n\ttarget pve2\n\tsource pve1\n\nlocal: 100-1\n\ttarget pve3\n\tsource pve1\n"
+    )
+    plan = plan_reconcile(view(jobs=two, replicas=replicas))
+    assert [type(s) for s in plan.steps] == [Repoint, Repoint]  # no AdoptState
+    assert any("also the base of job(s) 100-1" in f.text for f in plan.findings)
+    # third target offline: its base is unknown, so no state is recorded either
+    offline = {**replicas, ("pve3", 100): ReplicaSet("pve3", 100, None, error="offline")}
+    plan = plan_reconcile(view(jobs=two, replicas=offline, members=members(("pve3",))))
+    assert not any(isinstance(s, AdoptState) for s in plan.steps)
+
+
 def test_second_run_finds_nothing_to_do() -> None:
     after = view(
         jobs=jobs("local: 100-0\n\ttarget pve1\n\tsource pve2\n"),
@@ -343,3 +363,10 @@ def test_watcher_reacts_to_recovery_on_this_node(tmp_path: object, monkeypatch: 
     watch(paths, interval=0, duration=5, log=lambda _: None, run=calls.append, sleep=sleep,
           clock=lambda: next(clock))  # fmt: skip
     assert calls == [None, 100]  # a full pass first, then the recovered guest exactly once
+    # stopped (SIGTERM) during the sleep: no further pass, the loop ends at once
+    calls.clear()
+    paths.ha_manager_status.write_text(json.dumps({"service_status": status}))
+    stop: list[bool] = []
+    watch(paths, interval=0, duration=None, log=lambda _: None, run=calls.append,
+          sleep=lambda _: stop.append(True), stopped=lambda: bool(stop))  # fmt: skip
+    assert calls == [None] and stop == [True]

@@ -5,7 +5,9 @@ hookscript runs), ``cleanup``; and the target-side helpers ``replica-info``, ``r
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 
 import click
@@ -133,7 +135,22 @@ def reconcile_cmd(
             except PverepError as err:
                 _err(f"reconcile failed: {err}")
 
-        service.watch(app.paths, interval=interval, duration=watch_duration, log=_err, run=one)
+        stop = threading.Event()
+
+        def on_term(signum: int, _frame: object) -> None:
+            # systemd stops the service with SIGTERM: finish the pass under way, then exit 0
+            _err(f"stopping on signal {signum}")
+            stop.set()
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+        try:
+            service.watch(
+                app.paths, interval=interval, duration=watch_duration, log=_err, run=one,
+                sleep=stop.wait, stopped=stop.is_set,
+            )  # fmt: skip
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        _err("watcher stopped")
         return
     node = _node(app, node_opt, time.monotonic() + timeout if timeout else None)
     result = service.reconcile(node, only_vmid=vmid, dry_run=dry_run)

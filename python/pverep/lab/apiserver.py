@@ -14,10 +14,9 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from pverep.lab.control import Lab
-from pverep.lab.procs import ProcRecord, record
+from pverep.lab.procs import ProcRecord, only_child, record
 
 PORT = 8006
 START_TIMEOUT = 20.0
@@ -34,15 +33,6 @@ def write_token(lab: Lab, tokenid: str, secret: str) -> None:
     ]
     path.write_text("\n".join([*lines, f"{tokenid} {secret}"]) + "\n")
     path.chmod(0o600)
-
-
-def _child_of(pid: int) -> int | None:
-    """The process nsenter forked into the node (its only child)."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return None
-    return int(children[0]) if children else None
 
 
 def _listening(ip: str, port: int) -> bool:
@@ -82,7 +72,7 @@ def start(lab: Lab, node: str, port: int = PORT) -> Server:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"fake API on {node} did not start; see {log}")
         time.sleep(0.1)
-    child = _child_of(proc.pid)
+    child = only_child(proc.pid)
     rec = record(child) if child is not None else None
     if rec is None:
         raise RuntimeError(f"fake API on {node}: cannot find its process")

@@ -24,12 +24,12 @@ class ProcRecord:
         stat = read_stat(self.pid)
         return stat is not None and stat[1] == self.start and stat[0] != "Z"
 
-    def kill(self) -> bool:
-        """SIGKILL it if it is still the recorded process; True if a signal was sent."""
+    def kill(self, sig: int = signal.SIGKILL) -> bool:
+        """Signal it (SIGKILL) if it is still the recorded process; True if a signal was sent."""
         if not self.is_running():
             return False
         try:
-            os.kill(self.pid, signal.SIGKILL)
+            os.kill(self.pid, sig)
         except ProcessLookupError:
             return False
         return True
@@ -41,6 +41,15 @@ class ProcRecord:
                 return False
             time.sleep(0.01)
         return True
+
+
+def only_child(pid: int) -> int | None:
+    """The process ``pid`` forked (its only child): what nsenter runs inside a lab node."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
 
 
 def read_stat(pid: int, proc: str = "/proc") -> tuple[str, int, int] | None:

@@ -235,17 +235,22 @@ def watch(
     duration: float | None,
     log: Log,
     run: Callable[[int | None], None],
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], object] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> None:
     """Poll manager_status; on recovery → started (or a move) onto this node, reconcile that
-    guest at once. A full pass runs first, so nothing that happened before is missed."""
+    guest at once. A full pass runs first, so nothing that happened before is missed.
+    Ends after ``duration`` or once ``stopped()`` (never in the middle of a pass)."""
     node = FilesCluster(paths).local_node()
     run(None)
     before = read_ha(paths)
+    log(f"watching {paths.ha_manager_status} on {node} every {interval:g}s")
     end = None if duration is None else clock() + duration
-    while end is None or clock() < end:
+    while not stopped() and (end is None or clock() < end):
         sleep(interval)
+        if stopped():
+            break
         after = read_ha(paths)
         for vmid in recovered_here(before, after, node):
             log(
