@@ -31,6 +31,10 @@ Fixtures
     ``pverep.lab.guests.create(lab, vmid, "pve1", "lxc", ["64M"])``; see also
     ``guests.write``, ``guests.move`` and ``guests.checksum``.
 
+``api`` (module)
+    The fake Proxmox API running on every node's :8006, and ``api.remote([...], node)`` to
+    run ``pverep --api <node> …`` from the host (tests/lab/apihelp.py).
+
 Set ``PVEREP_LAB_SKIP=1`` to skip the lab tests on a machine that cannot run them (not root,
 no /dev/fuse); by default a missing prerequisite is an error, not a silent skip.
 """
@@ -48,6 +52,8 @@ import pytest
 from pverep.lab import guests
 from pverep.lab.clusterfs import guest_configs
 from pverep.lab.control import Lab
+
+from .apihelp import LabApi, serving
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_DIR = Path(f"/var/tmp/pverep-lab-test-{hashlib.sha256(str(REPO).encode()).hexdigest()[:10]}")
@@ -71,6 +77,12 @@ def lab() -> Iterator[Lab]:
         yield the_lab
     finally:
         the_lab.down()
+
+
+@pytest.fixture(scope="module")
+def api(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabApi]:
+    with serving(lab, tmp_path_factory.mktemp("labapi")) as labapi:
+        yield labapi
 
 
 @pytest.fixture

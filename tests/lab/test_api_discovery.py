@@ -9,64 +9,19 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from pverep.lab import apiserver, gentree
+from pverep.lab import gentree
 from pverep.lab.control import Lab
 
-TOKEN_ID = "root@pam!pverep-lab"
+from .apihelp import LabApi
+
 FIRST = 9600
 COUNT = 12
-
-
-@dataclass
-class LabApi:
-    lab: Lab
-    token_file: Path
-    client_root: Path
-
-    def args(self, node: str = "pve1") -> list[str]:
-        return [
-            "--root", str(self.client_root),
-            "--api", f"{self.lab.node_ip(node)}:{apiserver.PORT}",
-            "--api-token", TOKEN_ID,
-            "--api-secret-file", str(self.token_file),
-            "--api-ca-file", str(self.lab.config.etc_pve / "pve-root-ca.pem"),
-        ]  # fmt: skip
-
-    def remote(self, argv: list[str], node: str = "pve1") -> subprocess.CompletedProcess[str]:
-        """``pverep --api <node> …`` from the host (off the cluster)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PVEREP_")}
-        return subprocess.run(
-            [sys.executable, "-m", "pverep", *self.args(node), *argv],
-            capture_output=True, text=True, env=env, timeout=120,
-        )  # fmt: skip
-
-    def on_node(self, node: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
-        """``pverep …`` on the node itself: the files backend."""
-        return self.lab.exec(node, ["pverep", *argv], timeout=120)
-
-
-@pytest.fixture(scope="module")
-def api(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabApi]:
-    tmp = tmp_path_factory.mktemp("labapi")
-    secret = secrets.token_hex(16)
-    token_file = tmp / "token"
-    token_file.write_text(secret + "\n")
-    token_file.chmod(0o600)
-    apiserver.write_token(lab, TOKEN_ID, secret)
-    servers = apiserver.start_all(lab)
-    try:
-        yield LabApi(lab, token_file, tmp / "client")
-    finally:
-        apiserver.stop(servers)
 
 
 @pytest.fixture(scope="module")

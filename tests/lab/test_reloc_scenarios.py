@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,9 @@ import pytest
 
 from pverep.lab import guests
 from pverep.lab.control import Lab
+from pverep.lab.procs import only_child, record
+
+from .apihelp import LabApi
 
 REPO = Path(__file__).resolve().parents[2]
 HOOK = REPO / "hooks" / "pverep-hookscript"
@@ -264,3 +269,124 @@ def test_hookscript_time_bound_and_opt_in(lab: Lab, clean: int) -> None:
     relaxed = lab.exec("pve3", [*env, str(HOOK), str(vmid), "pre-start"])
     assert relaxed.returncode == 0
     assert os.access(HOOK, os.X_OK)
+
+
+def test_cluster_wide_reconcile_through_the_api(lab: Lab, api: LabApi, clean: int) -> None:
+    """``pverep --api … reconcile`` from off the cluster, right after HA moved a guest's config:
+    it waits for HA, re-points both jobs (the target switch through the owning node), leaves
+    state and disks to that node (deferred), and that node's own reconcile then finishes."""
+    vmid = clean
+    j0, j1 = f"{vmid}-0", f"{vmid}-1"
+    t0 = time.monotonic()
+    guests.create(lab, vmid, "pve1", "qemu", ["16M"])
+    guests.write(lab, vmid)
+    pv(lab, "pve1", "create-local-job", j0, "pve2")
+    pv(lab, "pve1", "create-local-job", j1, "pve3")
+    run_job(lab, "pve1", j0)
+    run_job(lab, "pve1", j1)
+    refused = pv(lab, "pve1", "reconcile", "--node", "pve2", check=False)
+    assert refused.returncode == 255 and refused.stdout == ""
+    assert refused.stderr.count("\n") == 1 and "runs on that node" in refused.stderr
+
+    def remote(*args: str, node: str = "pve3") -> dict[str, Any]:
+        done = api.remote(["reconcile", "--output-format", "json", *args], node)
+        assert done.returncode == 0, done.stderr
+        return dict(json.loads(done.stdout))
+
+    set_ha(lab, vmid, "recovery", "pve1")
+    guests.move(lab, vmid, "pve2")  # steal_service, just now
+    waiting = remote("--dry-run", "--guest", str(vmid))
+    assert (
+        waiting["steps"] == [] and "waiting until it is started" in waiting["findings"][0]["text"]
+    )
+    set_ha(lab, vmid, "started", "pve2")
+    dry = remote("--dry-run")  # the whole cluster, asked through pve3's API
+    mine = [s["text"] for s in dry["steps"] if s["vmid"] == vmid]
+    assert mine == [
+        f"job {j0}: source pve1 -> pve2, target pve2 -> pve1",
+        f"job {j1}: source pve1 -> pve2",
+    ]
+    deferred = [(d["jobid"], d["node"]) for d in dry["deferred"] if d["vmid"] == vmid]
+    assert deferred == [(j0, "pve2"), (j1, "pve2")]
+    assert [s for s in remote("--dry-run", "--node", "pve1")["steps"] if s["vmid"] == vmid] == []
+    assert (job_cfg(lab, j0)["source"], job_cfg(lab, j0)["target"]) == ("pve1", "pve2")  # dry
+
+    real = remote("--guest", str(vmid), node="pve1")
+    assert real["done"] == mine and real["failed"] == [] and real["skipped"] == []
+    assert (job_cfg(lab, j0)["source"], job_cfg(lab, j0)["target"]) == ("pve2", "pve1")
+    assert (job_cfg(lab, j1)["source"], job_cfg(lab, j1)["target"]) == ("pve2", "pve3")
+    assert remote("--dry-run", "--guest", str(vmid))["steps"] == []  # idempotent
+    assert not api.client_root.exists() or not any(api.client_root.rglob("*"))  # no local write
+    text = api.remote(["reconcile", "--dry-run", "--guest", str(vmid)], "pve2")
+    assert text.returncode == 0 and "cluster: nothing to do" in text.stdout, text.stdout
+
+    # the deferred part, on the guest's node. pve2 shares only job -0's snapshot with pve3, so
+    # it records no state for -0 (its run would delete job -1's base) and both jobs go on
+    # from the newest common snapshot, job -0 first as the scheduler orders them
+    local = reconcile(lab, "pve2")
+    assert steps_of(local) == [], local
+    assert any(f"also the base of job(s) {j1}" in f["text"] for f in local["findings"]), local
+    guests.write(lab, vmid)
+    for jobid in (j0, j1):
+        log = run_job(lab, "pve2", jobid)
+        assert "incremental sync" in log and "full sync" not in log, log
+    for node in ("pve1", "pve3"):
+        assert guests.checksum(lab, vmid, node) == guests.checksum(lab, vmid, "pve2")
+    print(f"wall time {time.monotonic() - t0:.1f}s")
+
+
+def test_ha_watcher_reacts_within_seconds(lab: Lab, clean: int, tmp_path: Path) -> None:
+    """``pverep reconcile --watch`` in the background on pve2 while HA recovers a guest from
+    pve1: nothing while the service is in 'recovery', the repair right after 'started'."""
+    vmid, job = clean, f"{clean}-0"
+    guests.create(lab, vmid, "pve1", "qemu", ["16M"])
+    pv(lab, "pve1", "create-local-job", job, "pve2")
+    run_job(lab, "pve1", job)
+    set_ha(lab, vmid, "started", "pve1")
+    log = tmp_path / "watch.log"
+    argv = ["pverep", "reconcile", "--watch", "--interval", "0.5", "--watch-duration", "60"]
+    with log.open("wb") as out:
+        proc = lab.popen("pve2", argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    watcher = None
+    try:
+        deadline = time.monotonic() + 20
+        while "watching" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.1)
+        assert "watching /etc/pve/ha/manager_status on pve2" in log.read_text(), log.read_text()
+        child = only_child(proc.pid)
+        watcher = record(child) if child is not None else None
+        assert watcher is not None
+
+        set_ha(lab, vmid, "recovery", "pve1")  # pve1 fenced; the CRM recovers the guest
+        guests.move(lab, vmid, "pve2")  # steal_service
+        time.sleep(2)  # four polls: HA is still recovering, the watcher must wait
+        assert job_cfg(lab, job)["source"] == "pve1", log.read_text()
+        set_ha(lab, vmid, "started", "pve2")
+        t0 = time.monotonic()
+        while job_cfg(lab, job)["source"] != "pve2" and time.monotonic() - t0 < 10:
+            time.sleep(0.1)
+        reacted = time.monotonic() - t0
+        assert (job_cfg(lab, job)["source"], job_cfg(lab, job)["target"]) == ("pve2", "pve1")
+        assert reacted < 5, (reacted, log.read_text())
+        deadline = time.monotonic() + 10  # the pass goes on with the state (pve1 is online)
+        while "record state" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        assert f"HA: guest {vmid} started on pve2 after 'recovery'" in log.read_text()
+        journal = lab.exec("pve2", ["cat", "/var/log/pve/replicate/reconcile"]).stdout
+        assert f"done: job {job}: source pve1 -> pve2, target pve2 -> pve1" in journal
+        status = json.loads(pv(lab, "pve2", "status", "--output-format", "json").stdout)
+        entry = next(e for e in status if e["id"] == job)
+        assert "source pve1 -> pve2" in entry.get("reconcile", ""), entry
+
+        assert watcher.kill(signal.SIGTERM)  # as systemd stops it
+        assert proc.wait(timeout=10) == 0, log.read_text()
+        text = log.read_text()
+        assert "stopping on signal 15" in text and "watcher stopped" in text
+        assert "Traceback" not in text
+    finally:
+        if watcher is not None and watcher.is_running():
+            watcher.kill()
+        proc.wait(timeout=70)
+    print(f"watcher reacted in {reacted:.2f}s")
