@@ -214,30 +214,6 @@ def check_import(plan: ImportPlan) -> None:
     plan.pool.check_import(plan.volname, plan.base, plan.allow_rename)
 
 
-def prepare_import(
-    target: TargetNode,
-    volid: str,
-    fmt: str,
-    *,
-    snapshot: str | None = None,
-    base: str | None = None,
-    allow_rename: bool = False,
-    delete_snapshot: str | None = None,
-) -> ImportPlan:
-    """``validate_import`` + ``check_import``, before any stream endpoint is opened."""
-    plan = validate_import(
-        target,
-        volid,
-        fmt,
-        snapshot=snapshot,
-        base=base,
-        allow_rename=allow_rename,
-        delete_snapshot=delete_snapshot,
-    )
-    check_import(plan)
-    return plan
-
-
 @contextlib.contextmanager
 def claimed_import(target: TargetNode, plan: ImportPlan) -> Iterator[ImportPlan]:
     """Register ``plan`` as the one import of its volume on this node for the block, first
