@@ -141,7 +141,7 @@ def _wait_locked(reg: ImportRegistry, volume: str) -> None:
     import fcntl
     import time
 
-    fd = os.open(reg.lock_path(volume), os.O_RDWR)
+    fd = os.open(reg.lock_path(volume), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         deadline = time.monotonic() + 5
         while True:
