@@ -100,5 +100,12 @@ class Paths:
         return self.migrate_lock_dir / f"pve-migrate-{vmid}"
 
     @property
+    def import_registry_dir(self) -> Path:
+        """pverep's own (not pvesr's): one lock + record per volume being imported on this
+        node, so that a newer import can find and supersede a stale one. Under /run: a
+        reboot ends every import, and so must forget them."""
+        return self._p("/run/pverep/imports")
+
+    @property
     def pverep_conf(self) -> Path:
         return self._p("/etc/pverep/pverep.conf")

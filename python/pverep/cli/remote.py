@@ -20,13 +20,16 @@ import click
 from pverep.cli import App, cli
 from pverep.config.storage import read_storage_cfg
 from pverep.engine import remote
-from pverep.errors import ValidationError
+from pverep.engine.importclaim import ImportRegistry
+from pverep.errors import ConfigError, ValidationError
 from pverep.storage.volumes import Volumes
 from pverep.storage.zfs import ZfsFlags, ZfsRunner
 from pverep.transport import LocalShell, tcp
 
 #: Set to 1 on nodes whose zfs speaks ``send -U`` / ``recv -x encryption`` (zfsutils ≥ 2.4.1).
 ENCRYPTION_AWARE_ENV = "PVEREP_ZFS_ENCRYPTION_AWARE"
+#: Seconds without input before an import aborts its receive (default 600; 0 = never).
+IMPORT_STALL_TIMEOUT_ENV = "PVEREP_IMPORT_STALL_TIMEOUT"
 
 _TRUE = {"1", "yes", "on", "true"}
 _FALSE = {"0", "no", "off", "false"}
@@ -77,7 +80,19 @@ def _target(app: App) -> remote.TargetNode:
         volumes=volumes,
         guest_node=_guest_node_lookup(app, node),
         log=_stderr,
+        imports=ImportRegistry(app.paths.import_registry_dir, _stderr),
     )
+
+
+def _import_stall_timeout() -> float | None:
+    text = os.environ.get(IMPORT_STALL_TIMEOUT_ENV)
+    if not text:
+        return remote.DEFAULT_IMPORT_STALL_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{IMPORT_STALL_TIMEOUT_ENV}: not a number: '{text}'") from None
+    return value if value > 0 else None
 
 
 def _split_list(values: Sequence[str]) -> list[str]:
@@ -198,8 +213,10 @@ def import_(
 ) -> None:
     """Import a volume stream (pvesm import): '-' stdin, tcp://<ip|cidr>, unix://<path>, file."""
     _bool("with-snapshots", with_snapshots)  # accepted for pvesm compatibility; zfs ignores it
-    plan = remote.prepare_import(
-        _target(app),
+    stall_timeout = _import_stall_timeout()
+    target = _target(app)
+    plan = remote.validate_import(
+        target,
         volume,
         fmt,
         snapshot=snapshot,
@@ -207,8 +224,8 @@ def import_(
         allow_rename=_bool("allow-rename", allow_rename),
         delete_snapshot=delete_snapshot,
     )
-    with _import_source(filename) as fd:
-        volid = remote.run_import(plan, fd, on_stderr=_stderr)
+    with remote.claimed_import(target, plan) as claimed, _import_source(filename) as fd:
+        volid = remote.run_import(claimed, fd, on_stderr=_stderr, stall_timeout=stall_timeout)
     click.echo(f"successfully imported '{volid}'")
 
 

@@ -7,12 +7,14 @@ an HA recovery onto this node, the "replica" volumes ARE the guest's live disks.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from pverep import _core
 from pverep.config.storage import StorageConfig
+from pverep.engine.importclaim import ImportClaim, ImportRegistry
 from pverep.engine.prepare import Log, prepare
 from pverep.errors import PverepError, ValidationError
 from pverep.storage.volumes import Volumes
@@ -31,6 +33,10 @@ from pverep.validate import (
 #: The stream formats a zfspool storage exports and imports.
 ZFS_FORMAT = "zfs"
 _PLUGIN = "PVE::Storage::ZFSPoolPlugin"
+#: Seconds without a byte on the import's input before the receive is aborted. Generous: the
+#: source's own watchdog (same default) normally ends a stalled transfer first; this one is for
+#: a source that vanished without closing the connection (a partition).
+DEFAULT_IMPORT_STALL_TIMEOUT = 600.0
 
 
 @dataclass
@@ -43,6 +49,8 @@ class TargetNode:
     #: The cluster vmlist: vmid → node the guest's config lives on (None: no such guest).
     guest_node: Callable[[int], str | None]
     log: Log
+    #: Running imports on this node (None: no superseding, e.g. in unit tests).
+    imports: ImportRegistry | None = None
 
 
 def refuse_local_guest(target: TargetNode, vmid: int) -> None:
@@ -170,9 +178,11 @@ class ImportPlan:
     base: str | None
     allow_rename: bool
     delete_snapshot: str | None
+    #: This import's registration as the one import of the volume (see ``claimed_import``).
+    claim: ImportClaim | None = None
 
 
-def prepare_import(
+def validate_import(
     target: TargetNode,
     volid: str,
     fmt: str,
@@ -182,9 +192,9 @@ def prepare_import(
     allow_rename: bool = False,
     delete_snapshot: str | None = None,
 ) -> ImportPlan:
-    """Validate an import before any stream endpoint is opened: format, snapshot names,
-    storage, owner (refusing a guest living on this node: ``zfs recv -F`` would roll back or
-    overwrite its live disk) and the plugin's pre-checks."""
+    """Validate an import without touching zfs: format, snapshot names, storage, owner
+    (refusing a guest living on this node: ``zfs recv -F`` would roll back or overwrite its
+    live disk)."""
     _check_format(fmt, "import")
     _snap(snapshot)
     base = _snap(base)
@@ -196,15 +206,48 @@ def prepare_import(
     if owner is None:
         raise PverepError(f"volume '{volid}' has wrong owner")
     refuse_local_guest(target, owner)
-    pool.check_import(volname, base, allow_rename)
     return ImportPlan(pool, volname, base, allow_rename, delete_snapshot)
 
 
-def run_import(plan: ImportPlan, stdin: int, *, on_stderr: LineSink | None = None) -> str:
-    """Receive the stream from the fd ``stdin``; returns the imported volid."""
+def check_import(plan: ImportPlan) -> None:
+    """The plugin's pre-checks (base exists / volume does not)."""
+    plan.pool.check_import(plan.volname, plan.base, plan.allow_rename)
+
+
+@contextlib.contextmanager
+def claimed_import(target: TargetNode, plan: ImportPlan) -> Iterator[ImportPlan]:
+    """Register ``plan`` as the one import of its volume on this node for the block, first
+    stopping a stale import of the same volume (``importclaim``: safe because a second import
+    of a volume can only come from a run that gave up on the first), then run the pre-checks
+    against what that import left behind. Validate first: nothing is stopped for a request
+    that would be refused anyway."""
+    if target.imports is None:
+        check_import(plan)
+        yield plan
+        return
+    with target.imports.claim(plan.pool.dataset(plan.volname)) as claim:
+        check_import(plan)
+        yield replace(plan, claim=claim)
+
+
+def run_import(
+    plan: ImportPlan,
+    stdin: int,
+    *,
+    on_stderr: LineSink | None = None,
+    stall_timeout: float | None = DEFAULT_IMPORT_STALL_TIMEOUT,
+) -> str:
+    """Receive the stream from the fd ``stdin``; returns the imported volid. ``stall_timeout``
+    seconds without input abort the receive (None: wait forever)."""
     pool = plan.pool
     imported = pool.import_(
-        plan.volname, stdin, plan.base, allow_rename=plan.allow_rename, on_stderr=on_stderr
+        plan.volname,
+        stdin,
+        plan.base,
+        allow_rename=plan.allow_rename,
+        on_stderr=on_stderr,
+        stall_timeout=stall_timeout,
+        on_receiver=None if plan.claim is None else plan.claim.set_receiver,
     )
     if plan.delete_snapshot is not None:
         pool.delete_snapshot(parse_volume_id(imported)[1], plan.delete_snapshot)
@@ -222,9 +265,10 @@ def import_volume(
     allow_rename: bool = False,
     delete_snapshot: str | None = None,
     on_stderr: LineSink | None = None,
+    stall_timeout: float | None = DEFAULT_IMPORT_STALL_TIMEOUT,
 ) -> str:
-    """§5.7 ``import`` from an already open fd: ``prepare_import`` + ``run_import``."""
-    plan = prepare_import(
+    """§5.7 ``import`` from an already open fd: validate, claim the volume, check, receive."""
+    plan = validate_import(
         target,
         volid,
         fmt,
@@ -233,7 +277,8 @@ def import_volume(
         allow_rename=allow_rename,
         delete_snapshot=delete_snapshot,
     )
-    return run_import(plan, stdin, on_stderr=on_stderr)
+    with claimed_import(target, plan) as claimed:
+        return run_import(claimed, stdin, on_stderr=on_stderr, stall_timeout=stall_timeout)
 
 
 def export_volume(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pverep import _core
 from pverep.config.storage import StorageDef, parse_volname
 from pverep.errors import PverepError
-from pverep.transport.base import DEVNULL, CommandError, LineSink, Process, Shell
+from pverep.transport.base import DEVNULL, PIPE, CommandError, LineSink, Process, Shell
 
 log = logging.getLogger(__name__)
 
@@ -197,10 +197,13 @@ class ZfsRunner:
         stdin: int = DEVNULL,
         stdout: int = DEVNULL,
         on_stderr: LineSink | None = None,
+        new_group: bool = False,
     ) -> Process:
         """Start a stream command (send/recv): no timeout; stderr tail kept by the Process."""
         log.debug("zfs stream on %s: %s", self.shell.node, list(argv))
-        return self.shell.spawn(argv, stdin=stdin, stdout=stdout, on_stderr=on_stderr)
+        return self.shell.spawn(
+            argv, stdin=stdin, stdout=stdout, on_stderr=on_stderr, new_group=new_group
+        )
 
     def finish(self, proc: Process) -> None:
         """Wait for a stream command; ZfsError with its last stderr line on failure."""
@@ -345,23 +348,60 @@ class ZfsPool:
         *,
         allow_rename: bool = False,
         on_stderr: LineSink | None = None,
+        stall_timeout: float | None = None,
+        on_receiver: Callable[[int], None] | None = None,
     ) -> str:
         """Receive a stream from ``stdin`` (fd); returns the volid. On failure the volume is
         rolled back to ``base`` (or destroyed when it was new) and the error re-raised.
-        Call ``check_import`` first (before the stream endpoint is opened)."""
+        Call ``check_import`` first (before the stream endpoint is opened).
+
+        The bytes go through ``_core.Pump`` rather than straight into ``zfs recv``: its stall
+        watchdog aborts a receive whose sender vanished without closing the connection
+        (``stall_timeout`` s without a byte), and ``zfs recv`` reads a pipe only this process
+        writes, so when this process dies the receive sees end of stream instead of waiting
+        on a peer that may never come back. ``zfs recv`` leads a process group of its own
+        (``on_receiver`` gets its pid) so a superseding import can stop exactly it."""
         ds = self.dataset(volname)
         proc = self.runner.spawn(
             recv_argv(ds, exclude_encryption=self.flags.encryption_aware),
-            stdin=stdin,
+            stdin=PIPE,
             on_stderr=on_stderr,
+            new_group=True,
         )
+        assert proc.stdin is not None
+        stalled: _core.StallError | None = None
+        pump_error: _core.PumpError | None = None
+        try:
+            if on_receiver is not None:
+                on_receiver(proc.pid)
+            _core.Pump(stdin, proc.stdin.fileno(), stall_timeout=stall_timeout).run()
+        except _core.StallError as err:
+            stalled = err
+            proc.kill()  # nothing arrives: abort the receive now, not at end of stream
+        except _core.PumpError as err:
+            pump_error = err  # e.g. EPIPE because zfs recv failed: its error says more
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            proc.stdin.close()
+        failure: ZfsError | None = None
         try:
             self.runner.finish(proc)
-        except ZfsError:
-            cleanup = rollback_argv(ds, base) if base else destroy_after_failed_import_argv(ds)
-            try:
-                self.runner.run(cleanup, timeout=None)
-            except ZfsError as cleanup_err:
-                log.warning("cleanup after failed import: %s", cleanup_err)
-            raise
+        except ZfsError as err:
+            failure = err
+        if stalled is not None:
+            failure = ZfsError(f"import of '{ds}' stalled - {stalled}")
+        elif failure is None and pump_error is not None:
+            failure = ZfsError(f"import of '{ds}' failed - {pump_error}")
+        if failure is not None:
+            self._cleanup_failed_import(ds, base)
+            raise failure
         return self.volid(parse_volname(self.storage, volname).name)
+
+    def _cleanup_failed_import(self, ds: str, base: str | None) -> None:
+        cleanup = rollback_argv(ds, base) if base else destroy_after_failed_import_argv(ds)
+        try:
+            self.runner.run(cleanup, timeout=None)
+        except ZfsError as cleanup_err:
+            log.warning("cleanup after failed import: %s", cleanup_err)

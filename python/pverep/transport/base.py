@@ -7,7 +7,9 @@ nothing else spawns processes or builds command strings.
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
+import signal
 import subprocess
 import threading
 from collections import deque
@@ -125,9 +127,12 @@ class Process:
         *,
         on_stderr: LineSink | None = None,
         tail_lines: int = STDERR_TAIL_LINES,
+        leads_group: bool = False,
     ) -> None:
         self._popen = popen
         self.argv = list(argv)
+        #: Started as the leader of its own process group: kill() ends the whole group.
+        self.leads_group = leads_group
         self._tail = StderrTail(tail_lines, on_stderr)
         self._reader: threading.Thread | None = None
         if popen.stderr is not None:
@@ -168,9 +173,14 @@ class Process:
         return rc
 
     def kill(self) -> None:
-        """Kill this child (by its own pid), reap it and close our pipe ends."""
+        """Kill this child (by its own pid; its whole group when it leads one), reap it and
+        close our pipe ends. The pid cannot be recycled before we reap it."""
         if self._popen.poll() is None:
-            self._popen.kill()
+            if self.leads_group:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._popen.pid, signal.SIGKILL)
+            else:
+                self._popen.kill()
         self._popen.wait()
         if self._reader is not None:
             self._reader.join()
@@ -229,9 +239,12 @@ class Shell(Protocol):
         stdin: int = DEVNULL,
         stdout: int = PIPE,
         on_stderr: LineSink | None = None,
+        new_group: bool = False,
     ) -> Process:
         """Start ``argv``; ``stdin``/``stdout`` are fds (handed to the child, not closed here),
-        PIPE or DEVNULL. stderr is always drained into the process's bounded tail."""
+        PIPE or DEVNULL. stderr is always drained into the process's bounded tail.
+        ``new_group``: the child leads a process group of its own, so that it and anything it
+        starts can be stopped together (``Process.kill``) without touching our own group."""
         ...
 
 
@@ -261,7 +274,14 @@ def spawn_argv(
     stdin: int = DEVNULL,
     stdout: int = PIPE,
     on_stderr: LineSink | None = None,
+    new_group: bool = False,
 ) -> Process:
     """Start a fully built local argv (shared by LocalShell and SshShell)."""
-    popen = subprocess.Popen(list(argv), stdin=stdin, stdout=stdout, stderr=PIPE)
-    return Process(popen, argv, on_stderr=on_stderr)
+    popen = subprocess.Popen(
+        list(argv),
+        stdin=stdin,
+        stdout=stdout,
+        stderr=PIPE,
+        process_group=0 if new_group else None,
+    )
+    return Process(popen, argv, on_stderr=on_stderr, leads_group=new_group)

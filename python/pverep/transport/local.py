@@ -40,5 +40,8 @@ class LocalShell:
         stdin: int = DEVNULL,
         stdout: int = PIPE,
         on_stderr: LineSink | None = None,
+        new_group: bool = False,
     ) -> Process:
-        return spawn_argv(self.command(argv), stdin=stdin, stdout=stdout, on_stderr=on_stderr)
+        return spawn_argv(
+            self.command(argv), stdin=stdin, stdout=stdout, on_stderr=on_stderr, new_group=new_group
+        )

@@ -263,6 +263,9 @@ class SshShell:
         stdin: int = DEVNULL,
         stdout: int = PIPE,
         on_stderr: LineSink | None = None,
+        new_group: bool = False,
     ) -> Process:
         self.open()
-        return spawn_argv(self.command(argv), stdin=stdin, stdout=stdout, on_stderr=on_stderr)
+        return spawn_argv(
+            self.command(argv), stdin=stdin, stdout=stdout, on_stderr=on_stderr, new_group=new_group
+        )

@@ -1,0 +1,175 @@
+"""The per-volume import registry with real processes: a stale importer and its receiver's
+process group are stopped, a recycled pid is never signalled, a finished import unregisters."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pverep.engine.importclaim import ImportRecord, ImportRegistry
+from pverep.errors import PverepError
+from pverep.transport import procs
+from pverep.transport.procs import ProcessId
+
+VOLUME = "rpool/data/subvol-100-disk-0"
+
+#: A stand-in for a stale `pverep import`: claims the volume, starts a "receiver" leading its
+#: own process group (with a child of its own), records it, says ready, then hangs.
+HOLDER = textwrap.dedent(
+    """
+    import subprocess, sys, time
+    from pathlib import Path
+    from pverep.engine.importclaim import ImportRegistry
+    reg = ImportRegistry(Path(sys.argv[1]), print)
+    claim = reg.claim(sys.argv[2])
+    recv = subprocess.Popen(["sh", "-c", "sleep 600 & wait"], process_group=0)
+    claim.set_receiver(recv.pid)
+    print("ready", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+@pytest.fixture
+def holder(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path), VOLUME], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "ready\n"
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    proc.stdout.close()
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            rest = stat[stat.rindex(")") + 2 :].split()
+            if int(rest[2]) == pgid and rest[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+def test_claim_records_itself_and_its_receiver_and_release_unregisters(tmp_path: Path) -> None:
+    lines: list[str] = []
+    reg = ImportRegistry(tmp_path, lines.append)
+    with subprocess.Popen(["sleep", "30"]) as child:
+        try:
+            with reg.claim(VOLUME) as claim:
+                rec = reg.read(VOLUME)
+                assert rec is not None and rec.importer == procs.this_process()
+                assert rec.receiver is None
+                claim.set_receiver(child.pid)
+                rec = reg.read(VOLUME)
+                assert rec is not None and rec.receiver == procs.identify(child.pid)
+            assert reg.read(VOLUME) is None
+            with reg.claim(VOLUME):  # free again at once, nobody to stop
+                pass
+        finally:
+            child.kill()
+    assert lines == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rpool%2Fdata%2Fsubvol-100-disk-0.lock"]
+
+
+def test_newer_claim_stops_the_stale_importer_and_its_receivers_group(
+    tmp_path: Path, holder: subprocess.Popen[str]
+) -> None:
+    reg = ImportRegistry(tmp_path, lambda line: None)
+    stale = reg.read(VOLUME)
+    assert stale is not None and stale.receiver is not None
+    assert stale.importer.pid == holder.pid
+    group = _group_members(stale.receiver.pid)
+    assert len(group) == 2  # sh and its sleep
+
+    lines: list[str] = []
+    reg = ImportRegistry(tmp_path, lines.append, receiver_grace=0.2)
+    with reg.claim(VOLUME):
+        assert holder.wait(5) == -signal.SIGKILL
+        assert not procs.is_running(stale.receiver)
+        assert _group_members(stale.receiver.pid) == []
+        rec = reg.read(VOLUME)
+        assert rec is not None and rec.importer == procs.this_process()
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        f"stopping stale import of '{VOLUME}' (pid {holder.pid}, "
+        f"zfs recv pid {stale.receiver.pid}, started "
+    )
+    assert lines[0].endswith("): superseded by this import")
+
+
+def test_a_recycled_pid_is_never_signalled(tmp_path: Path) -> None:
+    """The lock is held by a live process whose record names a pid now used by another
+    process (other start time): that process survives, the claim gives up after its timeout."""
+    reg = ImportRegistry(tmp_path, lambda line: None, timeout=0.5, receiver_grace=0.1)
+    with subprocess.Popen(["sleep", "30"]) as bystander:
+        try:
+            locker = subprocess.Popen(
+                ["flock", str(reg.lock_path(VOLUME)), "sleep", "30"], stdin=subprocess.DEVNULL
+            )
+            real = procs.identify(bystander.pid)
+            assert real is not None
+            fake = ProcessId(real.pid, real.start + 1)
+            reg.write(ImportRecord(VOLUME, fake, fake, 0.0))
+            try:
+                _wait_locked(reg, VOLUME)
+                with pytest.raises(PverepError, match=r"did not stop within 0\.5 s"):
+                    reg.claim(VOLUME)
+                assert procs.is_running(real)
+            finally:
+                locker.kill()
+                locker.wait()
+        finally:
+            bystander.kill()
+
+
+def _wait_locked(reg: ImportRegistry, volume: str) -> None:
+    import fcntl
+    import time
+
+    fd = os.open(reg.lock_path(volume), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            except BlockingIOError:
+                return
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"{",
+        b"[]",
+        b'{"volume":"x"}',
+        b'{"volume":"x","importer":["a",1],"receiver":null,"since":0}',
+    ],
+)
+def test_a_malformed_record_is_ignored(data: bytes) -> None:
+    assert ImportRecord.from_json(data) is None
+
+
+def test_record_round_trip() -> None:
+    rec = ImportRecord(VOLUME, ProcessId(10, 20), ProcessId(11, 21), 1234.0)
+    assert ImportRecord.from_json(rec.to_json()) == rec
