@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,7 +94,9 @@ def test_newer_claim_stops_the_stale_importer_and_its_receivers_group(
     stale = reg.read(VOLUME)
     assert stale is not None and stale.receiver is not None
     assert stale.importer.pid == holder.pid
-    group = _group_members(stale.receiver.pid)
+    deadline = time.monotonic() + 5  # the receiver's sh may not have started its sleep yet
+    while len(group := _group_members(stale.receiver.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert len(group) == 2  # sh and its sleep
 
     lines: list[str] = []
