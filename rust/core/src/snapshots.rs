@@ -14,6 +14,8 @@ use memchr::memchr;
 
 use crate::error::{Error, Result};
 
+mod scan;
+
 /// One snapshot of one dataset, owned.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Snapshot {
@@ -137,6 +139,7 @@ impl SnapshotTable {
         i
     }
 
+    #[inline]
     fn push(&mut self, group: usize, snap: SnapshotRef<'_>, lineno: usize) -> Result<()> {
         let too_large = || Error::parse(lineno, "snapshot list too large (over 4 GiB)");
         let name_start = u32::try_from(self.names.len()).map_err(|_| too_large())?;
@@ -237,6 +240,10 @@ impl Builder {
         let mut pos = 0;
         while pos < bytes.len() {
             self.lines += 1;
+            if let Some(next) = self.feed_line_fast(text, pos) {
+                pos = next;
+                continue;
+            }
             let end = memchr(b'\n', &bytes[pos..]).map_or(bytes.len(), |i| pos + i);
             let line = &text[pos..end];
             pos = end + 1;
@@ -254,6 +261,49 @@ impl Builder {
             t.push(group, snap, lineno)?;
         }
         Ok(())
+    }
+
+    /// The common case in one pass over the line, without looking anything up: a
+    /// well-formed line of the dataset of the previous line (zfs lists a dataset's snapshots
+    /// together). Returns where the next line starts, or `None` (nothing consumed) for
+    /// anything else, which the general path then parses, groups or reports.
+    #[inline]
+    fn feed_line_fast(&mut self, text: &str, start: usize) -> Option<usize> {
+        let b = text.as_bytes();
+        let group = self.current?;
+        let dataset = self.table.datasets[group].name.as_bytes();
+        // The current dataset has no '@' (it was cut at the first one), so a line starting
+        // with it and '@' has its first '@' right there.
+        let at = start + dataset.len();
+        if b.get(at) != Some(&b'@') || !b[start..].starts_with(dataset) {
+            return None;
+        }
+        let tab = scan::find_tab_or_newline(b, at + 1);
+        if tab == at + 1 || b.get(tab) != Some(&b'\t') {
+            return None;
+        }
+        let (guid, p) = scan::parse_digits(b, tab + 1)?;
+        if p == tab + 1 || b.get(p) != Some(&b'\t') {
+            return None;
+        }
+        let (createtxg, q) = scan::parse_digits(b, p + 1)?;
+        if q == p + 1 || b.get(q) != Some(&b'\t') {
+            return None;
+        }
+        let (creation, end) = scan::parse_digits(b, q + 1)?;
+        if end == q + 1 || (end < b.len() && b[end] != b'\n') {
+            return None;
+        }
+        let creation = i64::try_from(creation).ok()?;
+        let snap = SnapshotRef {
+            // Cut at ASCII delimiters, so on char boundaries.
+            name: &text[at + 1..tab],
+            guid,
+            createtxg,
+            creation,
+        };
+        self.table.push(group, snap, self.lines).ok()?;
+        Some(end + 1)
     }
 
     fn finish(mut self) -> SnapshotTable {
@@ -470,6 +520,7 @@ fn clip(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const LIST: &str =
         "rpool/data/vm-100-disk-0@__replicate_100-0_1700000000__\t111\t10\t1700000000\n\
@@ -584,5 +635,87 @@ rpool/data/vm-100-disk-1@__replicate_100-0_1700000000__\t211\t10\t1700000000\n";
         assert_eq!(parse_zfs_get(b"x\ty\t\n").unwrap()[0].1[0].1, "");
         let (line, _) = err_line(parse_zfs_get(b"x\ty\tz\nonly-two\tcols\n"));
         assert_eq!(line, 2);
+    }
+
+    /// The obvious implementation, line by line through the general (slow) line parser.
+    fn reference(data: &str) -> Result<Vec<(String, Vec<Snapshot>)>> {
+        let mut out: Vec<(String, Vec<Snapshot>)> = Vec::new();
+        for (lineno, line) in data.split('\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            let (dataset, snap) = parse_list_line_slow(line, lineno + 1)?;
+            match out.iter_mut().find(|(d, _)| d == dataset) {
+                Some((_, snaps)) => snaps.push(snap.to_snapshot()),
+                None => out.push((dataset.to_owned(), vec![snap.to_snapshot()])),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Lines that are mostly well-formed (so whole listings often are), with every way to be
+    /// slightly wrong mixed in.
+    fn listing() -> impl Strategy<Value = String> {
+        fn mostly<T: Clone + std::fmt::Debug + 'static>(
+            good: Vec<T>,
+            odd: Vec<T>,
+        ) -> BoxedStrategy<T> {
+            prop_oneof![30 => prop::sample::select(good), 1 => prop::sample::select(odd)].boxed()
+        }
+        let dataset = mostly(
+            vec!["p/a", "p/a/b", "p/ab", "p", "p/\u{e9}"],
+            vec!["", "p/a@x", "p/a\r"],
+        );
+        let at = mostly(vec!["@"], vec!["", "@@"]);
+        let name = mostly(
+            vec![
+                "s",
+                "__replicate_100-0_1700000000__",
+                "autosnap_2023-11-14_22:00:00_hourly",
+                "\u{e9}t\u{e9}",
+            ],
+            vec!["", "x@y", "a b", "a\tb", "s\r"],
+        );
+        let number = prop_oneof![
+            30 => any::<u64>().prop_map(|n| n.to_string()),
+            10 => (0u64..100_000).prop_map(|n| n.to_string()),
+            1 => (0u64..100).prop_map(|n| format!("000{n}")),
+            1 => prop::sample::select(vec![
+                "", "-1", "+1", "1 ", "18446744073709551615", "18446744073709551616",
+                "9223372036854775807", "9223372036854775808", "99999999999999999999", "1x", "0",
+            ]).prop_map(str::to_owned),
+        ];
+        let count = prop_oneof![30 => Just(3usize), 1 => 1usize..6];
+        let numbers = count.prop_flat_map(move |n| prop::collection::vec(number.clone(), n));
+        let end = mostly(vec!["\n"], vec!["\n\n", "", "\r\n"]);
+        let line = (dataset, at, name, numbers, end)
+            .prop_map(|(d, at, n, nums, end)| format!("{d}{at}{n}\t{}{end}", nums.join("\t")));
+        prop::collection::vec(line, 0..12).prop_map(|lines| lines.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn parser_agrees_with_reference(data in listing(), piece in 1usize..40) {
+            let want = reference(&data);
+            let got = parse_snapshot_list(data.as_bytes());
+            let streamed = SnapshotTable::parse_reader(&mut Trickle(data.as_bytes(), piece), 0).unwrap();
+            match want {
+                Ok(want) => {
+                    prop_assert!(data.is_empty() || !want.is_empty());
+                    prop_assert_eq!(got.as_ref().ok(), Some(&want));
+                    let streamed = streamed.unwrap();
+                    let streamed: Vec<(String, Vec<Snapshot>)> = (0..streamed.dataset_count())
+                        .map(|i| (streamed.dataset_name(i).to_owned(), streamed.snapshots(i).map(|s| s.to_snapshot()).collect()))
+                        .collect();
+                    prop_assert_eq!(streamed, want);
+                }
+                Err(Error::Parse { line, message }) => {
+                    let (gl, gm) = err_line(got);
+                    prop_assert_eq!((gl, gm), (line, message.clone()));
+                    prop_assert_eq!(err_line(streamed), (line, message));
+                }
+                Err(other) => prop_assert!(false, "unexpected {other:?}"),
+            }
+        }
     }
 }
