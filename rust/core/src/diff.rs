@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::snapshots::{SnapshotRef, SnapshotTable};
+use crate::snapshots::{SnapshotRef, SnapshotRun, SnapshotTable};
 
 /// Every replication snapshot starts with this, whatever its job.
 pub const REPLICATION_PREFIX: &str = "__replicate_";
@@ -207,6 +207,62 @@ pub struct DatasetComparison<'a> {
     pub newest_common: Option<&'a str>,
 }
 
+/// Indexed access to one dataset's snapshots, either straight from the table
+/// ([`SnapshotRun`]) or collected (when the input interleaved datasets).
+trait Listing<'a> {
+    fn len(&self) -> usize;
+    fn name(&self, k: usize) -> &'a str;
+    fn guid(&self, k: usize) -> u64;
+    fn createtxg(&self, k: usize) -> u64;
+}
+
+impl<'a> Listing<'a> for SnapshotRun<'a> {
+    fn len(&self) -> usize {
+        SnapshotRun::len(self)
+    }
+    #[inline]
+    fn name(&self, k: usize) -> &'a str {
+        SnapshotRun::name(self, k)
+    }
+    #[inline]
+    fn guid(&self, k: usize) -> u64 {
+        SnapshotRun::guid(self, k)
+    }
+    #[inline]
+    fn createtxg(&self, k: usize) -> u64 {
+        SnapshotRun::createtxg(self, k)
+    }
+}
+
+impl<'a> Listing<'a> for &[SnapshotRef<'a>] {
+    fn len(&self) -> usize {
+        <[SnapshotRef<'a>]>::len(self)
+    }
+    fn name(&self, k: usize) -> &'a str {
+        self[k].name
+    }
+    fn guid(&self, k: usize) -> u64 {
+        self[k].guid
+    }
+    fn createtxg(&self, k: usize) -> u64 {
+        self[k].createtxg
+    }
+}
+
+/// Buffers reused from one dataset to the next.
+#[derive(Default)]
+struct Scratch<'a> {
+    /// Unmatched remote name -> index in the remote dataset.
+    index: FastMap<&'a str, usize>,
+    /// Per local snapshot: index of the remote one with the same name.
+    l_match: Vec<Option<usize>>,
+    /// Per remote snapshot: whether a local one has its name.
+    r_seen: Vec<bool>,
+    /// Snapshots of an interleaved dataset, collected.
+    l: Vec<SnapshotRef<'a>>,
+    r: Vec<SnapshotRef<'a>>,
+}
+
 /// Compare two whole listings dataset by dataset: datasets of `local` in its order, then those
 /// only `remote` has.
 pub fn compare_tables<'a>(
@@ -214,81 +270,42 @@ pub fn compare_tables<'a>(
     remote: &'a SnapshotTable,
 ) -> Vec<DatasetComparison<'a>> {
     let mut out = Vec::with_capacity(local.dataset_count());
-    // Reused across datasets: unmatched remote name -> (guid, index in the remote dataset).
-    let mut index: FastMap<&'a str, (u64, usize)> = FastMap::default();
-    let mut l: Vec<SnapshotRef<'a>> = Vec::new();
-    let mut r: Vec<SnapshotRef<'a>> = Vec::new();
-    let mut l_match: Vec<Option<usize>> = Vec::new();
-    let mut r_seen: Vec<bool> = Vec::new();
+    let mut scratch = Scratch::default();
     for (li, dataset) in local.dataset_names().enumerate() {
-        l.clear();
-        l.extend(local.snapshots(li));
-        r.clear();
-        if let Some(ri) = remote.find_dataset(dataset) {
-            r.extend(remote.snapshots(ri));
-        }
-        // Replicas list their snapshots in the same (creation) order, so most pairs line up
-        // by position; only the rest needs the name index. Names are unique per dataset, so
-        // a positional name match is the match.
-        l_match.clear();
-        l_match.resize(l.len(), None);
-        r_seen.clear();
-        r_seen.resize(r.len(), false);
-        let mut unmatched = false;
-        for (k, (ls, rs)) in l.iter().zip(&r).enumerate() {
-            if ls.name == rs.name {
-                l_match[k] = Some(k);
-                r_seen[k] = true;
-            } else {
-                unmatched = true;
-            }
-        }
-        if unmatched || l.len() != r.len() {
-            index.clear();
-            for (k, rs) in r.iter().enumerate().filter(|(k, _)| !r_seen[*k]) {
-                index.insert(rs.name, (rs.guid, k));
-            }
-            for (ls, m) in l.iter().zip(l_match.iter_mut()) {
-                if m.is_none() {
-                    if let Some(&(_, rk)) = index.get(ls.name) {
-                        *m = Some(rk);
-                        r_seen[rk] = true;
-                    }
-                }
-            }
-        }
-        let mut cmp = DatasetComparison {
-            dataset,
-            common: 0,
-            only_local: Vec::new(),
-            only_remote: Vec::new(),
-            diverged: Vec::new(),
-            newest_common: None,
+        // Both sides usually list the same datasets in the same order.
+        let ri = if li < remote.dataset_count() && remote.dataset_name(li) == dataset {
+            Some(li)
+        } else {
+            remote.find_dataset(dataset)
         };
-        let mut newest_txg = 0u64;
-        for (ls, m) in l.iter().zip(&l_match) {
-            match m {
-                None => cmp.only_local.push(ls.name),
-                Some(rk) if r[*rk].guid != ls.guid => cmp.diverged.push(ls.name),
-                Some(_) => {
-                    cmp.common += 1;
-                    if cmp.newest_common.is_none() || ls.createtxg > newest_txg {
-                        cmp.newest_common = Some(ls.name);
-                        newest_txg = ls.createtxg;
-                    }
+        let runs = (
+            local.snapshot_run(li),
+            ri.map_or(Some(None), |ri| remote.snapshot_run(ri).map(Some)),
+        );
+        let cmp = match runs {
+            (Some(l), Some(Some(r))) => compare_dataset(dataset, l, r, &mut scratch),
+            (Some(l), Some(None)) => compare_dataset(dataset, l, &[][..], &mut scratch),
+            _ => {
+                let (mut l, mut r) = (
+                    std::mem::take(&mut scratch.l),
+                    std::mem::take(&mut scratch.r),
+                );
+                l.clear();
+                l.extend(local.snapshots(li));
+                r.clear();
+                if let Some(ri) = ri {
+                    r.extend(remote.snapshots(ri));
                 }
+                let cmp = compare_dataset(dataset, &l[..], &r[..], &mut scratch);
+                (scratch.l, scratch.r) = (l, r);
+                cmp
             }
-        }
-        cmp.only_remote = r
-            .iter()
-            .zip(&r_seen)
-            .filter(|(_, seen)| !**seen)
-            .map(|(s, _)| s.name)
-            .collect();
+        };
         out.push(cmp);
     }
     for (ri, dataset) in remote.dataset_names().enumerate() {
-        if local.find_dataset(dataset).is_none() {
+        let same_place = ri < local.dataset_count() && local.dataset_name(ri) == dataset;
+        if !same_place && local.find_dataset(dataset).is_none() {
             out.push(DatasetComparison {
                 dataset,
                 common: 0,
@@ -300,6 +317,80 @@ pub fn compare_tables<'a>(
         }
     }
     out
+}
+
+fn compare_dataset<'a>(
+    dataset: &'a str,
+    l: impl Listing<'a>,
+    r: impl Listing<'a>,
+    scratch: &mut Scratch<'a>,
+) -> DatasetComparison<'a> {
+    let Scratch {
+        index,
+        l_match,
+        r_seen,
+        ..
+    } = scratch;
+    // Replicas list their snapshots in the same (creation) order, so most pairs line up by
+    // position; only the rest needs the name index. Names are unique per dataset, so a
+    // positional name match is the match.
+    l_match.clear();
+    l_match.resize(l.len(), None);
+    r_seen.clear();
+    r_seen.resize(r.len(), false);
+    let mut unmatched = l.len() != r.len();
+    for k in 0..l.len().min(r.len()) {
+        if l.name(k) == r.name(k) {
+            l_match[k] = Some(k);
+            r_seen[k] = true;
+        } else {
+            unmatched = true;
+        }
+    }
+    if unmatched {
+        index.clear();
+        for (k, _) in r_seen.iter().enumerate().filter(|(_, seen)| !**seen) {
+            index.insert(r.name(k), k);
+        }
+        for (k, m) in l_match.iter_mut().enumerate() {
+            if m.is_none() {
+                if let Some(&rk) = index.get(l.name(k)) {
+                    *m = Some(rk);
+                    r_seen[rk] = true;
+                }
+            }
+        }
+    }
+    let mut cmp = DatasetComparison {
+        dataset,
+        common: 0,
+        only_local: Vec::new(),
+        only_remote: Vec::new(),
+        diverged: Vec::new(),
+        newest_common: None,
+    };
+    let mut newest_txg = 0u64;
+    for (k, m) in l_match.iter().enumerate() {
+        match *m {
+            None => cmp.only_local.push(l.name(k)),
+            Some(rk) if r.guid(rk) != l.guid(k) => cmp.diverged.push(l.name(k)),
+            Some(_) => {
+                cmp.common += 1;
+                let txg = l.createtxg(k);
+                if cmp.newest_common.is_none() || txg > newest_txg {
+                    cmp.newest_common = Some(l.name(k));
+                    newest_txg = txg;
+                }
+            }
+        }
+    }
+    if unmatched {
+        cmp.only_remote = (0..r.len())
+            .filter(|&k| !r_seen[k])
+            .map(|k| r.name(k))
+            .collect();
+    }
+    cmp
 }
 
 /// A small multiply-rotate hasher (the FxHash scheme) for snapshot names: the maps here are

@@ -194,6 +194,20 @@ impl SnapshotTable {
         self.datasets[dataset].len
     }
 
+    /// Snapshots of dataset `dataset` as one [`SnapshotRun`], or `None` if the input
+    /// interleaved them with other datasets' (then use [`Self::snapshots`]).
+    pub fn snapshot_run(&self, dataset: usize) -> Option<SnapshotRun<'_>> {
+        let entries = match self.datasets[dataset].ranges.as_slice() {
+            [] => &[][..],
+            [r] => &self.entries[r.start as usize..r.end as usize],
+            _ => return None,
+        };
+        Some(SnapshotRun {
+            names: &self.names,
+            entries,
+        })
+    }
+
     /// Snapshots of dataset `dataset`, in input order.
     pub fn snapshots(&self, dataset: usize) -> impl Iterator<Item = SnapshotRef<'_>> + '_ {
         self.datasets[dataset]
@@ -206,6 +220,41 @@ impl SnapshotTable {
                 createtxg: e.createtxg,
                 creation: e.creation,
             })
+    }
+}
+
+/// The snapshots of one dataset as the table stores them, when they are one run (always for
+/// `zfs list` output, which lists each dataset's snapshots together): indexed access without
+/// building a `SnapshotRef` per snapshot, for whole-table work like the comparison.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotRun<'a> {
+    names: &'a str,
+    entries: &'a [Entry],
+}
+
+impl<'a> SnapshotRun<'a> {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    #[inline]
+    pub fn name(&self, k: usize) -> &'a str {
+        let e = &self.entries[k];
+        &self.names[e.name_start as usize..][..e.name_len as usize]
+    }
+
+    #[inline]
+    pub fn guid(&self, k: usize) -> u64 {
+        self.entries[k].guid
+    }
+
+    #[inline]
+    pub fn createtxg(&self, k: usize) -> u64 {
+        self.entries[k].createtxg
     }
 }
 

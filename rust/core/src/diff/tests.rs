@@ -389,3 +389,83 @@ proptest! {
         prop_assert_eq!(c.newest_common, common.last().copied());
     }
 }
+
+/// One side of a multi-dataset listing: (dataset, name) lines in listing order.
+fn listing_lines() -> impl Strategy<Value = Vec<(&'static str, &'static str)>> {
+    let dataset = || prop::sample::subsequence(NAMES.to_vec(), 0..NAMES.len()).prop_shuffle();
+    (
+        dataset(),
+        dataset(),
+        dataset(),
+        any::<bool>(),
+        prop::collection::vec(0u8..4, 64),
+    )
+        .prop_map(|(d, e, f, interleave, keys)| {
+            let mut lines: Vec<(&str, &str)> = [("d", d), ("e", e), ("f", f)]
+                .into_iter()
+                .flat_map(|(ds, names)| names.into_iter().map(move |n| (ds, n)))
+                .collect();
+            if interleave {
+                // Datasets' lines mixed (each dataset's own order changes too).
+                let mut keyed: Vec<_> = lines
+                    .iter()
+                    .zip(keys.iter().cycle())
+                    .map(|(l, k)| (*k, *l))
+                    .collect();
+                keyed.sort_by_key(|(k, _)| *k);
+                lines = keyed.into_iter().map(|(_, l)| l).collect();
+            }
+            lines
+        })
+}
+
+proptest! {
+    /// Several datasets, some only on one side, maybe interleaved (the collected path), agree
+    /// with a set-based reference, in local-then-remote-only dataset order.
+    #[test]
+    fn compare_tables_agrees_with_reference(
+        local in listing_lines(),
+        remote in listing_lines(),
+        guid_flip in prop::collection::vec(any::<bool>(), 3 * NAMES.len()),
+    ) {
+        let guid = |ds: &str, n: &str, remote: bool| {
+            let i = ["d", "e", "f"].iter().position(|x| *x == ds).unwrap() * NAMES.len()
+                + NAMES.iter().position(|x| *x == n).unwrap();
+            if remote && guid_flip[i] { 1000 + i } else { i }
+        };
+        let text = |lines: &[(&str, &str)], remote: bool| {
+            lines.iter().enumerate()
+                .map(|(k, (ds, n))| format!("{ds}@{n}\t{}\t{}\t{}\n", guid(ds, n, remote), k + 1, k + 1))
+                .collect::<String>()
+        };
+        let (lt, rt) = (text(&local, false), text(&remote, true));
+        let (l, r) = (SnapshotTable::parse(lt.as_bytes()).unwrap(), SnapshotTable::parse(rt.as_bytes()).unwrap());
+        let got = compare_tables(&l, &r);
+
+        // Local datasets first (first appearance), then remote-only ones (remote order).
+        let mut order: Vec<&str> = Vec::new();
+        for (ds, _) in local.iter().chain(&remote) {
+            if !order.contains(ds) {
+                order.push(ds);
+            }
+        }
+        prop_assert_eq!(got.iter().map(|c| c.dataset).collect::<Vec<_>>(), order.clone());
+        for (c, ds) in got.iter().zip(&order) {
+            let names = |lines: &[(&'static str, &'static str)]| -> Vec<&'static str> {
+                lines.iter().filter(|(d, _)| d == ds).map(|(_, n)| *n).collect()
+            };
+            let (ln, rn) = (names(&local), names(&remote));
+            let only_local: Vec<&str> = ln.iter().copied().filter(|n| !rn.contains(n)).collect();
+            let only_remote: Vec<&str> = rn.iter().copied().filter(|n| !ln.contains(n)).collect();
+            let both: Vec<&str> = ln.iter().copied().filter(|n| rn.contains(n)).collect();
+            let common: Vec<&str> = both.iter().copied().filter(|n| guid(ds, n, false) == guid(ds, n, true)).collect();
+            let diverged: Vec<&str> = both.iter().copied().filter(|n| guid(ds, n, false) != guid(ds, n, true)).collect();
+            // Lines are numbered by position, so createtxg grows with the listing order.
+            prop_assert_eq!(&c.only_local, &only_local);
+            prop_assert_eq!(&c.only_remote, &only_remote);
+            prop_assert_eq!(&c.diverged, &diverged);
+            prop_assert_eq!(c.common, common.len());
+            prop_assert_eq!(c.newest_common, common.last().copied());
+        }
+    }
+}
