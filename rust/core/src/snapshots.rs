@@ -5,8 +5,9 @@
 //! * `zfs get -Hp -o name,property,value [...]` — three columns, grouped by name.
 //!
 //! Both accept empty input, a trailing newline and blank lines; every error names the 1-based
-//! line. The list parser stores all snapshot names of a table in one arena and 32 bytes of
-//! numbers per snapshot, so a million-line listing costs tens of MB, not hundreds.
+//! line. The list parser stores all snapshot names of a table in one arena (a name repeated at
+//! the same position of consecutive datasets once) and 32 bytes of numbers per snapshot, so a
+//! million-line listing costs tens of MB, not hundreds.
 use std::collections::HashMap;
 use std::ops::Range;
 
@@ -96,7 +97,7 @@ impl SnapshotTable {
         reader: &mut impl std::io::Read,
         size_hint: usize,
     ) -> std::io::Result<Result<Self>> {
-        let mut buf = vec![0u8; 1 << 20];
+        let mut buf = vec![0u8; 1 << 18];
         let mut filled = 0;
         let mut b = Builder::new(size_hint, size_hint / 24);
         loop {
@@ -137,30 +138,6 @@ impl SnapshotTable {
         });
         self.index.insert(dataset.into(), i);
         i
-    }
-
-    #[inline]
-    fn push(&mut self, group: usize, snap: SnapshotRef<'_>, lineno: usize) -> Result<()> {
-        let too_large = || Error::parse(lineno, "snapshot list too large (over 4 GiB)");
-        let name_start = u32::try_from(self.names.len()).map_err(|_| too_large())?;
-        let name_len = u32::try_from(snap.name.len()).map_err(|_| too_large())?;
-        let index = u32::try_from(self.entries.len()).map_err(|_| too_large())?;
-        name_start.checked_add(name_len).ok_or_else(too_large)?;
-        self.names.push_str(snap.name);
-        self.entries.push(Entry {
-            guid: snap.guid,
-            createtxg: snap.createtxg,
-            creation: snap.creation,
-            name_start,
-            name_len,
-        });
-        let g = &mut self.datasets[group];
-        g.len += 1;
-        match g.ranges.last_mut() {
-            Some(r) if r.end == index => r.end += 1,
-            _ => g.ranges.push(index..index + 1),
-        }
-        Ok(())
     }
 
     /// Number of snapshots in the table.
@@ -264,6 +241,14 @@ struct Builder {
     current: Option<usize>,
     /// Lines consumed so far.
     lines: usize,
+    /// Entries of the current run of consecutive snapshots of one dataset, and of the run
+    /// before it. The snapshot at a given position of a run often has the same name as the
+    /// one at that position of the run before (all disks of a guest are snapshotted
+    /// together; sanoid and the like name snapshots by time), and then its name is stored
+    /// once: a million-line listing touches a third less memory, which page faults make
+    /// cost more than the extra comparison.
+    run: Range<usize>,
+    template: Range<usize>,
 }
 
 impl Builder {
@@ -276,6 +261,8 @@ impl Builder {
             },
             current: None,
             lines: 0,
+            run: 0..0,
+            template: 0..0,
         }
     }
 
@@ -307,7 +294,7 @@ impl Builder {
                 _ => t.group_for(dataset),
             };
             self.current = Some(group);
-            t.push(group, snap, lineno)?;
+            self.push(group, snap, lineno)?;
         }
         Ok(())
     }
@@ -351,8 +338,53 @@ impl Builder {
             createtxg,
             creation,
         };
-        self.table.push(group, snap, self.lines).ok()?;
+        self.push(group, snap, self.lines).ok()?;
         Some(end + 1)
+    }
+
+    #[inline]
+    fn push(&mut self, group: usize, snap: SnapshotRef<'_>, lineno: usize) -> Result<()> {
+        let too_large = || Error::parse(lineno, "snapshot list too large (over 4 GiB)");
+        let t = &mut self.table;
+        let len = t.entries.len();
+        let index = u32::try_from(len).map_err(|_| too_large())?;
+        index.checked_add(1).ok_or_else(too_large)?;
+        let g = &mut t.datasets[group];
+        let new_run = !matches!(g.ranges.last(), Some(r) if r.end == index);
+        if new_run {
+            self.template = std::mem::replace(&mut self.run, len..len);
+        }
+        let same_place = t.entries[self.template.clone()].get(len - self.run.start);
+        let (name_start, name_len) = match same_place {
+            Some(e)
+                if t.names.as_bytes()[e.name_start as usize..][..e.name_len as usize]
+                    == *snap.name.as_bytes() =>
+            {
+                (e.name_start, e.name_len)
+            }
+            _ => {
+                let name_start = u32::try_from(t.names.len()).map_err(|_| too_large())?;
+                let name_len = u32::try_from(snap.name.len()).map_err(|_| too_large())?;
+                name_start.checked_add(name_len).ok_or_else(too_large)?;
+                t.names.push_str(snap.name);
+                (name_start, name_len)
+            }
+        };
+        t.entries.push(Entry {
+            guid: snap.guid,
+            createtxg: snap.createtxg,
+            creation: snap.creation,
+            name_start,
+            name_len,
+        });
+        g.len += 1;
+        if new_run {
+            g.ranges.push(index..index + 1);
+        } else if let Some(r) = g.ranges.last_mut() {
+            r.end += 1;
+        }
+        self.run.end = len + 1;
+        Ok(())
     }
 
     fn finish(mut self) -> SnapshotTable {
