@@ -2,7 +2,7 @@
 //! a few tens of milliseconds, and the fields are short (names ~30 bytes, numbers 4–20
 //! digits), too short for SIMD searches to pay for their setup, too long for a byte loop.
 //!
-//! Every function reads whole 8-byte words; past the end of the input it sees zero bytes,
+//! Every function reads whole 8-byte words; past either end of the input it sees zero bytes,
 //! which are neither digits nor delimiters.
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -22,28 +22,6 @@ fn load8(b: &[u8], p: usize) -> u64 {
     }
 }
 
-/// High bit set in every byte of `w` that is zero. Borrows can only set bits above the
-/// first zero byte, so the lowest set bit is exact (all this module needs).
-#[inline(always)]
-fn zero_bytes(w: u64) -> u64 {
-    w.wrapping_sub(ONES) & !w & HIGHS
-}
-
-/// Index of the first `\t` or `\n` at or after `p`, or `b.len()` if there is none.
-#[inline(always)]
-pub fn find_tab_or_newline(b: &[u8], mut p: usize) -> usize {
-    while p < b.len() {
-        let w = load8(b, p);
-        let hit =
-            zero_bytes(w ^ (ONES * u64::from(b'\t'))) | zero_bytes(w ^ (ONES * u64::from(b'\n')));
-        if hit != 0 {
-            return (p + (hit.trailing_zeros() / 8) as usize).min(b.len());
-        }
-        p += 8;
-    }
-    b.len()
-}
-
 /// Value of 8 decimal digit values (0–9, one per byte, most significant in the lowest byte).
 #[inline(always)]
 fn combine8(mut v: u64) -> u64 {
@@ -54,39 +32,78 @@ fn combine8(mut v: u64) -> u64 {
     (v.wrapping_mul(10_000) + (v >> 32)) & 0xffff_ffff
 }
 
-const POW10: [u64; 9] = [
-    1,
-    10,
-    100,
-    1_000,
-    10_000,
-    100_000,
-    1_000_000,
-    10_000_000,
-    100_000_000,
-];
+const E8: u64 = 100_000_000;
 
-/// Parse the run of ASCII digits starting at `p`: `Some((value, end))` with `end` the index
-/// of the first non-digit (`end == p`: no digits), `None` if the value overflows `u64`.
-/// Leading zeros are fine, as in [`str::parse`].
+/// High bit set in every byte of `w` equal to `byte`, exactly (no borrows between bytes).
 #[inline(always)]
-pub fn parse_digits(b: &[u8], mut p: usize) -> Option<(u64, usize)> {
-    let mut acc: u64 = 0;
-    loop {
-        // Digits become 0..=9; anything else has a byte ≥ 10.
-        let x = load8(b, p) ^ (ONES * u64::from(b'0'));
-        let non_digit = (((x & !HIGHS) + ONES * 0x76) | x) & HIGHS;
-        let k = (non_digit.trailing_zeros() / 8) as usize; // 8 when all are digits
-        if k > 0 {
-            // Move the k digits to the top so the zeros below act as leading zeros.
-            let digits = combine8(x << (8 * (8 - k)));
-            acc = acc.checked_mul(POW10[k])?.checked_add(digits)?;
-            p += k;
+fn eq_bytes(w: u64, byte: u8) -> u64 {
+    let x = w ^ (ONES * u64::from(byte));
+    !(((x & !HIGHS) + !HIGHS) | x) & HIGHS
+}
+
+/// Positions of the first four `\t` or `\n` bytes at or after `p`; a missing fourth is
+/// `b.len()` (a last line without newline). `None` if there are fewer than three.
+///
+/// All words are loaded and tested independently of each other's contents, so the search
+/// does not wait for one field to be parsed before looking at the next (as a field-by-field
+/// scan would): the line's layout is known before any number is parsed.
+#[inline(always)]
+pub fn delimiters4(b: &[u8], mut p: usize) -> Option<[usize; 4]> {
+    let mut out = [b.len(); 4];
+    let mut found = 0;
+    while p < b.len() {
+        let w = load8(b, p);
+        let mut hits = eq_bytes(w, b'\t') | eq_bytes(w, b'\n');
+        while hits != 0 {
+            out[found] = p + (hits.trailing_zeros() / 8) as usize;
+            found += 1;
+            if found == 4 {
+                return Some(out);
+            }
+            hits &= hits - 1;
         }
-        if k < 8 {
-            return Some((acc, p));
-        }
+        p += 8;
     }
+    (found == 3).then_some(out)
+}
+
+/// The `m` (1..=8) bytes ending at `end` as digit values in the top bytes of a word (zeros
+/// below, which count as leading zeros), or `None` if one of them is not a digit.
+#[inline(always)]
+fn digits_ending_at(b: &[u8], end: usize, m: usize) -> Option<u64> {
+    let w = match end.checked_sub(8) {
+        Some(start) => load8(b, start),
+        None => {
+            let mut w = [0u8; 8];
+            w[8 - end..].copy_from_slice(&b[..end]);
+            u64::from_le_bytes(w)
+        }
+    };
+    let x = (w ^ (ONES * u64::from(b'0'))) & (!0u64 << (8 * (8 - m)));
+    let non_digit = (((x & !HIGHS) + ONES * 0x76) | x) & HIGHS;
+    (non_digit == 0).then(|| combine8(x))
+}
+
+/// The value of `b[start..end]` if it is 1 to 20 ASCII digits and fits a `u64`. Longer
+/// runs (leading zeros) are left to the general parser. The (up to three) 8-digit groups
+/// are independent of each other.
+#[inline(always)]
+pub fn parse_field(b: &[u8], start: usize, end: usize) -> Option<u64> {
+    let n = end.checked_sub(start)?;
+    if n == 0 || n > 20 {
+        return None;
+    }
+    let low = digits_ending_at(b, end, n.min(8))?;
+    if n <= 8 {
+        return Some(low);
+    }
+    let mid = digits_ending_at(b, end - 8, (n - 8).min(8))?;
+    let below = mid * E8 + low;
+    if n <= 16 {
+        return Some(below);
+    }
+    let high = digits_ending_at(b, end - 16, n - 16)?;
+    high.checked_mul(E8 * E8)?.checked_add(below)
 }
 
 #[cfg(test)]
@@ -95,52 +112,39 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn digits() {
-        let cases: &[(&str, Option<(u64, usize)>)] = &[
-            ("", Some((0, 0))),
-            ("x", Some((0, 0))),
-            ("7\t", Some((7, 1))),
-            ("12345678", Some((12_345_678, 8))),
-            ("123456789\n", Some((123_456_789, 9))),
-            ("18446744073709551615", Some((u64::MAX, 20))),
-            ("18446744073709551616", None),
-            ("99999999999999999999", None),
-            ("000000000000000000000000042\t", Some((42, 27))),
-            ("12:3", Some((12, 2))),
-            ("1/", Some((1, 1))),
-        ];
-        for (s, want) in cases {
-            assert_eq!(parse_digits(s.as_bytes(), 0), *want, "{s:?}");
-        }
-    }
-
-    #[test]
-    fn delimiters() {
-        assert_eq!(find_tab_or_newline(b"", 0), 0);
-        assert_eq!(find_tab_or_newline(b"abc", 0), 3);
-        assert_eq!(find_tab_or_newline(b"abcdefghij\tk", 0), 10);
-        assert_eq!(find_tab_or_newline(b"a\nb\tc", 0), 1);
-        assert_eq!(find_tab_or_newline(b"a\nb\tc", 2), 3);
-        assert_eq!(find_tab_or_newline("\u{0109}\u{010a}x\t".as_bytes(), 0), 5);
+    fn fields() {
+        let b = b"x12345678901234567890\t18446744073709551616\t0\t00000000000000000000042\t1a\t";
+        assert_eq!(parse_field(b, 1, 21), Some(12_345_678_901_234_567_890));
+        assert_eq!(parse_field(b, 22, 42), None);
+        assert_eq!(parse_field(b, 43, 44), Some(0));
+        assert_eq!(parse_field(b, 45, 68), None);
+        assert_eq!(parse_field(b, 69, 71), None);
+        assert_eq!(parse_field(b, 69, 69), None);
+        assert_eq!(parse_field(b"7", 0, 1), Some(7));
+        assert_eq!(delimiters4(b"a\tb\tc\td\ne", 0), Some([1, 3, 5, 7]));
+        assert_eq!(delimiters4(b"a\tb\tc\td", 0), Some([1, 3, 5, 7]));
+        assert_eq!(delimiters4(b"a\tb\nc", 0), None);
     }
 
     proptest! {
         #[test]
-        fn digits_agree_with_std(s in "[0-9]{0,25}[^0-9]?[0-9]{0,3}", pad in 0usize..9) {
-            let text = format!("{}{s}", "x".repeat(pad));
-            let run = s.bytes().take_while(u8::is_ascii_digit).count();
-            let want = if run == 0 { Some((0, pad)) } else {
-                s[..run].parse::<u64>().ok().map(|v| (v, pad + run))
-            };
-            prop_assert_eq!(parse_digits(text.as_bytes(), pad), want);
+        fn field_agrees_with_std(s in "[0-9]{0,25}|[0-9]{0,9}[^0-9][0-9]{0,12}", pad in 0usize..12) {
+            let text = format!("{}{s}\t", "x".repeat(pad));
+            let want = if s.len() > 20 { None } else { s.parse::<u64>().ok() };
+            prop_assert_eq!(parse_field(text.as_bytes(), pad, pad + s.len()), want);
         }
 
         #[test]
-        fn delimiter_agrees_with_position(s in "[a-z\t\n\u{80}-\u{3ff}]{0,40}", p in 0usize..40) {
+        fn delimiters_agree_with_positions(s in "[a-z0-9\t\n]{0,60}", p in 0usize..60) {
             let b = s.as_bytes();
             let p = p.min(b.len());
-            let want = b[p..].iter().position(|&c| c == b'\t' || c == b'\n').map_or(b.len(), |i| p + i);
-            prop_assert_eq!(find_tab_or_newline(b, p), want);
+            let mut found: Vec<usize> = (p..b.len()).filter(|&i| b[i] == b'\t' || b[i] == b'\n').take(4).collect();
+            let want = match found.len() {
+                4 => Some([found[0], found[1], found[2], found[3]]),
+                3 => { found.push(b.len()); Some([found[0], found[1], found[2], found[3]]) }
+                _ => None,
+            };
+            prop_assert_eq!(delimiters4(b, p), want);
         }
     }
 }
