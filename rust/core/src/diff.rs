@@ -211,6 +211,10 @@ pub struct DatasetComparison<'a> {
 /// ([`SnapshotRun`]) or collected (when the input interleaved datasets).
 trait Listing<'a> {
     fn len(&self) -> usize;
+    /// Whether snapshot `k` has the name of snapshot `j` of `other`.
+    fn same_name(&self, k: usize, other: &Self, j: usize) -> bool {
+        self.name(k) == other.name(j)
+    }
     fn name(&self, k: usize) -> &'a str;
     fn guid(&self, k: usize) -> u64;
     fn createtxg(&self, k: usize) -> u64;
@@ -219,6 +223,10 @@ trait Listing<'a> {
 impl<'a> Listing<'a> for SnapshotRun<'a> {
     fn len(&self) -> usize {
         SnapshotRun::len(self)
+    }
+    #[inline]
+    fn same_name(&self, k: usize, other: &Self, j: usize) -> bool {
+        SnapshotRun::same_name(self, k, other, j)
     }
     #[inline]
     fn name(&self, k: usize) -> &'a str {
@@ -284,7 +292,9 @@ pub fn compare_tables<'a>(
         );
         let cmp = match runs {
             (Some(l), Some(Some(r))) => compare_dataset(dataset, l, r, &mut scratch),
-            (Some(l), Some(None)) => compare_dataset(dataset, l, &[][..], &mut scratch),
+            (Some(l), Some(None)) => {
+                compare_dataset(dataset, l, SnapshotRun::default(), &mut scratch)
+            }
             _ => {
                 let (mut l, mut r) = (
                     std::mem::take(&mut scratch.l),
@@ -319,10 +329,10 @@ pub fn compare_tables<'a>(
     out
 }
 
-fn compare_dataset<'a>(
+fn compare_dataset<'a, L: Listing<'a>>(
     dataset: &'a str,
-    l: impl Listing<'a>,
-    r: impl Listing<'a>,
+    l: L,
+    r: L,
     scratch: &mut Scratch<'a>,
 ) -> DatasetComparison<'a> {
     let Scratch {
@@ -340,7 +350,7 @@ fn compare_dataset<'a>(
     r_seen.resize(r.len(), false);
     let mut unmatched = l.len() != r.len();
     for k in 0..l.len().min(r.len()) {
-        if l.name(k) == r.name(k) {
+        if l.same_name(k, &r, k) {
             l_match[k] = Some(k);
             r_seen[k] = true;
         } else {

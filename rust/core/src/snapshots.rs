@@ -203,7 +203,7 @@ impl SnapshotTable {
 /// The snapshots of one dataset as the table stores them, when they are one run (always for
 /// `zfs list` output, which lists each dataset's snapshots together): indexed access without
 /// building a `SnapshotRef` per snapshot, for whole-table work like the comparison.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct SnapshotRun<'a> {
     names: &'a str,
     entries: &'a [Entry],
@@ -222,6 +222,18 @@ impl<'a> SnapshotRun<'a> {
     pub fn name(&self, k: usize) -> &'a str {
         let e = &self.entries[k];
         &self.names[e.name_start as usize..][..e.name_len as usize]
+    }
+
+    /// Whether snapshot `k` has the same name as snapshot `j` of `other` (cheaper than
+    /// comparing the `name`s: no char-boundary checks, no library call for short names).
+    #[inline]
+    pub fn same_name(&self, k: usize, other: &SnapshotRun<'_>, j: usize) -> bool {
+        let (a, b) = (&self.entries[k], &other.entries[j]);
+        a.name_len == b.name_len
+            && scan::same_bytes(
+                &self.names.as_bytes()[a.name_start as usize..][..a.name_len as usize],
+                &other.names.as_bytes()[b.name_start as usize..][..b.name_len as usize],
+            )
     }
 
     #[inline]
@@ -311,7 +323,7 @@ impl Builder {
         // The current dataset has no '@' (it was cut at the first one), so a line starting
         // with it and '@' has its first '@' right there.
         let at = start + dataset.len();
-        if b.get(at) != Some(&b'@') || !b[start..].starts_with(dataset) {
+        if b.get(at) != Some(&b'@') || !scan::same_bytes(&b[start..at], dataset) {
             return None;
         }
         let [tab, p, q, end] = scan::delimiters4(b, at + 1)?;
@@ -349,8 +361,10 @@ impl Builder {
         let same_place = t.entries[self.template.clone()].get(len - self.run.start);
         let (name_start, name_len) = match same_place {
             Some(e)
-                if t.names.as_bytes()[e.name_start as usize..][..e.name_len as usize]
-                    == *snap.name.as_bytes() =>
+                if scan::same_bytes(
+                    &t.names.as_bytes()[e.name_start as usize..][..e.name_len as usize],
+                    snap.name.as_bytes(),
+                ) =>
             {
                 (e.name_start, e.name_len)
             }
