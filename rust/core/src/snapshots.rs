@@ -15,6 +15,7 @@ use memchr::memchr;
 
 use crate::error::{Error, Result};
 
+mod prefault;
 mod scan;
 
 /// One snapshot of one dataset, owned.
@@ -261,6 +262,8 @@ struct Builder {
     /// cost more than the extra comparison.
     run: Range<usize>,
     template: Range<usize>,
+    /// Page population ahead of the parser for the entries and the names.
+    prefault: (prefault::Prefault, prefault::Prefault),
 }
 
 impl Builder {
@@ -275,6 +278,7 @@ impl Builder {
             lines: 0,
             run: 0..0,
             template: 0..0,
+            prefault: Default::default(),
         }
     }
 
@@ -285,6 +289,22 @@ impl Builder {
             other => other,
         })?;
         let bytes = text.as_bytes();
+        // Populate what this chunk will probably fill (a line takes ~24 bytes or more, a name
+        // under a quarter of it); an underestimate only means some ordinary page faults.
+        let (t, entry) = (&self.table, std::mem::size_of::<Entry>());
+        let (entries, names) = (&t.entries, &t.names);
+        self.prefault.0.ahead(
+            entries.as_ptr().cast(),
+            entries.len() * entry,
+            entries.capacity() * entry,
+            (chunk.len() / 24 + 1) * entry,
+        );
+        self.prefault.1.ahead(
+            names.as_ptr(),
+            names.len(),
+            names.capacity(),
+            chunk.len() / 4,
+        );
         let mut pos = 0;
         while pos < bytes.len() {
             self.lines += 1;

