@@ -248,6 +248,9 @@ impl<'a> SnapshotRun<'a> {
     }
 }
 
+/// Input bytes per population step (a whole listing may come as one chunk).
+const POPULATE_PIECE: usize = 256 << 10;
+
 /// Incremental construction of a table from chunks of whole lines.
 struct Builder {
     table: SnapshotTable,
@@ -289,24 +292,14 @@ impl Builder {
             other => other,
         })?;
         let bytes = text.as_bytes();
-        // Populate what this chunk will probably fill (a line takes ~24 bytes or more, a name
-        // under a quarter of it); an underestimate only means some ordinary page faults.
-        let (t, entry) = (&self.table, std::mem::size_of::<Entry>());
-        let (entries, names) = (&t.entries, &t.names);
-        self.prefault.0.ahead(
-            entries.as_ptr().cast(),
-            entries.len() * entry,
-            entries.capacity() * entry,
-            (chunk.len() / 24 + 1) * entry,
-        );
-        self.prefault.1.ahead(
-            names.as_ptr(),
-            names.len(),
-            names.capacity(),
-            chunk.len() / 4,
-        );
         let mut pos = 0;
+        let mut populated_for = 0;
         while pos < bytes.len() {
+            if pos >= populated_for {
+                let piece = (bytes.len() - pos).min(POPULATE_PIECE);
+                self.populate_for(piece);
+                populated_for = pos + piece;
+            }
             self.lines += 1;
             if let Some(next) = self.feed_line_fast(text, pos) {
                 pos = next;
@@ -329,6 +322,23 @@ impl Builder {
             self.push(group, snap, lineno)?;
         }
         Ok(())
+    }
+
+    /// Populate the memory that parsing the next `input` bytes will probably fill (a line
+    /// takes ~24 bytes or more, its stored name well under a quarter of that); an
+    /// underestimate only means some ordinary page faults.
+    fn populate_for(&mut self, input: usize) {
+        let (t, entry) = (&self.table, std::mem::size_of::<Entry>());
+        let (entries, names) = (&t.entries, &t.names);
+        self.prefault.0.ahead(
+            entries.as_ptr().cast(),
+            entries.len() * entry,
+            entries.capacity() * entry,
+            (input / 24 + 1) * entry,
+        );
+        self.prefault
+            .1
+            .ahead(names.as_ptr(), names.len(), names.capacity(), input / 4);
     }
 
     /// The common case in one pass over the line, without looking anything up: a
@@ -700,6 +710,26 @@ rpool/data/vm-100-disk-1@__replicate_100-0_1700000000__\t211\t10\t1700000000\n";
         assert!(msg.contains("<dataset>@<snapshot>"), "{msg}");
         let (line, msg) = err_line(parse_snapshot_list(b"a@1\t1\t1\t1\n\xff\n"));
         assert_eq!((line, msg.as_str()), (2, "not valid UTF-8"));
+    }
+
+    #[test]
+    fn populates_little_beyond_what_a_big_chunk_fills() {
+        let data: String = (0..100_000)
+            .map(|i| format!("pool/ds-{}@snap-{i}\t{i}\t{i}\t{i}\n", i / 100))
+            .collect();
+        let mut b = Builder::new(data.len(), data.len() / 24);
+        b.feed(data.as_bytes()).unwrap();
+        let (entries, names) = (&b.table.entries, &b.table.names);
+        let entry = std::mem::size_of::<Entry>();
+        let limit = (1 << 20) + (POPULATE_PIECE / 24 + 1) * entry;
+        assert!(
+            b.prefault
+                .0
+                .beyond(entries.as_ptr().cast(), entries.len() * entry)
+                <= limit
+        );
+        assert!(b.prefault.1.beyond(names.as_ptr(), names.len()) <= limit);
+        assert_eq!(b.finish().len(), 100_000);
     }
 
     /// A reader that hands out a few bytes at a time, like a slow pipe.

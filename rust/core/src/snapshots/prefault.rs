@@ -43,6 +43,15 @@ impl Prefault {
     }
 }
 
+impl Prefault {
+    /// Bytes populated beyond the first `used` bytes of the buffer at `base`.
+    #[cfg(test)]
+    pub fn beyond(&self, base: *const u8, used: usize) -> usize {
+        assert_eq!(self.base, base as usize, "buffer moved");
+        self.done.saturating_sub(self.base + used)
+    }
+}
+
 #[cfg(target_os = "linux")]
 fn populate(addr: usize, len: usize) {
     // SAFETY: [addr, addr+len) is page-aligned spare capacity of a live Vec owned by the
