@@ -376,7 +376,7 @@ impl Builder {
         Some(end + 1)
     }
 
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, group: usize, snap: SnapshotRef<'_>, lineno: usize) -> Result<()> {
         let too_large = || Error::parse(lineno, "snapshot list too large (over 4 GiB)");
         let t = &mut self.table;
