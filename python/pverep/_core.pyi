@@ -46,9 +46,10 @@ class SnapshotParseError(CoreError):
     """Malformed `zfs list`/`zfs get` output; the message names the 1-based line."""
 
 class PumpError(CoreError):
-    """I/O failure in the pump; the message names the side (read or write)."""
+    """I/O failure in the pump; .side is 'read' or 'write', .errno the OS error number (if any)."""
 
     side: str | None
+    errno: int | None
 
 class StallError(PumpError):
     """No progress for stall_timeout seconds; .side is 'read' or 'write'."""

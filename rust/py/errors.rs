@@ -32,7 +32,7 @@ create_exception!(
     pverep._core,
     PumpError,
     CoreError,
-    "I/O failure in the pump; the message names the side (read or write)."
+    "I/O failure in the pump; .side is 'read' or 'write', .errno the OS error number (if any)."
 );
 create_exception!(
     pverep._core,
@@ -83,9 +83,13 @@ pub fn to_py(py: Python<'_>, err: Error) -> PyErr {
     match err {
         Error::Parse { .. } => SnapshotParseError::new_err(message),
         Error::InvalidArgument(_) => invalid_argument(py, message),
-        Error::Io { side, .. } => {
-            let e = PumpError::new_err(message);
-            set_side(py, &e, side)
+        Error::Io { side, source } => {
+            let e = set_side(py, &PumpError::new_err(message), side);
+            // Callers tell "the receiver closed its pipe" (EPIPE) from real I/O errors by it.
+            match e.value(py).setattr("errno", source.raw_os_error()) {
+                Ok(()) => e,
+                Err(err) => err,
+            }
         }
         Error::Stalled { side, .. } => {
             let e = StallError::new_err(message);
@@ -114,6 +118,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Class-level defaults so the attribute exists on every instance (and for stubtest);
     // instances raised by the pump overwrite them.
     py.get_type::<PumpError>().setattr("side", py.None())?;
+    py.get_type::<PumpError>().setattr("errno", py.None())?;
     Ok(())
 }
 

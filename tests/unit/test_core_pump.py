@@ -1,5 +1,6 @@
 """pverep._core pump through the binding: pipes, sockets, /dev/null, errors, cancel, stall."""
 
+import errno
 import hashlib
 import os
 import signal
@@ -134,6 +135,7 @@ def test_closed_reader_raises_write_side_error(fds: Fds) -> None:
     producer.join()
     assert err.value.side == "write"
     assert "write side" in str(err.value) and "Broken pipe" in str(err.value)
+    assert err.value.errno == errno.EPIPE
 
 
 def test_stalled_writer_and_reader(fds: Fds) -> None:
