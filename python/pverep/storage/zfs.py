@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pverep import _core
 from pverep.config.storage import StorageDef, parse_volname
 from pverep.errors import PverepError
+from pverep.transport import streamend
 from pverep.transport.base import DEVNULL, PIPE, CommandError, LineSink, Process, Shell
 
 log = logging.getLogger(__name__)
@@ -371,6 +372,7 @@ class ZfsPool:
         assert proc.stdin is not None
         stalled: _core.StallError | None = None
         pump_error: _core.PumpError | None = None
+        unread = 0  # bytes zfs recv left in its pipe when it stopped reading
         try:
             if on_receiver is not None:
                 on_receiver(proc.pid)
@@ -379,7 +381,11 @@ class ZfsPool:
             stalled = err
             proc.kill()  # nothing arrives: abort the receive now, not at end of stream
         except _core.PumpError as err:
-            pump_error = err  # e.g. EPIPE because zfs recv failed: its error says more
+            # EPIPE: zfs recv stopped reading - because it failed (its error says more) or
+            # because it is done and the end of the input had not reached the pump yet.
+            pump_error = err
+            if streamend.receiver_closed(err):
+                unread = streamend.unread_in_pipe(proc.stdin.fileno())
         except BaseException:
             proc.kill()
             raise
@@ -393,11 +399,30 @@ class ZfsPool:
         if stalled is not None:
             failure = ZfsError(f"import of '{ds}' stalled - {stalled}")
         elif failure is None and pump_error is not None:
-            failure = ZfsError(f"import of '{ds}' failed - {pump_error}")
+            failure = self._early_end_failure(ds, pump_error, unread, stdin, stall_timeout)
         if failure is not None:
             self._cleanup_failed_import(ds, base)
             raise failure
         return self.volid(parse_volname(self.storage, volname).name)
+
+    @staticmethod
+    def _early_end_failure(
+        ds: str,
+        pump_error: _core.PumpError,
+        unread: int,
+        stdin: int,
+        stall_timeout: float | None,
+    ) -> ZfsError | None:
+        """zfs recv exited 0 but the pump failed: None if zfs recv took the whole input
+        (it validated the stream up to its END record, nothing was left in its pipe and the
+        input ends right there), else the failure."""
+        if not streamend.receiver_closed(pump_error):
+            return ZfsError(f"import of '{ds}' failed - {pump_error}")
+        lost = streamend.loss_after_receiver_closed(unread, stdin, stall_timeout)
+        if lost is None:
+            log.debug("zfs recv of %s finished before its input's end arrived", ds)
+            return None
+        return ZfsError(f"import of '{ds}' failed - {lost}")
 
     def _cleanup_failed_import(self, ds: str, base: str | None) -> None:
         cleanup = rollback_argv(ds, base) if base else destroy_after_failed_import_argv(ds)

@@ -2,7 +2,8 @@
 
 ``Shell`` is the one interface the rest of the program uses to run an argv somewhere: on this
 node (``LocalShell``) or on a cluster peer through ssh (``SshShell``). ``tcp`` holds the
-insecure-mode data channel of pvesm import/export.
+insecure-mode data channel of pvesm import/export; ``streamend`` decides whether a relay whose
+receiver closed its pipe first lost any of the stream.
 """
 
 from pverep.transport.base import CommandError, CommandResult, CommandTimeout, Process, Shell
