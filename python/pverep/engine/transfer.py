@@ -23,6 +23,7 @@ from pverep._core import PumpError, PumpStats, StallError, pump
 from pverep.engine import messages
 from pverep.engine.progress import ProgressThinner, parse_estimate, summary_line
 from pverep.errors import PverepError
+from pverep.transport import streamend
 from pverep.transport.base import DEVNULL, PIPE, Process, Shell, display_argv
 
 LogFunc = Callable[[str], None]
@@ -145,7 +146,8 @@ def _secure(
     out_thread = _reader(recv.stdout, watch.target_line)
     send = local.spawn(spec.send_argv, stdout=PIPE, on_stderr=watch.send_line)
     assert send.stdout is not None
-    pump_error: PumpError | None = None
+    pump_error: PumpError | str | None = None
+    unread: int | None = None  # bytes the importer left in its pipe when it stopped reading
     try:
         stats = pump(
             send.stdout.fileno(),
@@ -163,12 +165,36 @@ def _secure(
             send.stdout.close()
             abort()
             recv.kill()
+        elif streamend.receiver_closed(err):
+            unread = streamend.unread_in_pipe(recv.stdin.fileno())
     finally:
-        send.stdout.close()
         recv.stdin.close()
+        if unread is None:
+            send.stdout.close()
+    if unread is not None:
+        pump_error = _after_importer_closed(send, recv, unread, stall_timeout, str(pump_error))
     codes = _finish([send, recv])
     out_thread.join(5)
     return _outcome(spec, watch, send, recv, codes, pump_error)
+
+
+def _after_importer_closed(
+    send: Process, recv: Process, unread: int, stall_timeout: float | None, pump_error: str
+) -> str | None:
+    """The importer stopped reading (EPIPE) before the pump saw the end of ``zfs send``'s
+    output. An importer whose ``zfs recv`` reads the stream itself (pvesm import) exits right
+    after the END record, and splice reports EPIPE before it looks for the end of its input,
+    so this alone is no failure. It is none when the importer succeeded, took every byte
+    (nothing unread in its pipe) and ``zfs send`` had nothing more (its output ends right
+    there); otherwise what was lost (or the pump's error, when the importer failed: its exit
+    code is reported)."""
+    assert send.stdout is not None
+    try:
+        if _finish([recv])[0] != 0:
+            return pump_error
+        return streamend.loss_after_receiver_closed(unread, send.stdout.fileno(), stall_timeout)
+    finally:
+        send.stdout.close()  # a zfs send with more to write ends with EPIPE
 
 
 def _outcome(
@@ -177,7 +203,7 @@ def _outcome(
     send: Process,
     recv: Process,
     codes: list[int],
-    pump_error: PumpError | None,
+    pump_error: PumpError | str | None,
 ) -> str:
     if isinstance(pump_error, StallError):
         raise TransferError(f"transfer of '{spec.volid}' stalled - {pump_error}")
@@ -235,6 +261,8 @@ def _insecure(
         else:
             send = local.spawn(spec.send_argv, stdout=PIPE, on_stderr=watch.send_line)
             assert send.stdout is not None
+            # Unlike the secure path, a pipe-to-socket splice sees the end of zfs send's
+            # output before a closed peer: EPIPE here always means bytes were not delivered.
             try:
                 stats = pump(
                     send.stdout.fileno(),
