@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import re
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO
@@ -191,10 +193,23 @@ def _outcome(
 
 
 def _read_line(stream: IO[bytes], timeout: float) -> str:
-    ready, _, _ = select.select([stream], [], [], timeout)
-    if not ready:
-        return ""
-    return stream.readline().decode("utf-8", "replace").strip()
+    """One line of the importer's announcement, read from the fd byte by byte.
+
+    A buffered readline() takes both lines at once, and a select() on the fd would then wait
+    for a second line that already sits in the buffer, until the importer gives up.
+    """
+    fd = stream.fileno()
+    deadline = time.monotonic() + timeout
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        byte = os.read(fd, 1)
+        if not byte:
+            break
+        line += byte
+    return line.decode("utf-8", "replace").strip()
 
 
 def _insecure(
