@@ -15,6 +15,7 @@ import os
 import re
 import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +36,8 @@ IMPORTED_RE = re.compile(r"successfully imported '([^']*)'$")
 DEFAULT_STALL_TIMEOUT = 600.0
 #: How long the insecure importer may take to announce its address.
 TCP_ANNOUNCE_TIMEOUT = 60.0
+#: How long the importer may take to finish after the stream has ended.
+TARGET_EXIT_TIMEOUT = 30.0
 
 
 class TransferError(PverepError):
@@ -100,6 +103,18 @@ def _finish(procs: Sequence[Process], timeout: float = 30.0) -> list[int]:
         except PverepError:  # CommandTimeout: it was killed
             codes.append(-9)
     return codes
+
+
+def _finish_target(recv: Process, abort: Callable[[], None]) -> int:
+    """The importer's exit code once the stream has ended (e.g. the sender gave up on a hung
+    target). One that does not end in time is cut off with the connection first: killing only
+    a multiplexed ssh client would wait forever on the pipes its master holds."""
+    deadline = time.monotonic() + TARGET_EXIT_TIMEOUT
+    while recv.returncode is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if recv.returncode is None:
+        abort()
+    return _finish([recv])[0]
 
 
 def _pipeline_error(send: Process, recv: Process, codes: list[int], remote_argv: list[str]) -> str:
@@ -212,6 +227,12 @@ def _read_line(stream: IO[bytes], timeout: float) -> str:
     return line.decode("utf-8", "replace").strip()
 
 
+def _set_send_timeout(sock: socket.socket, seconds: float) -> None:
+    whole = int(seconds)
+    timeval = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+
+
 def _insecure(
     local: Shell,
     remote: Shell,
@@ -245,8 +266,14 @@ def _insecure(
     with sock:
         sock.settimeout(None)
         sock.shutdown(socket.SHUT_RD)  # we only write
-        if rate_bps is None and stall_timeout is None:
+        if rate_bps is None:
+            # zfs send writes into the socket itself: any relay caps the speed (transport/tcp.py).
+            # The stall watchdog is then the socket's send timeout: a write that cannot move a
+            # byte for that long fails, and zfs send ends with it.
+            if stall_timeout is not None:
+                _set_send_timeout(sock, stall_timeout)
             send = local.spawn(spec.send_argv, stdout=sock.fileno(), on_stderr=watch.send_line)
+            send_code = send.wait()  # as long as the stream takes; a stall ends it (above)
         else:
             send = local.spawn(spec.send_argv, stdout=PIPE, on_stderr=watch.send_line)
             assert send.stdout is not None
@@ -267,10 +294,10 @@ def _insecure(
                     recv.kill()
             finally:
                 send.stdout.close()
-        send_code = _finish([send])[0]
+            send_code = _finish([send])[0]
         # half-close: the importer must see EOF but still get every buffered byte
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_WR)
-    recv_code = _finish([recv])[0]
+    recv_code = _finish_target(recv, abort)
     out_thread.join(5)
     return _outcome(spec, watch, send, recv, [send_code, recv_code], pump_error)
