@@ -147,6 +147,40 @@ def transfer_volume(
     return _secure(local, remote, spec, rate_bps, stall_timeout, log, abort)
 
 
+def _relay(
+    send: Process,
+    sink: int,
+    recv: Process,
+    abort: Callable[[], None],
+    rate_bps: int | None,
+    stall_timeout: float | None,
+    watch: _Watch,
+) -> PumpError | None:
+    """Pump the sender's output into ``sink`` (the importer's stdin or the TCP socket) with
+    the rate limit and the stall watchdog; returns the pump's error, if any."""
+    assert send.stdout is not None
+    try:
+        stats = pump(
+            send.stdout.fileno(),
+            sink,
+            rate=float(rate_bps) if rate_bps else None,
+            stall_timeout=stall_timeout,
+            progress=watch.progress,
+        )
+        watch.summary(stats)
+        return None
+    except PumpError as err:
+        if isinstance(err, StallError):  # nothing moves: do not wait for the target
+            # The sender is not killed: closing its pipe lets it fail with EPIPE, which ends
+            # the send cleanly (a zfs send killed mid-stream can leave its snapshot busy).
+            send.stdout.close()
+            abort()
+            recv.kill()
+        return err
+    finally:
+        send.stdout.close()
+
+
 def _secure(
     local: Shell,
     remote: Shell,
@@ -161,27 +195,9 @@ def _secure(
     assert recv.stdout is not None and recv.stdin is not None
     out_thread = _reader(recv.stdout, watch.target_line)
     send = local.spawn(spec.send_argv, stdout=PIPE, on_stderr=watch.send_line)
-    assert send.stdout is not None
-    pump_error: PumpError | None = None
     try:
-        stats = pump(
-            send.stdout.fileno(),
-            recv.stdin.fileno(),
-            rate=float(rate_bps) if rate_bps else None,
-            stall_timeout=stall_timeout,
-            progress=watch.progress,
-        )
-        watch.summary(stats)
-    except PumpError as err:
-        pump_error = err
-        if isinstance(err, StallError):  # nothing moves: do not wait for the target
-            # The sender is not killed: closing its pipe lets it fail with EPIPE, which ends
-            # the send cleanly (a zfs send killed mid-stream can leave its snapshot busy).
-            send.stdout.close()
-            abort()
-            recv.kill()
+        pump_error = _relay(send, recv.stdin.fileno(), recv, abort, rate_bps, stall_timeout, watch)
     finally:
-        send.stdout.close()
         recv.stdin.close()
     codes = _finish([send, recv])
     out_thread.join(5)
@@ -276,24 +292,7 @@ def _insecure(
             send_code = send.wait()  # as long as the stream takes; a stall ends it (above)
         else:
             send = local.spawn(spec.send_argv, stdout=PIPE, on_stderr=watch.send_line)
-            assert send.stdout is not None
-            try:
-                stats = pump(
-                    send.stdout.fileno(),
-                    sock.fileno(),
-                    rate=float(rate_bps) if rate_bps else None,
-                    stall_timeout=stall_timeout,
-                    progress=watch.progress,
-                )
-                watch.summary(stats)
-            except PumpError as err:
-                pump_error = err
-                if isinstance(err, StallError):
-                    send.stdout.close()
-                    abort()
-                    recv.kill()
-            finally:
-                send.stdout.close()
+            pump_error = _relay(send, sock.fileno(), recv, abort, rate_bps, stall_timeout, watch)
             send_code = _finish([send])[0]
         # half-close: the importer must see EOF but still get every buffered byte
         with contextlib.suppress(OSError):
