@@ -10,7 +10,6 @@ Without a rate limit in insecure mode the sender writes into the socket directly
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import re
 import select
@@ -26,6 +25,7 @@ from pverep._core import PumpError, PumpStats, StallError, pump
 from pverep.engine import messages
 from pverep.engine.progress import ProgressThinner, parse_estimate, summary_line
 from pverep.errors import PverepError
+from pverep.transport import tcp
 from pverep.transport.base import DEVNULL, PIPE, Process, Shell, display_argv
 
 LogFunc = Callable[[str], None]
@@ -262,25 +262,15 @@ def _insecure(
     recv = remote.spawn(spec.import_argv, stdin=DEVNULL, stdout=PIPE, on_stderr=watch.target_line)
     assert recv.stdout is not None
     try:
-        ip = _read_line(recv.stdout, TCP_ANNOUNCE_TIMEOUT)
-        try:
-            ipaddress.ip_address(ip)
-        except ValueError:
-            raise TransferError(f"no tunnel IP received, got '{ip}'") from None
-        port = _read_line(recv.stdout, TCP_ANNOUNCE_TIMEOUT)
-        if not port.isdigit():
-            raise TransferError(f"no tunnel port received, got '{port}'")
-        try:
-            sock = socket.create_connection((ip, int(port)), timeout=TCP_ANNOUNCE_TIMEOUT)
-        except OSError:
-            raise TransferError(f"failed to connect to tunnel at {ip}:{port}") from None
-    except TransferError as err:
+        ip = tcp.parse_tunnel_ip(_read_line(recv.stdout, TCP_ANNOUNCE_TIMEOUT))
+        port = tcp.parse_tunnel_port(_read_line(recv.stdout, TCP_ANNOUNCE_TIMEOUT))
+        sock = tcp.connect(ip, port, timeout=TCP_ANNOUNCE_TIMEOUT)
+    except PverepError as err:
         recv.kill()
         raise TransferError(f"failed to run insecure migration: {err}") from None
     out_thread = _reader(recv.stdout, watch.target_line)
     pump_error: PumpError | None = None
     with sock:
-        sock.settimeout(None)
         sock.shutdown(socket.SHUT_RD)  # we only write
         if rate_bps is None:
             # zfs send writes into the socket itself: any relay caps the speed (transport/tcp.py).
