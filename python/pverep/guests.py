@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pverep.config.storage import StorageConfig
+from pverep.config.storage import StorageConfig, StorageDef, VolumeInfo
 from pverep.errors import PverepError
 from pverep.validate import parse_volume_id
 
@@ -152,15 +152,10 @@ def _qemu_replicatable(
             if not attrs.replicate or cleanup or noerr:
                 continue
             raise PverepError(f"unable to replicate local file/device '{volid}'")
-        parsed = _parse_volid(volid, noerr)
-        if parsed is None:
+        owned = _owned_local_volume(storecfg, vmid, volid, noerr)
+        if owned is None:
             continue
-        scfg = storecfg.get(parsed[0])
-        if scfg.shared:
-            continue
-        info = storecfg.volume_info(volid)
-        if not info.owner or info.owner != vmid:
-            continue
+        scfg, info = owned
         if info.vtype != "images":
             if cleanup or noerr:
                 continue
@@ -171,6 +166,23 @@ def _qemu_replicatable(
             raise PverepError(f"missing replicate feature on volume '{volid}'")
         result.add(volid)
     return result
+
+
+def _owned_local_volume(
+    storecfg: StorageConfig, vmid: int, volid: str, noerr: bool
+) -> tuple[StorageDef, VolumeInfo] | None:
+    """Storage and volume info of ``volid`` if it is a volume of ``vmid`` on unshared storage;
+    None for anything else, which both guest types skip silently."""
+    parsed = _parse_volid(volid, noerr)
+    if parsed is None:
+        return None
+    scfg = storecfg.get(parsed[0])
+    if scfg.shared:
+        return None
+    info = storecfg.volume_info(volid)
+    if not info.owner or info.owner != vmid:
+        return None
+    return scfg, info
 
 
 def _parse_volid(volid: str, noerr: bool) -> tuple[str, str] | None:
@@ -214,15 +226,10 @@ def _lxc_replicatable(
             if not replicate:
                 return
             raise PverepError(f"unable to replicate mountpoint type '{mptype}'")
-        parsed = _parse_volid(volid, noerr)
-        if parsed is None:
+        owned = _owned_local_volume(storecfg, vmid, volid, noerr)
+        if owned is None:
             return
-        scfg = storecfg.get(parsed[0])
-        if scfg.shared:
-            return
-        info = storecfg.volume_info(volid)
-        if not info.owner or info.owner != vmid:
-            return
+        scfg, info = owned
         if info.vtype != "images":
             raise PverepError(f"unable to replicate volume '{volid}', type '{info.vtype}'")
         if not cleanup and not replicate:

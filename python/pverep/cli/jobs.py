@@ -58,8 +58,13 @@ def _job_options(func: F) -> F:
     return func
 
 
-def _options(**raw: str | None) -> dict[str, Any]:
-    return admin.check_params(raw)
+def _job_settings(disable: str | None, **raw: str | None) -> dict[str, Any]:
+    """The job settings given on the command line, checked in the given order (the first bad
+    one is reported), plus ``disable`` as a boolean when given."""
+    settings = admin.check_params(raw)
+    if disable is not None:
+        settings["disable"] = _bool("disable", disable)
+    return settings
 
 
 @cli.command("list")
@@ -132,7 +137,8 @@ def create_local_job(
 ) -> None:
     """Create a new replication job."""
     jobid = admin.check_jobid_param(id)
-    options = _options(
+    options = _job_settings(
+        disable,
         target=target,
         schedule=schedule,
         rate=rate,
@@ -140,8 +146,6 @@ def create_local_job(
         remove_job=remove_job,
         source=source,
     )
-    if disable is not None:
-        options["disable"] = _bool("disable", disable)
     job = Job(id=jobid, target=target, **{k: v for k, v in options.items() if k != "target"})
     app.cluster().create_job(job)
 
@@ -168,7 +172,8 @@ def update(
 ) -> None:
     """Update replication job configuration."""
     jobid = admin.check_jobid_param(id)
-    changes = _options(
+    changes = _job_settings(
+        disable,
         schedule=schedule,
         rate=rate,
         comment=comment,
@@ -176,8 +181,6 @@ def update(
         source=source,
         target=target,
     )
-    if disable is not None:
-        changes["disable"] = _bool("disable", disable)
     if digest is not None and len(digest) > 40:
         raise ParameterError("digest", "value may only be 40 characters long")
     keys = [k for text in delete for k in admin.split_list(text)]

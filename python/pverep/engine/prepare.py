@@ -2,7 +2,8 @@
 
 The decision (which snapshots are stale, which volumes lack the expected ``last_sync``
 snapshot) is ``_core.plan_prepare``; this module only carries it out and logs it with pvesr's
-texts.
+texts. Volumes are handled one after the other (read, then delete), in the given order, as pvesr
+does: a volume that does not exist aborts after the earlier ones were cleaned.
 """
 
 from __future__ import annotations
@@ -10,12 +11,21 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pverep import _core
+from pverep.engine import messages
 from pverep.errors import PverepError
-from pverep.storage.volumes import Volumes
 
 Log = Callable[[str], None]
+
+
+class SnapshotVolumes(Protocol):
+    """What prepare() needs of a node's volumes (storage.volumes.Volumes; the engine's ports)."""
+
+    def snapshot_info(self, volid: str) -> Sequence[_core.SnapshotInfo]: ...
+
+    def delete_snapshot(self, volid: str, snap: str) -> None: ...
 
 
 def _stderr(msg: str) -> None:
@@ -31,7 +41,7 @@ class PrepareResult:
 
 
 def prepare(
-    volumes: Volumes,
+    volumes: SnapshotVolumes,
     volids: Sequence[str],
     jobid: str | None,
     last_sync: int,
@@ -40,21 +50,20 @@ def prepare(
     warn: Log = _stderr,
 ) -> PrepareResult:
     """Delete this job's stale replication snapshots on ``volids`` and report what is left."""
-    infos = {volid: volumes.snapshot_info(volid) for volid in volids}
-    plan = _core.plan_prepare(infos, jobid, last_sync, parent_snapname)
-    missing = set(plan.missing_keep)
     result = PrepareResult()
     for volid in volids:
+        infos = {volid: list(volumes.snapshot_info(volid))}
+        plan = _core.plan_prepare(infos, jobid, last_sync, parent_snapname)
         result.snapshots[volid] = dict(plan.keep.get(volid, {}))
-        if volid in missing:
-            log(f"expected snapshot {plan.keep_name} not present for {volid}, not removing others")
+        if volid in plan.missing_keep:
+            log(messages.expected_snapshot_missing(plan.keep_name or "", volid))
         for snap in plan.stale.get(volid, []):
-            log(f"delete stale replication snapshot '{snap}' on {volid}")
+            log(messages.delete_stale_snapshot(snap, volid))
             try:
                 volumes.delete_snapshot(volid, snap)
             except PverepError as err:
                 warn(str(err))
-                log(f"delete stale replication snapshot error: {err}")
+                log(messages.delete_stale_snapshot_error(str(err)))
                 continue
             result.cleaned.add(volid)
     return result

@@ -17,13 +17,12 @@ from pverep.engine.planner import (
     SnapshotInfo,
     old_snapshot_volids,
     parse_remote_prepare,
-    plan_prepare,
     plan_transfers,
     removal_scan_storages,
-    replication_snapshot_name,
     storeids_of,
 )
 from pverep.engine.ports import GuestView, LocalVolumes, LogFunc, Target, TransportConfig
+from pverep.engine.prepare import prepare
 from pverep.errors import PverepError
 
 
@@ -81,23 +80,7 @@ def prepare_local(
     log: LogFunc,
 ) -> dict[str, dict[str, SnapshotInfo]]:
     """pvesr ``prepare()`` on the source (§4.3): delete stale job snapshots, return the rest."""
-    keep_name = replication_snapshot_name(jobid, last_sync)
-    result: dict[str, dict[str, SnapshotInfo]] = {}
-    for volid in volids:
-        plan = plan_prepare(
-            {volid: list(env.volumes.snapshot_info(volid))}, jobid, last_sync, parent_snapname
-        )
-        if volid in plan.missing_keep:
-            log(messages.expected_snapshot_missing(keep_name, volid))
-        for snap in plan.stale.get(volid, []):
-            log(messages.delete_stale_snapshot(snap, volid))
-            try:
-                env.volumes.delete_snapshot(volid, snap)
-            except PverepError as err:
-                env.warn(str(err))
-                log(messages.delete_stale_snapshot_error(str(err)))
-        result[volid] = dict(plan.keep.get(volid, {}))
-    return result
+    return prepare(env.volumes, volids, jobid, last_sync, parent_snapname, log, env.warn).snapshots
 
 
 def replicate(

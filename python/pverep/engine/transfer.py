@@ -10,11 +10,13 @@ Without a rate limit in insecure mode the sender writes into the socket directly
 from __future__ import annotations
 
 import contextlib
-import ipaddress
+import os
 import re
 import select
 import socket
+import struct
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO
@@ -23,7 +25,7 @@ from pverep._core import PumpError, PumpStats, StallError, pump
 from pverep.engine import messages
 from pverep.engine.progress import ProgressThinner, parse_estimate, summary_line
 from pverep.errors import PverepError
-from pverep.transport import streamend
+from pverep.transport import streamend, tcp
 from pverep.transport.base import DEVNULL, PIPE, Process, Shell, display_argv
 
 LogFunc = Callable[[str], None]
@@ -34,6 +36,8 @@ IMPORTED_RE = re.compile(r"successfully imported '([^']*)'$")
 DEFAULT_STALL_TIMEOUT = 600.0
 #: How long the insecure importer may take to announce its address.
 TCP_ANNOUNCE_TIMEOUT = 60.0
+#: How long the importer may take to finish after the stream has ended.
+TARGET_EXIT_TIMEOUT = 30.0
 
 
 class TransferError(PverepError):
@@ -101,6 +105,18 @@ def _finish(procs: Sequence[Process], timeout: float = 30.0) -> list[int]:
     return codes
 
 
+def _finish_target(recv: Process, abort: Callable[[], None]) -> int:
+    """The importer's exit code once the stream has ended (e.g. the sender gave up on a hung
+    target). One that does not end in time is cut off with the connection first: killing only
+    a multiplexed ssh client would wait forever on the pipes its master holds."""
+    deadline = time.monotonic() + TARGET_EXIT_TIMEOUT
+    while recv.returncode is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if recv.returncode is None:
+        abort()
+    return _finish([recv])[0]
+
+
 def _pipeline_error(send: Process, recv: Process, codes: list[int], remote_argv: list[str]) -> str:
     shown = f"{display_argv(send.argv)} | {display_argv(remote_argv)}"
     failing = next((c for c in reversed(codes) if c != 0), 0)  # pipefail: rightmost failure
@@ -131,6 +147,50 @@ def transfer_volume(
     return _secure(local, remote, spec, rate_bps, stall_timeout, log, abort)
 
 
+def _relay(
+    send: Process,
+    sink: int,
+    recv: Process,
+    abort: Callable[[], None],
+    rate_bps: int | None,
+    stall_timeout: float | None,
+    watch: _Watch,
+    *,
+    secure: bool = False,
+) -> PumpError | None:
+    """Pump the sender's output into ``sink`` (the importer's stdin or the TCP socket) with
+    the rate limit and the stall watchdog; returns the pump's error, if any.
+
+    On the secure path an importer that stopped reading (EPIPE) may simply be done: the
+    sender's pipe then stays open so ``_after_importer_closed`` can check that its output
+    ends right there (it closes the pipe)."""
+    assert send.stdout is not None
+    keep_sender = False
+    try:
+        stats = pump(
+            send.stdout.fileno(),
+            sink,
+            rate=float(rate_bps) if rate_bps else None,
+            stall_timeout=stall_timeout,
+            progress=watch.progress,
+        )
+        watch.summary(stats)
+        return None
+    except PumpError as err:
+        if isinstance(err, StallError):  # nothing moves: do not wait for the target
+            # The sender is not killed: closing its pipe lets it fail with EPIPE, which ends
+            # the send cleanly (a zfs send killed mid-stream can leave its snapshot busy).
+            send.stdout.close()
+            abort()
+            recv.kill()
+        else:
+            keep_sender = secure and streamend.receiver_closed(err)
+        return err
+    finally:
+        if not keep_sender:
+            send.stdout.close()
+
+
 def _secure(
     local: Shell,
     remote: Shell,
@@ -149,23 +209,10 @@ def _secure(
     pump_error: PumpError | str | None = None
     unread: int | None = None  # bytes the importer left in its pipe when it stopped reading
     try:
-        stats = pump(
-            send.stdout.fileno(),
-            recv.stdin.fileno(),
-            rate=float(rate_bps) if rate_bps else None,
-            stall_timeout=stall_timeout,
-            progress=watch.progress,
+        pump_error = _relay(
+            send, recv.stdin.fileno(), recv, abort, rate_bps, stall_timeout, watch, secure=True
         )
-        watch.summary(stats)
-    except PumpError as err:
-        pump_error = err
-        if isinstance(err, StallError):  # nothing moves: do not wait for the target
-            # The sender is not killed: closing its pipe lets it fail with EPIPE, which ends
-            # the send cleanly (a zfs send killed mid-stream can leave its snapshot busy).
-            send.stdout.close()
-            abort()
-            recv.kill()
-        elif streamend.receiver_closed(err):
+        if isinstance(pump_error, PumpError) and streamend.receiver_closed(pump_error):
             unread = streamend.unread_in_pipe(recv.stdin.fileno())
     finally:
         recv.stdin.close()
@@ -217,10 +264,29 @@ def _outcome(
 
 
 def _read_line(stream: IO[bytes], timeout: float) -> str:
-    ready, _, _ = select.select([stream], [], [], timeout)
-    if not ready:
-        return ""
-    return stream.readline().decode("utf-8", "replace").strip()
+    """One line of the importer's announcement, read from the fd byte by byte.
+
+    A buffered readline() takes both lines at once, and a select() on the fd would then wait
+    for a second line that already sits in the buffer, until the importer gives up.
+    """
+    fd = stream.fileno()
+    deadline = time.monotonic() + timeout
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        byte = os.read(fd, 1)
+        if not byte:
+            break
+        line += byte
+    return line.decode("utf-8", "replace").strip()
+
+
+def _set_send_timeout(sock: socket.socket, seconds: float) -> None:
+    whole = int(seconds)
+    timeval = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
 
 def _insecure(
@@ -236,54 +302,33 @@ def _insecure(
     recv = remote.spawn(spec.import_argv, stdin=DEVNULL, stdout=PIPE, on_stderr=watch.target_line)
     assert recv.stdout is not None
     try:
-        ip = _read_line(recv.stdout, TCP_ANNOUNCE_TIMEOUT)
-        try:
-            ipaddress.ip_address(ip)
-        except ValueError:
-            raise TransferError(f"no tunnel IP received, got '{ip}'") from None
-        port = _read_line(recv.stdout, TCP_ANNOUNCE_TIMEOUT)
-        if not port.isdigit():
-            raise TransferError(f"no tunnel port received, got '{port}'")
-        try:
-            sock = socket.create_connection((ip, int(port)), timeout=TCP_ANNOUNCE_TIMEOUT)
-        except OSError:
-            raise TransferError(f"failed to connect to tunnel at {ip}:{port}") from None
-    except TransferError as err:
+        ip = tcp.parse_tunnel_ip(_read_line(recv.stdout, TCP_ANNOUNCE_TIMEOUT))
+        port = tcp.parse_tunnel_port(_read_line(recv.stdout, TCP_ANNOUNCE_TIMEOUT))
+        sock = tcp.connect(ip, port, timeout=TCP_ANNOUNCE_TIMEOUT)
+    except PverepError as err:
         recv.kill()
         raise TransferError(f"failed to run insecure migration: {err}") from None
     out_thread = _reader(recv.stdout, watch.target_line)
     pump_error: PumpError | None = None
     with sock:
-        sock.settimeout(None)
         sock.shutdown(socket.SHUT_RD)  # we only write
-        if rate_bps is None and stall_timeout is None:
+        if rate_bps is None:
+            # zfs send writes into the socket itself: any relay caps the speed (transport/tcp.py).
+            # The stall watchdog is then the socket's send timeout: a write that cannot move a
+            # byte for that long fails, and zfs send ends with it.
+            if stall_timeout is not None:
+                _set_send_timeout(sock, stall_timeout)
             send = local.spawn(spec.send_argv, stdout=sock.fileno(), on_stderr=watch.send_line)
+            send_code = send.wait()  # as long as the stream takes; a stall ends it (above)
         else:
             send = local.spawn(spec.send_argv, stdout=PIPE, on_stderr=watch.send_line)
-            assert send.stdout is not None
             # Unlike the secure path, a pipe-to-socket splice sees the end of zfs send's
             # output before a closed peer: EPIPE here always means bytes were not delivered.
-            try:
-                stats = pump(
-                    send.stdout.fileno(),
-                    sock.fileno(),
-                    rate=float(rate_bps) if rate_bps else None,
-                    stall_timeout=stall_timeout,
-                    progress=watch.progress,
-                )
-                watch.summary(stats)
-            except PumpError as err:
-                pump_error = err
-                if isinstance(err, StallError):
-                    send.stdout.close()
-                    abort()
-                    recv.kill()
-            finally:
-                send.stdout.close()
-        send_code = _finish([send])[0]
+            pump_error = _relay(send, sock.fileno(), recv, abort, rate_bps, stall_timeout, watch)
+            send_code = _finish([send])[0]
         # half-close: the importer must see EOF but still get every buffered byte
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_WR)
-    recv_code = _finish([recv])[0]
+    recv_code = _finish_target(recv, abort)
     out_thread.join(5)
     return _outcome(spec, watch, send, recv, [send_code, recv_code], pump_error)

@@ -12,6 +12,7 @@ import shlex
 import signal
 import subprocess
 import threading
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -248,10 +249,50 @@ class Shell(Protocol):
         ...
 
 
+class CommandShell(ABC):
+    """A Shell whose commands run as local processes, each wrapped by ``command()``.
+
+    ``open()`` is the hook for whatever must be up before a command runs (the ssh master);
+    run/spawn are the same for every such shell.
+    """
+
+    @property
+    @abstractmethod
+    def node(self) -> str: ...
+
+    @abstractmethod
+    def command(self, argv: Sequence[str]) -> list[str]:
+        """The argv that will actually be executed on this machine for ``argv``."""
+
+    def open(self) -> CommandShell:
+        """Make the shell ready to run commands; nothing to do by default."""
+        return self
+
+    def run(
+        self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = None
+    ) -> CommandResult:
+        self.open()
+        return run_argv(self.command(argv), input=input, timeout=timeout)
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: int = DEVNULL,
+        stdout: int = PIPE,
+        on_stderr: LineSink | None = None,
+        new_group: bool = False,
+    ) -> Process:
+        self.open()
+        return spawn_argv(
+            self.command(argv), stdin=stdin, stdout=stdout, on_stderr=on_stderr, new_group=new_group
+        )
+
+
 def run_argv(
     argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = None
 ) -> CommandResult:
-    """Run a fully built local argv (shared by LocalShell and SshShell)."""
+    """Run a fully built local argv."""
     argv = list(argv)
     with subprocess.Popen(
         argv,
@@ -276,7 +317,7 @@ def spawn_argv(
     on_stderr: LineSink | None = None,
     new_group: bool = False,
 ) -> Process:
-    """Start a fully built local argv (shared by LocalShell and SshShell)."""
+    """Start a fully built local argv."""
     popen = subprocess.Popen(
         list(argv),
         stdin=stdin,

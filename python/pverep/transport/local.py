@@ -4,18 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pverep.transport.base import (
-    DEVNULL,
-    PIPE,
-    CommandResult,
-    LineSink,
-    Process,
-    run_argv,
-    spawn_argv,
-)
+from pverep.transport.base import CommandShell
 
 
-class LocalShell:
+class LocalShell(CommandShell):
     """Runs commands on this machine, argv as given (no shell)."""
 
     def __init__(self, node: str = "localhost") -> None:
@@ -27,21 +19,3 @@ class LocalShell:
 
     def command(self, argv: Sequence[str]) -> list[str]:
         return list(argv)
-
-    def run(
-        self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = None
-    ) -> CommandResult:
-        return run_argv(self.command(argv), input=input, timeout=timeout)
-
-    def spawn(
-        self,
-        argv: Sequence[str],
-        *,
-        stdin: int = DEVNULL,
-        stdout: int = PIPE,
-        on_stderr: LineSink | None = None,
-        new_group: bool = False,
-    ) -> Process:
-        return spawn_argv(
-            self.command(argv), stdin=stdin, stdout=stdout, on_stderr=on_stderr, new_group=new_group
-        )

@@ -34,12 +34,9 @@ from pverep.errors import PverepError, ValidationError
 from pverep.paths import Paths
 from pverep.transport.base import (
     DEVNULL,
-    PIPE,
     CommandError,
-    CommandResult,
-    LineSink,
+    CommandShell,
     Process,
-    run_argv,
     spawn_argv,
 )
 from pverep.validate import check_node_name
@@ -151,7 +148,7 @@ def local_cpu_has_aes() -> bool:
         return False
 
 
-class SshShell:
+class SshShell(CommandShell):
     """Runs commands on ``target`` through ssh.
 
     ``multiplex=False, prefer_aes_gcm=False`` reproduces pvesr's argv byte for byte (one
@@ -248,24 +245,3 @@ class SshShell:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    # --- running ---
-    def run(
-        self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = None
-    ) -> CommandResult:
-        self.open()
-        return run_argv(self.command(argv), input=input, timeout=timeout)
-
-    def spawn(
-        self,
-        argv: Sequence[str],
-        *,
-        stdin: int = DEVNULL,
-        stdout: int = PIPE,
-        on_stderr: LineSink | None = None,
-        new_group: bool = False,
-    ) -> Process:
-        self.open()
-        return spawn_argv(
-            self.command(argv), stdin=stdin, stdout=stdout, on_stderr=on_stderr, new_group=new_group
-        )

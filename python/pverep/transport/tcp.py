@@ -99,17 +99,27 @@ def accept_one(sock: socket.socket, timeout: float = ACCEPT_TIMEOUT) -> socket.s
     return client
 
 
-def parse_announcement(first: str, second: str) -> tuple[str, int]:
-    """The source side's reading of the two lines (exact pvesr error texts)."""
-    ip = first.strip()
+def parse_tunnel_ip(line: str) -> str:
+    """The announcement's first line (exact pvesr error text)."""
+    ip = line.strip()
     try:
         ipaddress.ip_address(ip)
     except ValueError:
-        raise PverepError(f"no tunnel IP received, got '{first.rstrip()}'") from None
-    port = second.strip()
+        raise PverepError(f"no tunnel IP received, got '{line.rstrip()}'") from None
+    return ip
+
+
+def parse_tunnel_port(line: str) -> int:
+    """The announcement's second line (exact pvesr error text)."""
+    port = line.strip()
     if not port.isdigit():
-        raise PverepError(f"no tunnel port received, got '{second.rstrip()}'")
-    return ip, int(port)
+        raise PverepError(f"no tunnel port received, got '{line.rstrip()}'")
+    return int(port)
+
+
+def parse_announcement(first: str, second: str) -> tuple[str, int]:
+    """The source side's reading of the two lines."""
+    return parse_tunnel_ip(first), parse_tunnel_port(second)
 
 
 def connect(ip: str, port: int, timeout: float = CONNECT_TIMEOUT) -> socket.socket:
