@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,7 @@ def test_the_running_checkout_and_venv_are_needed() -> None:
     repo = Path(__file__).resolve().parents[2]
     needed = runpaths.needed_paths()
     assert os.path.abspath(sys.prefix) in needed and os.path.abspath(sys.base_prefix) in needed
+    assert sysconfig.get_path("purelib") in needed  # and so would be what its .pth files add
     if Path(pverep.__file__).resolve().parent == repo / "python" / "pverep":  # editable
         assert any(repo.samefile(p) for p in needed)
 

@@ -2,13 +2,13 @@
 
 Everything pverep runs inside a node (``pverep``, the zfs shim, the fake pvesh, the node init
 itself) is the Python that started the lab: its venv (``sys.prefix``), its base interpreter
-(``sys.base_prefix``) and the checkout pverep is imported from. A node covers some host dirs
-with private mounts (:data:`~pverep.lab.config.NODE_PRIVATE_DIRS`: ``/tmp``, ``/run``,
-``/root/.ssh`` ...), so a checkout cloned under ``/tmp`` (as CI may do) would be invisible in
-the nodes. The node init therefore binds each such path to a staging dir in its node dir
-*before* its private mounts hide it (:func:`stage`), and *after* them recreates the path inside
-the private dir and binds the staged dir there (:func:`restore`): the nodes then see it at the
-same path, writable as on the host (Python writes ``__pycache__`` there either way).
+(``sys.base_prefix``), its import dirs and the checkout pverep is imported from. A node covers
+some host dirs with private mounts (:data:`~pverep.lab.config.NODE_PRIVATE_DIRS`: ``/tmp``,
+``/run``, ``/root/.ssh`` ...), so a checkout cloned under ``/tmp`` (as CI may do) would be
+invisible in the nodes. The node init therefore binds each such path to a staging dir in its
+node dir *before* its private mounts hide it (:func:`stage`), and *after* them recreates the
+path inside the private dir and binds the staged dir there (:func:`restore`): the nodes then
+see it at the same path, writable as on the host (Python writes ``__pycache__`` there).
 
 Pitfalls avoided: the dirs made for this live in the node's private dirs or the node dir,
 i.e. in the lab dir, never in a host dir; nothing is ever rmdir'ed (an rmdir on the host
@@ -30,13 +30,17 @@ from pverep.lab.config import NODE_PRIVATE_DIRS, NODE_SHARED_DIRS, LabError, lex
 def needed_paths() -> list[str]:
     """Host dirs this Python and pverep live in, as written (a symlink stays a symlink).
 
-    The whole checkout rather than only its ``python/`` when pverep runs from one (editable
-    install), so that its ``hooks/`` and a cwd inside it work on the nodes as on the host.
+    The prefixes, every import dir (site-packages and what its .pth files add: the checkout's
+    python/ for an editable install) but the cwd, and the whole checkout rather than only its
+    python/ when pverep runs from one, so that its ``hooks/`` and a cwd inside it work on the
+    nodes as on the host.
     """
     import_root = os.path.dirname(os.path.dirname(os.path.abspath(pverep.__file__)))
     checkout = os.path.dirname(import_root)
     source = checkout if os.path.isfile(os.path.join(checkout, "pyproject.toml")) else import_root
-    paths = (sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix, source)
+    cwd = os.getcwd()
+    imports = [p for p in sys.path if p and os.path.abspath(p) != cwd]
+    paths = (sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix, source, *imports)
     return [os.path.abspath(p) for p in dict.fromkeys(paths) if os.path.isdir(p)]
 
 
