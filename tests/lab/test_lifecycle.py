@@ -5,24 +5,30 @@ Runs a second, small lab next to the session lab, which must not notice.
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
+import tempfile
 from pathlib import Path
 
 from pverep.lab.config import LabConfig
 from pverep.lab.control import Lab
 from pverep.lab.procs import load_records
 
-from .conftest import LAB_DIR
+from .conftest import LAB_DIR, REPO
 
 OTHER = Path(f"{LAB_DIR}-lifecycle")
 
 
-def pverep(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+def pverep(
+    *args: str, input: str | None = None, python: str = sys.executable
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pverep", "lab", "--dir", str(OTHER), *args],
+        [python, "-m", "pverep", "lab", "--dir", str(OTHER), *args],
         capture_output=True, text=True, input=input, timeout=120,
     )  # fmt: skip
 
@@ -115,9 +121,73 @@ def test_down_after_kill_9_of_every_lab_process(lab: Lab) -> None:
 
 
 def test_bad_input_is_one_line_not_a_traceback() -> None:
-    for args in (["exec", "pve9", "--", "true"], ["cut", "nonode"], ["--dir", "/tmp/x", "status"]):
+    for args in (
+        ["exec", "pve9", "--", "true"],
+        ["cut", "nonode"],
+        ["--dir", "/tmp/x", "status"],
+        ["--dir", "/var/log/pve/x", "up", "1"],
+    ):
         result = pverep(*args)
         assert result.returncode != 0
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, (
             result.stderr
         )
+
+
+def checkout_under_tmp(root: Path) -> Path:
+    """A clone under /tmp as CI may make one: ``root/co`` with pyproject.toml, python/ and a
+    .venv whose python imports pverep from ``root/co/python``. The dirs are real, their
+    contents link to this checkout and venv (same code, no build)."""
+    co = root / "co"
+    co.mkdir()
+    for name in ("pyproject.toml", "python", "hooks"):
+        (co / name).symlink_to(REPO / name)
+    base = Path(os.path.realpath(sys.executable))
+    site = co / ".venv" / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    (site / "site-packages").mkdir(parents=True)
+    # this checkout's python/ is not on the path: only the .pth of the real venv names it
+    (site / "site-packages" / "co.pth").write_text(
+        f"{co / 'python'}\n{sysconfig.get_path('purelib')}\n"
+    )
+    (co / ".venv" / "pyvenv.cfg").write_text(
+        f"home = {base.parent}\ninclude-system-site-packages = false\n"
+    )
+    (co / ".venv" / "bin").mkdir()
+    (co / ".venv" / "bin" / "python").symlink_to(base)
+    return co / ".venv" / "bin" / "python"
+
+
+def test_a_checkout_under_tmp_runs_in_the_nodes(lab: Lab) -> None:
+    """Nodes have a private /tmp; the lab carries the venv and checkout past it."""
+    root = Path(tempfile.mkdtemp(prefix="pverep-carry-", dir="/tmp"))
+    try:
+        python = str(checkout_under_tmp(root))
+        where = subprocess.run(
+            [python, "-c", "import pverep, sys; print(pverep.__file__, sys.prefix)"],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        assert where == [f"{root}/co/python/pverep/__init__.py", f"{root}/co/.venv"]
+        (root / "host-only").touch()
+        tree = sorted(str(p) for p in root.rglob("*"))
+
+        up = pverep("up", "1", python=python)
+        assert up.returncode == 0, up.stderr
+        before = footprint(LabConfig.load(OTHER))
+        on_node = functools.partial(pverep, "exec", "pve1", "--", python=python)
+        helped = on_node("pverep", "--help")  # /run/pvelab/bin/pverep -> the /tmp venv
+        assert helped.returncode == 0 and "Usage" in helped.stdout, helped.stderr
+        shim = on_node("zfs", "list", "-Hp", "-o", "name,used", "rpool")  # -p: the shim's
+        assert shim.stdout.split()[0] == "rpool" and shim.stdout.split()[1].isdigit(), shim
+        inside = on_node(python, "-c", "import pverep, sys; print(pverep.__file__, sys.prefix)")
+        assert inside.stdout.split() == where, inside.stderr
+        private = on_node("sh", "-c", f"test -e {root}/host-only || echo private")
+        assert private.stdout == "private\n"  # /tmp itself stays the node's own
+
+        assert pverep("down", python=python).returncode == 0
+        assert_nothing_left(before)
+        assert str(root) not in Path("/proc/self/mounts").read_text()
+        assert sorted(str(p) for p in root.rglob("*")) == tree  # nothing made in host dirs
+    finally:
+        pverep("down")
+        shutil.rmtree(root)
+    session_lab_still_works(lab)

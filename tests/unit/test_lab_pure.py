@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
 
-from pverep.lab import guests
+import pverep
+from pverep.lab import guests, runpaths
 from pverep.lab.clusterfs import quorate_nodes
-from pverep.lab.config import LabConfig, LabError, default_dir, node_index
+from pverep.lab.config import (
+    NODE_PRIVATE_DIRS,
+    NODE_SHARED_DIRS,
+    LabConfig,
+    LabError,
+    default_dir,
+    node_index,
+)
+from pverep.lab.nodeinit import NODE_BINDS
 from pverep.lab.zfs_compat import canon, dataset_type, openzfs_unmount_error, strip_flags
 
 
@@ -34,9 +46,52 @@ def test_lab_dir_must_not_be_under_tmp_or_at_the_top(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("PVEREP_LAB_DIR", "/var/tmp/elsewhere")
     assert default_dir() == Path("/var/tmp/elsewhere")
     assert default_dir("/srv/lab/x") == Path("/srv/lab/x")
-    for bad in ("/tmp/lab", "/var", "/"):
-        with pytest.raises(LabError):
+    for bad in ("/tmp/lab", "/var", "/", "/run/lab", "/var/lib/vz/lab", "/root/.ssh/lab"):
+        with pytest.raises(LabError, match=r"must not be under|too close"):
             default_dir(bad)
+    if os.path.realpath("/var/lock") == "/run/lock":  # Debian: a symlink into the private /run
+        with pytest.raises(LabError, match="under /run"):
+            default_dir("/var/lock/lab")
+
+
+def test_the_private_dirs_list_is_what_a_node_mounts_over() -> None:
+    dirs = {target for target in NODE_BINDS.values() if target != "/etc/hostname"}
+    assert dirs | {"/run", "/etc/pve"} == {*NODE_PRIVATE_DIRS, *NODE_SHARED_DIRS}
+
+
+def test_paths_under_private_dirs_are_carried_outermost_only(tmp_path: Path) -> None:
+    assert runpaths.hidden_paths(["/root/.pyenv/versions/3.11", "/usr", "/var/tmp/co"]) == []
+    # a clone under /tmp: the checkout covers its .venv; /root/.ssh is private, /root is not
+    assert runpaths.hidden_paths(["/tmp/ci/.venv", "/usr", "/tmp/ci", "/root/.ssh/py"]) == [
+        "/root/.ssh/py",
+        "/tmp/ci",
+    ]
+    # a symlink is carried where it is written and, if hidden too, where it points
+    link = tmp_path / "venv"
+    link.symlink_to("/srv/elsewhere")
+    assert str(tmp_path).startswith("/tmp/")  # pytest's default basetemp
+    assert runpaths.hidden_paths([str(link)]) == [str(link)]
+    other = tmp_path / "other"
+    other.symlink_to("/var/log/pve/py")
+    assert runpaths.hidden_paths([str(other)]) == sorted([str(other), "/var/log/pve/py"])
+    if os.path.realpath("/var/lock") == "/run/lock":
+        assert runpaths.hidden_paths(["/var/lock/py"]) == ["/run/lock/py"]
+
+
+def test_paths_the_nodes_cannot_get_back_are_refused_in_one_line() -> None:
+    for bad in ("/etc/pve/py", "/rpool/data/co", "/tmp", "/var/log/pve"):
+        with pytest.raises(LabError, match="hidden by") as err:
+            runpaths.hidden_paths(["/usr", bad])
+        assert "\n" not in str(err.value)
+
+
+def test_the_running_checkout_and_venv_are_needed() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    needed = runpaths.needed_paths()
+    assert os.path.abspath(sys.prefix) in needed and os.path.abspath(sys.base_prefix) in needed
+    assert sysconfig.get_path("purelib") in needed  # and so would be what its .pth files add
+    if Path(pverep.__file__).resolve().parent == repo / "python" / "pverep":  # editable
+        assert any(repo.samefile(p) for p in needed)
 
 
 def test_quorum_follows_the_partition_model(tmp_path: Path) -> None:

@@ -31,6 +31,21 @@ POOL_SIZE = 512 * 1024 * 1024  # sparse file vdev (zfs-fuse needs at least 64M)
 ARC_MB = 64  # zfs-fuse max-arc-size per node daemon
 CONFIG_FILE = "lab.json"
 _NODE_RE = re.compile(rf"^{NODE_PREFIX}([1-9][0-9]?)$")
+#: Host dirs each node covers with a mount of its own (nodeinit): per node (a tmpfs or a dir in
+#: the node dir; /var/run and /var/lock are symlinks into /run) ...
+NODE_PRIVATE_DIRS = (
+    "/run",
+    "/tmp",
+    "/var/lib/zfs",
+    "/etc/zfs",
+    "/etc/ssh",
+    "/root/.ssh",
+    "/var/lib/pve-manager",
+    "/var/log/pve",
+    "/var/lib/vz",
+)
+#: ... and per lab: the shared /etc/pve, and the node's own pool at /rpool.
+NODE_SHARED_DIRS = ("/etc/pve", f"/{POOL}")
 
 
 class LabError(PverepError):
@@ -47,10 +62,26 @@ def validate_dir(path: Path) -> Path:
     path = Path(os.path.abspath(path))
     if path == Path("/") or path.parent == Path("/"):
         raise LabError(f"lab dir {path} is too close to / (use something like /var/tmp/NAME)")
-    if path == Path("/tmp") or Path("/tmp") in path.parents:
-        # /tmp is private inside each node, so the pool files would be invisible there.
-        raise LabError(f"lab dir {path} must not be under /tmp (it is private in the nodes)")
+    covering = covering_dir(str(path), NODE_PRIVATE_DIRS + NODE_SHARED_DIRS)
+    if covering is not None:
+        # the nodes would not see the pool files, scripts and shared /etc/pve kept there
+        raise LabError(f"lab dir {path} must not be under {covering} (the lab nodes mount over it)")
     return path
+
+
+def covering_dir(path: str, dirs: tuple[str, ...]) -> str | None:
+    """The one of ``dirs`` that ``path`` is or lies under, as written or resolved."""
+    return lexically_under(os.path.abspath(path), dirs) or lexically_under(
+        os.path.realpath(path), dirs
+    )
+
+
+def lexically_under(path: str, dirs: tuple[str, ...]) -> str | None:
+    """The one of ``dirs`` that the absolute ``path`` is or lies under, symlinks not followed."""
+    for top in dirs:
+        if path == top or path.startswith(top + "/"):
+            return top
+    return None
 
 
 def node_name(index: int) -> str:

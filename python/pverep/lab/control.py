@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pverep.lab import clusterfs, freezer, hostdirs, network, sshsetup, zfs_compat
+from pverep.lab import clusterfs, freezer, hostdirs, network, runpaths, sshsetup, zfs_compat
 from pverep.lab.config import (
     ARC_MB,
     MAX_NODES,
@@ -390,6 +390,7 @@ def _check_host() -> None:
         raise LabError(f"missing tools: {' '.join(missing)} (run: make sysdeps)")
     if not Path("/dev/fuse").exists():
         raise LabError("/dev/fuse is missing (zfs-fuse needs FUSE)")
+    runpaths.hidden_paths(runpaths.needed_paths())  # fail here, in one line, if uncarriable
 
 
 def _host_path() -> str:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from pverep.lab import freezer
+from pverep.lab import freezer, runpaths
 from pverep.lab.clusterfs import NODE_RUN
 from pverep.lab.config import POOL, LabConfig, LabError
 from pverep.lab.procs import ProcRecord, read_stat, save_records
@@ -30,6 +30,22 @@ from pverep.lab.procs import ProcRecord, read_stat, save_records
 #: The real zfs binary stays reachable here once the compat shim covers /usr/sbin/zfs.
 ZFS_REAL = f"{NODE_RUN}/zfs.real"
 ZFS_BIN = "/usr/sbin/zfs"
+#: Node dir entry -> the host path it covers in the node (config.NODE_PRIVATE_DIRS lists them).
+NODE_BINDS = {
+    "var-lib-zfs": "/var/lib/zfs",
+    "etc-zfs": "/etc/zfs",
+    "etc-ssh": "/etc/ssh",
+    "root-ssh": "/root/.ssh",
+    "var-lib-pve-manager": "/var/lib/pve-manager",
+    "var-log-pve": "/var/log/pve",
+    "var-lib-vz": "/var/lib/vz",
+    "hostname": "/etc/hostname",
+    "tmp": "/tmp",
+    # The pool's top mountpoint must be a per-node inode: `zpool create` does
+    # rmdir("/rpool"); mkdir("/rpool"), and an rmdir detaches the mounts on that dir in
+    # ALL other mount namespaces. On a bind mount the rmdir fails (EBUSY), harmlessly.
+    "pool-mnt": f"/{POOL}",
+}
 
 
 def _run(argv: list[str]) -> None:
@@ -84,22 +100,7 @@ def build_mounts(cfg: LabConfig, node: str) -> None:
     for sub in ("lock", "sshd", "pvelab/bin"):
         Path("/run", sub).mkdir(parents=True, exist_ok=True)
     Path("/run/lock").chmod(0o1777)
-    binds = {
-        "var-lib-zfs": "/var/lib/zfs",
-        "etc-zfs": "/etc/zfs",
-        "etc-ssh": "/etc/ssh",
-        "root-ssh": "/root/.ssh",
-        "var-lib-pve-manager": "/var/lib/pve-manager",
-        "var-log-pve": "/var/log/pve",
-        "var-lib-vz": "/var/lib/vz",
-        "hostname": "/etc/hostname",
-        "tmp": "/tmp",
-        # The pool's top mountpoint must be a per-node inode: `zpool create` does
-        # rmdir("/rpool"); mkdir("/rpool"), and an rmdir detaches the mounts on that dir in
-        # ALL other mount namespaces. On a bind mount the rmdir fails (EBUSY), harmlessly.
-        "pool-mnt": f"/{POOL}",
-    }
-    for src, dst in binds.items():
+    for src, dst in NODE_BINDS.items():
         _bind(nd / src, dst)
     _bind(cfg.dir / "hosts", "/etc/hosts")
     _bind(cfg.etc_pve, "/etc/pve")
@@ -206,7 +207,11 @@ def main(argv: list[str]) -> int:
         record_self(cfg, node)
         freezer.join(cfg, node)
         drop_foreign_fuse_mounts()
+        # This Python (venv, interpreter, checkout) may live under a dir the mounts below
+        # make node-private (a clone under /tmp): carry it past them (pverep.lab.runpaths).
+        staged = runpaths.stage(runpaths.hidden_paths(runpaths.needed_paths()), nd / "carry")
         build_mounts(cfg, node)
+        runpaths.restore(staged)
         build_network(cfg, node)
         start_zfs(cfg, node)
         start_sshd(cfg, node)
