@@ -14,6 +14,7 @@ import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import click
 
@@ -184,16 +185,36 @@ def _export_sink(filename: str) -> Iterator[int]:
         yield fh.fileno()
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _stream_arguments(command: _F) -> _F:
+    """The arguments ``pvesm import`` and ``pvesm export`` share, in pvesm's spelling."""
+    decorators = [
+        click.argument("volume"),
+        click.argument("fmt", metavar="FORMAT"),
+        click.argument("filename"),
+        click.option(
+            "--base", "-base", "base", default=None,
+            help="Snapshot the stream is incremental from (must exist on both sides).",
+        ),
+        click.option(
+            "--snapshot", "-snapshot", "snapshot", default=None,
+            help="Snapshot to send up to / expected in the stream.",
+        ),
+        click.option(
+            "--with-snapshots", "-with-snapshots", "with_snapshots", is_flag=False,
+            flag_value="1", default="0",
+            help="Include intermediate snapshots (0/1; zfs streams always do).",
+        ),
+    ]  # fmt: skip
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
 @cli.command("import")
-@click.argument("volume")
-@click.argument("fmt", metavar="FORMAT")
-@click.argument("filename")
-@click.option("--base", "-base", "base", default=None)
-@click.option("--snapshot", "-snapshot", "snapshot", default=None)
-@click.option(
-    "--with-snapshots", "-with-snapshots", "with_snapshots", is_flag=False, flag_value="1",
-    default="0",
-)  # fmt: skip
+@_stream_arguments
 @click.option("--delete-snapshot", "-delete-snapshot", "delete_snapshot", default=None)
 @click.option(
     "--allow-rename", "-allow-rename", "allow_rename", is_flag=False, flag_value="1",
@@ -230,15 +251,7 @@ def import_(
 
 
 @cli.command("export")
-@click.argument("volume")
-@click.argument("fmt", metavar="FORMAT")
-@click.argument("filename")
-@click.option("--base", "-base", "base", default=None)
-@click.option("--snapshot", "-snapshot", "snapshot", default=None)
-@click.option(
-    "--with-snapshots", "-with-snapshots", "with_snapshots", is_flag=False, flag_value="1",
-    default="0",
-)  # fmt: skip
+@_stream_arguments
 @click.option("--snapshot-list", "-snapshot-list", "snapshot_list", default=None, hidden=True)
 @click.pass_obj
 def export(
