@@ -12,6 +12,8 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -75,12 +77,10 @@ def _import(
     return lab.exec("pve1", _ssh(lab, "pve2", PEER.import_(vol, snap, base)), input=data)
 
 
-def _tcp_transfer(
-    lab: Lab, vol: str, snap: str, base: str | None = None
-) -> tuple[str, int, str, str]:
-    """Insecure mode end to end; returns (announced ip, port, import stdout rest, stderr)."""
-    cidr = str(ipaddress.ip_network(f"{lab.node_ip('pve2')}/24", strict=False))
-    remote = PEER.import_(vol, snap, base, filename=f"tcp://{cidr}")
+@contextmanager
+def _tcp_importer(lab: Lab, remote: list[str]) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    """``pverep import … tcp://…`` on pve2 (started from pve1 over ssh); yields the process and
+    the two lines it announces (address, port)."""
     with lab.popen(
         "pve1",
         _ssh(lab, "pve2", remote),
@@ -90,7 +90,16 @@ def _tcp_transfer(
         text=True,
     ) as target:
         assert target.stdout is not None and target.stderr is not None
-        first, second = target.stdout.readline(), target.stdout.readline()
+        yield target, target.stdout.readline(), target.stdout.readline()
+
+
+def _tcp_transfer(
+    lab: Lab, vol: str, snap: str, base: str | None = None
+) -> tuple[str, int, str, str]:
+    """Insecure mode end to end; returns (announced ip, port, import stdout rest, stderr)."""
+    cidr = str(ipaddress.ip_network(f"{lab.node_ip('pve2')}/24", strict=False))
+    remote = PEER.import_(vol, snap, base, filename=f"tcp://{cidr}")
+    with _tcp_importer(lab, remote) as (target, first, second):
         export = PEER.export(vol, snap, base)
         source = lab.exec(
             "pve1", [lab.config.python, "-c", SOURCE_OVER_TCP, first, second, *export], timeout=120
@@ -245,16 +254,7 @@ def test_failed_tcp_import_rolls_back(lab: Lab, vmid: int) -> None:
     guests.write(lab, vmid)
     _snapshot(lab, ds, snap)
     remote = PEER.import_(vol, snap, None, filename=f"tcp://{lab.node_ip('pve2')}")
-    with lab.popen(
-        "pve1",
-        _ssh(lab, "pve2", remote),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as target:
-        assert target.stdout is not None
-        first, second = target.stdout.readline(), target.stdout.readline()
+    with _tcp_importer(lab, remote) as (target, first, second):
         # `head -c` stands for a source that dies after a few hundred KiB
         half = ["sh", "-c", 'pverep "$@" | head -c 300000', "sh", *PEER.export(vol, snap)]
         lab.exec("pve1", [lab.config.python, "-c", SOURCE_OVER_TCP, first, second, *half])
