@@ -8,7 +8,6 @@ nobody else can read (mode 0600 or stricter). ``ApiSettings.__repr__`` never sho
 
 from __future__ import annotations
 
-import configparser
 import os
 import re
 import stat
@@ -16,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from pverep.config import pveconf
 from pverep.errors import ConfigError
 
 BACKENDS = ("files", "https", "local", "openssh")
@@ -176,18 +176,7 @@ def _coerce(name: str, raw: str, origin: str) -> object:
 
 def load_file(path: Path) -> dict[str, object]:
     """Values of the ``[api]`` section of pverep.conf (missing file = no values)."""
-    parser = configparser.ConfigParser(interpolation=None)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    except OSError as err:
-        raise ConfigError(f"cannot read '{path}': {err.strerror}") from None
-    try:
-        parser.read_string(text, source=str(path))
-    except configparser.Error as err:
-        first = str(err).splitlines()[0]
-        raise ConfigError(f"{path}: {first}") from None
+    parser = pveconf.read(path)
     if not parser.has_section("api"):
         return {}
     known = {f.name for f in fields(ApiSettings)}
