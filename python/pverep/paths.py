@@ -109,3 +109,15 @@ class Paths:
     @property
     def pverep_conf(self) -> Path:
         return self._p("/etc/pverep/pverep.conf")
+
+    # --- pverep's own observability files (issue 15), next to the state file they describe:
+    # node-local like it (also in the lab, where only /var/lib/pve-manager is per node) ---
+    @property
+    def history_file(self) -> Path:
+        """The run history (pverep.observe.history), rotated to ``.1``, ``.2`` …"""
+        return self._p("/var/lib/pve-manager/pverep-history.jsonl")
+
+    @property
+    def cycle_file(self) -> Path:
+        """The node's last scheduler pass (end, duration) for the metrics."""
+        return self._p("/var/lib/pve-manager/pverep-last-cycle.json")

@@ -88,7 +88,7 @@ def cli(ctx: click.Context, /, root: str | None, **api: str | None) -> None:
 
 def _register() -> None:
     # Verb modules import ``cli`` and decorate onto it; importing them registers the verbs.
-    from pverep.cli import guests, jobs, lab, reconcile, remote, run  # noqa: F401
+    from pverep.cli import guests, jobs, lab, observe, reconcile, remote, run  # noqa: F401
 
 
 def main(argv: list[str] | None = None, app: App | None = None) -> None:

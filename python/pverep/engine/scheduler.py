@@ -72,6 +72,8 @@ class Scheduler:
     fail_count: Callable[[JobLike], int]  # re-read from the state after a failure
     notify: Callable[[JobLike, str, int], None] | None = None  # (job, error, fail_count)
     clock: Callable[[], float] = field(default=time.time)
+    #: after every run: the metrics textfile; the pass's duration (None for ``--id``)
+    after_run: Callable[[float | None], None] | None = None
     warn: Callable[[str], None] = field(default=_warn)
 
     def next_job(self, iteration: int, start_time: int) -> JobLike | None:
@@ -98,6 +100,7 @@ class Scheduler:
         with self.run_lock(RUN_LOCK_TIMEOUT):
             iteration = now if now is not None else int(self.clock())
             start_time = iteration
+            began = self.clock()
             self.purge_old_states()
             while (job := self.next_job(iteration, start_time)) is not None:
                 try:
@@ -105,6 +108,8 @@ class Scheduler:
                 except Exception as err:
                     self._handle_job_err(job, err, mail)
                 start_time = now if now is not None else int(self.clock())
+            if self.after_run is not None:
+                self.after_run(self.clock() - began)
 
     def _handle_job_err(self, job: JobLike, err: Exception, mail: bool) -> None:
         text = str(err).rstrip("\n")
@@ -142,4 +147,8 @@ class Scheduler:
                 raise PverepError(f"guest '{vmid}' is not on local node")
             if job.target == self.local_node:
                 raise PverepError("unable to sync to local node")
-            return self.runner.run_replication(job, start, start, logfunc, verbose)
+            try:
+                return self.runner.run_replication(job, start, start, logfunc, verbose)
+            finally:
+                if self.after_run is not None:
+                    self.after_run(None)

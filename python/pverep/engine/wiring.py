@@ -37,6 +37,7 @@ from pverep.engine.transfer import DEFAULT_STALL_TIMEOUT
 from pverep.errors import ConfigError, PverepError
 from pverep.guests import get_replicatable_volumes, parse_guest_config
 from pverep.locking import flock
+from pverep.observe import hooks as observe_hooks
 from pverep.paths import Paths
 from pverep.schedule import job_status
 from pverep.storage.volumes import Volumes
@@ -245,6 +246,7 @@ def build_runner(paths: Paths, node: Node, states: StateStore) -> Runner:
         store=StateRecorder(states, node.local_node),
         guest_lock=lambda vmid, timeout: _flock(paths.migrate_lock(vmid), timeout),
         log_dir=paths.job_log_dir,
+        observe=observe_hooks.history_observer(paths, node.local_node),
     )
 
 
@@ -305,6 +307,7 @@ def build_scheduler(paths: Paths) -> Scheduler:
         local_node=local,
         fail_count=fail_count,
         notify=notify_failure,
+        after_run=observe_hooks.after_run(paths),
     )
 
 
