@@ -9,6 +9,7 @@ PIP    := $(VENV)/bin/pip
 # Debian packages the lab, the tests and the benches need.
 DEB_PACKAGES := zfs-fuse openssh-server openssh-client btrfs-progs iproute2 util-linux procps \
                 cstream pv mbuffer nftables psmisc openssl
+DEB_PACKAGES += prometheus chromium  # promtool checks, the exporter scrape test, the report render
 
 .PHONY: all sysdeps venv build test test-fast lint bench demo clean
 all: build

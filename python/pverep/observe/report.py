@@ -96,7 +96,8 @@ def _job_section(jobid: str, runs: Sequence[RunRecord], now: float) -> str:
     return (
         f'<h3 id="job-{html.escape(jobid)}">job {html.escape(jobid)} → '
         f"{html.escape(runs[-1].target)}</h3>"
-        f'<p>{len(runs)} runs, <span class="fail">{len(failures)} failed</span>, '
+        f'<p>{len(runs)} runs, <span class="{"fail" if failures else "ok"}">'
+        f"{len(failures)} failed</span>, "
         f"{sent} bytes sent</p>{_svg(runs, now)}{fail_table}"
     )
 
