@@ -34,11 +34,20 @@ def pve_bool(value: str | bool | None) -> bool:
 @click.option(
     "--mail", is_flag=False, flag_value="1", default="0", help="Send failure notifications."
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print per job and volume what would be sent (full or incremental, from which base, "
+    "estimated bytes) and deleted on each side; change nothing anywhere.",
+)
 @click.pass_obj
-def run_cmd(app: App, jobid: str | None, verbose: str, mail: str) -> None:
+def run_cmd(app: App, jobid: str | None, verbose: str, mail: str, dry_run: bool) -> None:
     """Run replication jobs that are due (or the one given with --id)."""
     from pverep.engine.wiring import build_scheduler
 
+    if dry_run:
+        dry_run_plan(app, jobid, None)
+        return
     want_mail = pve_bool(mail)
     if jobid and want_mail:
         raise ValidationError("Mail and id are mutually exclusive!")
@@ -48,3 +57,11 @@ def run_cmd(app: App, jobid: str | None, verbose: str, mail: str) -> None:
         scheduler.run_single_job(jobid, None, logfunc)
     else:
         scheduler.run_jobs(None, logfunc, False, want_mail)
+
+
+def dry_run_plan(app: App, jobid: str | None, remove: str | None) -> None:
+    """The plan on stdout; exit 1 if a job could not be planned (its reason is printed)."""
+    from pverep.engine.wiring import dry_run
+
+    if dry_run(app.paths, click.echo, jobid=jobid, remove=remove, now=int(app.clock())):
+        raise SystemExit(1)

@@ -313,3 +313,64 @@ def build_scheduler(paths: Paths) -> Scheduler:
 
 def _lock(path: Any, timeout: float) -> AbstractContextManager[None]:
     return _flock(path, timeout)
+
+
+def dry_run(
+    paths: Paths,
+    say: Callable[[str], None],
+    *,
+    jobid: str | None = None,
+    remove: str | None = None,
+    now: int,
+) -> int:
+    """Print what ``pverep run`` (``--id jobid``) or the removal of ``jobid`` (``remove`` =
+    ``full``/``local``) would do, changing nothing; returns how many jobs failed to plan."""
+    import copy
+    from dataclasses import replace as dc_replace
+
+    from pverep.engine import dryrun
+
+    cluster = FilesCluster(paths)
+    local = cluster.local_node()
+    node = Node(paths, cluster, local)
+    cfg = ConfigStore(paths).read()
+    stateobj = StateStore(paths).read()
+    shells: list[SshShell] = []
+
+    def target_volumes(name: str) -> Volumes:
+        member = cluster.members().get(name)
+        if member is None or not member.ip:
+            raise PverepError(f"no IP address for node '{name}'")
+        ssh = SshShell(SshTarget.for_node(paths, name, member.ip))
+        shells.append(ssh)
+        return Volumes(node.storage(), ZfsRunner(ssh))
+
+    def guest_node(vmid: int) -> str | None:
+        where = cluster.vmlist().get(vmid)
+        return where.node if where is not None else None
+
+    if jobid is not None:
+        job = cfg.find(jobid)
+        if job is None:
+            raise PverepError(f"no such job '{jobid}'")
+        jobs = [dc_replace(job, remove_job=remove) if remove else job]
+    else:
+        found, _changed = job_status(cfg, stateobj, cluster.vmlist(), cluster.members(), local)
+        order = sorted(found, key=lambda s: (s.state.last_iteration, s.next_sync, s.guest, s.id))
+        jobs = [s.job for s in order if s.next_sync != 0 and now >= s.next_sync]
+        if not jobs:
+            say("no replication job is due")
+    env = dryrun.dry_env(build_env(paths, node, lambda t: None), say, target_volumes, guest_node)
+    failed = 0
+    try:
+        for job in jobs:
+            state = MutableState(copy.deepcopy(read_job_state(stateobj, job.guest, job.tid)))
+            try:
+                dryrun.plan(env, job, state, now, say)
+            except PverepError as err:
+                failed += 1
+                say(f"job {job.id}: would fail - {err}")
+    finally:
+        for ssh in shells:
+            ssh.close()
+    return failed

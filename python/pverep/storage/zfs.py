@@ -430,3 +430,11 @@ class ZfsPool:
             self.runner.run(cleanup, timeout=None)
         except ZfsError as cleanup_err:
             log.warning("cleanup after failed import: %s", cleanup_err)
+
+
+def send_estimate_argv(dataset: str, base: str | None) -> list[str]:
+    """Read-only size estimate of a send of ``dataset`` as it is now: bytes written since
+    ``base`` (an incremental), or everything it references (a full send). A dry run has no
+    new snapshot to hand to ``zfs send -nvP``; these properties are what that would report."""
+    prop = f"written@{base}" if base is not None else "referenced"
+    return ["zfs", "get", "-Hp", "-o", "value", prop, dataset]
