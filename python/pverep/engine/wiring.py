@@ -27,7 +27,7 @@ from pverep.config.state import (
     states_to_keep,
 )
 from pverep.config.storage import StorageConfig, read_storage_cfg
-from pverep.engine import notify
+from pverep.engine import notify, pvenotify
 from pverep.engine.ports import GuestView, TransportConfig
 from pverep.engine.replicate import JobLike, ReplicateEnv, StateLike
 from pverep.engine.runner import Runner
@@ -282,7 +282,7 @@ def build_scheduler(paths: Paths) -> Scheduler:
     def fail_count(job: JobLike) -> int:
         return JobState.from_raw(read_job_state(states.read(), job.guest, _tid(job))).fail_count
 
-    send_mail = notify.mailer(LocalShell(local))
+    send_mail = pvenotify.sender(LocalShell(local), paths)
 
     def notify_failure(job: JobLike, error: str, count: int) -> None:
         state = JobState.from_raw(read_job_state(states.read(), job.guest, _tid(job)))
