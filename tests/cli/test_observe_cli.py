@@ -149,3 +149,24 @@ def test_exporter_refuses_a_bad_listen_address(job: Node, capsys) -> None:
     assert code == 255 and err == "invalid listen address 'somewhere' (ADDR:PORT)\n"
     code, _, err = job.run(capsys, "exporter", "--listen", "example:80")
     assert code == 255 and "an IP address" in err
+
+
+def test_after_run_writes_the_configured_textfile(job: Node, capsys) -> None:
+    from pverep.observe import hooks
+
+    job.paths.pverep_conf.parent.mkdir(parents=True, exist_ok=True)
+    job.paths.pverep_conf.write_text("[observe]\ntextfile_dir = /var/lib/node-exporter\n")
+    warnings: list[str] = []
+    hooks.after_run(job.paths, clock=lambda: NOW, warn=warnings.append)(12.25)
+    prom = (job.paths.root / "var/lib/node-exporter/pverep.prom").read_text()
+    values = _values(prom)
+    assert values['pverep_node_last_cycle_duration_seconds{node="pve1"}'] == 12.25
+    assert values['pverep_node_last_cycle_timestamp_seconds{node="pve1"}'] == NOW
+    assert values[f"pverep_job_rpo_seconds{LAB}"] == 600
+    assert warnings == []
+    # a bad setting is a warning for the run, a one-line error for the verbs
+    job.paths.pverep_conf.write_text("[observe]\ntextfile_dir = relative/dir\n")
+    hooks.after_run(job.paths, clock=lambda: NOW, warn=warnings.append)(1.0)
+    assert len(warnings) == 1 and "an absolute path" in warnings[0]
+    code, _, err = job.run(capsys, "history")
+    assert code == 255 and err.count("\n") == 1 and "textfile_dir" in err

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pverep.config import pveconf
+from pverep.errors import ConfigError
 from pverep.observe.history import DEFAULT_KEEP, DEFAULT_MAX_BYTES, History
 from pverep.paths import Paths
 
@@ -29,6 +30,10 @@ def load(paths: Paths) -> ObserveSettings:
     conf = paths.pverep_conf
     values = pveconf.section(conf, SECTION, KEYS)
     textfile = values.get("textfile_dir") or None
+    if textfile is not None and not textfile.startswith("/"):
+        raise ConfigError(
+            f"{conf}: invalid value '{textfile}' for 'textfile_dir' (an absolute path)"
+        )
     return ObserveSettings(
         # the directory is a host path, moved with --root like every other path
         textfile_dir=paths.root / textfile.lstrip("/") if textfile else None,
