@@ -73,6 +73,14 @@ def test_history_records_what_the_runs_did(lab: Lab, guest: int) -> None:
     last = _history(lab, vmid)[-1]
     assert last["result"] == "error" and last["error"] and last["error"] in res.stderr
 
+    # the report draws from the same history: 3 runs, 1 failure with its error
+    out = pverep(lab, "pve1", "report", "--html", f"/tmp/report-{vmid}.html").stdout
+    assert out.startswith(f"wrote /tmp/report-{vmid}.html (")
+    page = lab.exec("pve1", ["cat", f"/tmp/report-{vmid}.html"], check=True).stdout
+    section = page.split(f'<h2 id="guest-{vmid}">', 1)[1].split("<h2", 1)[0]
+    assert "3 runs" in section and "1 failed" in section and section.count('class="failure"') == 1
+    assert f"{full_bytes + incr_bytes} bytes sent" in section
+
     # and the metrics show the job
     metrics = pverep(lab, "pve1", "metrics").stdout
     labels = f'{{jobid="{job}",guest="{vmid}",target="pve2"}}'
