@@ -68,8 +68,11 @@ def test_dry_run_changes_nothing_and_the_run_follows_the_plan(lab: Lab, guest: i
     volid, ds = f"local-zfs:subvol-{vmid}-disk-0", f"subvol-{vmid}-disk-0"
     pverep(lab, "pve1", "create-local-job", job, "pve2")
 
-    # 1. first run: full
+    # 1. first run: full (the scheduler's pass would pick the new job too)
     before = world(lab, vmid, job)
+    # (other jobs left on the lab may fail to plan: only this one's line matters here)
+    scheduled = pverep(lab, "pve1", "run", "--dry-run", check=False).stdout.splitlines()
+    assert f"job {job}: guest {vmid} -> pve2" in scheduled
     plan = dry(lab, "run", "--dry-run", "--id", job)
     assert world(lab, vmid, job) == before
     assert plan[0] == f"job {job}: guest {vmid} -> pve2"
