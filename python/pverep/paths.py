@@ -109,3 +109,10 @@ class Paths:
     @property
     def pverep_conf(self) -> Path:
         return self._p("/etc/pverep/pverep.conf")
+
+    # --- pverep's installed files (Debian package) ---
+    @property
+    def shipped_hookscript(self) -> Path:
+        """The guest hookscript as the package installs it (copied onto a snippets storage
+        by ``pverep install-hookscript``)."""
+        return self._p("/usr/share/pverep/pverep-hookscript")
