@@ -96,7 +96,7 @@ def install(snippet: Snippet, script: bytes) -> bool:
 
 def users(cluster: Cluster, volid: str) -> list[tuple[int, str]]:
     """(vmid, vmtype) of every guest in the cluster whose hookscript is ``volid``."""
-    found = []
+    found: list[tuple[int, str]] = []
     for vmid, where in sorted(cluster.vmlist().items()):
         if cluster.guest_config(vmid, where).config.current.get("hookscript") == volid:
             found.append((vmid, where.type))

@@ -69,7 +69,9 @@ class App:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(pverep.__version__, "--version", prog_name="pverep", message="%(prog)s %(version)s")
+@click.version_option(
+    pverep.__version__, "--version", prog_name="pverep", message="%(prog)s %(version)s"
+)
 @click.option(
     "--root",
     type=click.Path(file_okay=False),

@@ -31,9 +31,7 @@ from pverep.cli import App, cli
 def install_hookscript_cmd(app: App, storage: str, name: str, uninstall: bool) -> None:
     """Install pverep's guest hookscript on a snippets storage of this node."""
     cluster = app.cluster()
-    snippet = hookscript.locate(
-        app.paths, cluster.storages(), storage, name, cluster.local_node()
-    )
+    snippet = hookscript.locate(app.paths, cluster.storages(), storage, name, cluster.local_node())
     if uninstall:
         removed = hookscript.uninstall(snippet, hookscript.users(cluster, snippet.volid))
         state = "removed" if removed else "not installed"
