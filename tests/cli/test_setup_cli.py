@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pverep.cli import App, main
+from pverep.cli import App
 from pverep.paths import Paths
+
+from .clihelp import run_cli
 
 HOOKSCRIPT = Path(__file__).resolve().parents[2] / "hooks" / "pverep-hookscript"
 STORAGE_CFG = (
@@ -38,13 +40,7 @@ class Node:
         self.snippet = root / "var/lib/vz/snippets/pverep-hookscript"
 
     def run(self, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-        code = 0
-        try:
-            main(list(args), self.app)
-        except SystemExit as exit_:
-            code = int(exit_.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
+        return run_cli(self.app, capsys, *args)
 
     def attach(self, vmid: int, sub: str, volid: str) -> None:
         conf = self.root / "etc/pve/nodes/pve1" / sub / f"{vmid}.conf"

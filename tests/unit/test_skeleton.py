@@ -27,3 +27,10 @@ def test_paths_follow_root(tmp_path: Path, monkeypatch) -> None:
     assert paths.state_file == tmp_path / "var/lib/pve-manager/pve-replication-state.json"
     assert paths.guest_config("pve2", "lxc", 100) == tmp_path / "etc/pve/nodes/pve2/lxc/100.conf"
     assert Paths.from_env("/").run_lock == Path("/var/lock/pvesr.lck")
+
+
+def test_cli_reports_the_version(capsys) -> None:
+    from pverep.cli import main
+
+    main(["--version"])  # click ends --version with exit status 0, not an exception here
+    assert capsys.readouterr().out == f"pverep {pverep.__version__}\n"
