@@ -60,21 +60,8 @@ def build_wheel(work: Path) -> Path:
 def install_lib(stage: Path, wheel: Path) -> None:
     lib = stage / LIB
     log(f"installing {wheel.name} and its dependencies into /{LIB}")
-    run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-compile",
-            "--disable-pip-version-check",
-            "--no-warn-script-location",
-            "--target",
-            str(lib),
-            str(wheel),
-        ]
-    )
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    run([*pip, "--no-compile", "--no-warn-script-location", "--target", str(lib), str(wheel)])
     shutil.rmtree(lib / "bin", ignore_errors=True)  # console scripts for the build's venv
     for rel in NOT_SHIPPED:
         path = lib / rel
@@ -82,26 +69,19 @@ def install_lib(stage: Path, wheel: Path) -> None:
     _drop_from_record(lib, NOT_SHIPPED)
     for cache in list(lib.rglob("__pycache__")):
         shutil.rmtree(cache)
+    strip = ["strip", "--strip-unneeded", "--remove-section=.comment", "--remove-section=.note"]
     for so in lib.rglob("*.so"):
-        run(
-            [
-                "strip",
-                "--strip-unneeded",
-                "--remove-section=.comment",
-                "--remove-section=.note",
-                str(so),
-            ]
-        )
+        run([*strip, str(so)])
 
 
 def _drop_from_record(lib: Path, removed: tuple[str, ...]) -> None:
-    """Keep pverep's RECORD true to what is shipped."""
+    """Keep pverep's RECORD true to what is shipped; drop direct_url.json (it names the
+    build machine's wheel path)."""
     (record,) = lib.glob("pverep-*.dist-info/RECORD")
-    kept = [
-        line
-        for line in record.read_text().splitlines(keepends=True)
-        if not line.startswith(removed) and "__pycache__" not in line
-    ]
+    (record.parent / "direct_url.json").unlink(missing_ok=True)
+    dropped = (*removed, f"{record.parent.name}/direct_url.json")
+    lines = record.read_text().splitlines(keepends=True)
+    kept = [ln for ln in lines if not ln.startswith(dropped) and "__pycache__" not in ln]
     record.write_text("".join(kept))
 
 

@@ -35,7 +35,10 @@ SNAPSHOT_JOB_RE = re.compile(r"__replicate_(\d+-\d+)_\d+__")
 STOCK_LOOP = (Path(__file__).parent / "stockloop.py").read_text()
 GUESTS = 3
 PHASE_SECONDS = 150.0
-PERIOD = 3.0  # both loops start a pass this often (pvescheduler: 60 s)
+PERIOD = 3.0  # the stock loop forks a pass this often (pvescheduler: every 60 s)
+#: ``pverep run`` starts again this soon after the last one and its quiet check (it needs a
+#: second or so to start, so this keeps both programs at the lock about equally often)
+PVEREP_PAUSE = 0.5
 TRIGGER_EVERY = 4.0  # one guest written to and its job made due again this often
 #: pvesr's notice while it waits for a lock (here: the other program's pass).
 LOCK_WAIT = "trying to acquire lock... OK\n"
@@ -135,7 +138,7 @@ def parse_stock(events: list[dict[str, object]]) -> tuple[list[Run], list[tuple[
 
 
 def pverep_run_loop(lab: Lab, rec: Record, jobs: dict[str, int], stop: threading.Event) -> None:
-    """What pverep-replicate.timer does, every PERIOD seconds; a quiet check after each."""
+    """What pverep-replicate.timer starts, again and again; a quiet check after each."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     try:
         while not stop.is_set():
@@ -152,7 +155,7 @@ def pverep_run_loop(lab: Lab, rec: Record, jobs: dict[str, int], stop: threading
                 rec.runs += parse_verbose("pverep", stamped)
             check_quiet(lab, jobs)
             rec.quiet_checks += 1
-            stop.wait(PERIOD)
+            stop.wait(PVEREP_PAUSE)
     except BaseException as exc:  # reported by the test thread
         rec.errors.append(f"pverep loop: {type(exc).__name__}: {exc}")
 
