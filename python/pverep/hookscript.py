@@ -16,7 +16,7 @@ from pverep.atomic import atomic_write
 from pverep.cluster.base import Cluster
 from pverep.config.storage import FILE_TYPES, StorageConfig
 from pverep.errors import PverepError
-from pverep.paths import Paths
+from pverep.paths import SHIPPED_HOOKSCRIPT, Paths
 from pverep.validate import check_snippet_name, check_storage_id
 
 DEFAULT_STORAGE = "local"
@@ -58,16 +58,16 @@ def locate(paths: Paths, storages: StorageConfig, storeid: str, name: str, node:
     return Snippet(storeid, name, path, scfg.shared)
 
 
-def shipped_script(paths: Paths) -> bytes:
+def shipped_script() -> bytes:
     """The hookscript to install: the package's, else the checkout's."""
-    for candidate in (paths.shipped_hookscript, _CHECKOUT_SCRIPT):
+    for candidate in (SHIPPED_HOOKSCRIPT, _CHECKOUT_SCRIPT):
         try:
             return candidate.read_bytes()
         except FileNotFoundError:
             continue
         except OSError as err:
             raise PverepError(f"cannot read '{candidate}': {err.strerror}") from None
-    raise PverepError(f"pverep's hookscript is missing: '{paths.shipped_hookscript}'")
+    raise PverepError(f"pverep's hookscript is missing: '{SHIPPED_HOOKSCRIPT}'")
 
 
 def _is_ours(path: Path) -> bool:

@@ -12,6 +12,11 @@ from pathlib import Path
 
 ROOT_ENV = "PVEREP_ROOT"
 
+#: The guest hookscript as the Debian package installs it (``pverep install-hookscript`` copies
+#: it onto a snippets storage). A file of the installation, not of the node's data: ``--root``
+#: does not move it.
+SHIPPED_HOOKSCRIPT = Path("/usr/share/pverep/pverep-hookscript")
+
 
 @dataclass(frozen=True)
 class Paths:
@@ -109,10 +114,3 @@ class Paths:
     @property
     def pverep_conf(self) -> Path:
         return self._p("/etc/pverep/pverep.conf")
-
-    # --- pverep's installed files (Debian package) ---
-    @property
-    def shipped_hookscript(self) -> Path:
-        """The guest hookscript as the package installs it (copied onto a snippets storage
-        by ``pverep install-hookscript``)."""
-        return self._p("/usr/share/pverep/pverep-hookscript")

@@ -133,6 +133,7 @@ def test_install_run_verify_purge(deb: Path, machine_lock: None, tmp_path: Path)
         assert lab.returncode == 255 and "No such command 'lab'" in lab.stderr
         bad = sh("/usr/bin/pverep", "--root", str(tmp_path), "status", check=False)
         assert bad.returncode == 255 and len(bad.stderr.splitlines()) == 1, bad.stderr
+        check_install_hookscript(tmp_path)
         assert list(Path("/usr/lib/pverep/python/pverep").rglob("__pycache__/*.pyc"))
         # the units as installed, against the installed /usr/bin/pverep and man page
         unit_paths = [f"/lib/systemd/system/{u}" for u in UNITS]
@@ -158,3 +159,18 @@ def test_install_run_verify_purge(deb: Path, machine_lock: None, tmp_path: Path)
     assert purge.returncode == 0, purge.stderr
     assert not installed()
     assert pverep_traces() <= before
+
+
+def check_install_hookscript(root: Path) -> None:
+    """The installed CLI copies the installed hookscript onto a node's snippets storage."""
+    pve = root / "etc/pve"
+    pve.mkdir(parents=True)
+    (pve / "storage.cfg").write_text("dir: local\n\tpath /var/lib/vz\n\tcontent snippets\n")
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PVEREP_NODENAME": "pve1"}
+    done = sh("/usr/bin/pverep", "--root", str(root), "install-hookscript", env=env)
+    assert "qm set <vmid> --hookscript local:snippets/pverep-hookscript" in done.stdout
+    snippet = root / "var/lib/vz/snippets/pverep-hookscript"
+    shipped = Path("/usr/share/pverep/pverep-hookscript").read_bytes()
+    assert snippet.read_bytes() == shipped == (REPO / "hooks/pverep-hookscript").read_bytes()
+    sh("/usr/bin/pverep", "--root", str(root), "install-hookscript", "--uninstall", env=env)
+    assert not snippet.exists()

@@ -37,7 +37,7 @@ def install_hookscript_cmd(app: App, storage: str, name: str, uninstall: bool) -
         state = "removed" if removed else "not installed"
         click.echo(f"hookscript '{snippet.volid}' {state} ({snippet.path})")
         return
-    changed = hookscript.install(snippet, hookscript.shipped_script(app.paths))
+    changed = hookscript.install(snippet, hookscript.shipped_script())
     state = "installed" if changed else "already installed"
     click.echo(f"hookscript '{snippet.volid}' {state} ({snippet.path})")
     if not snippet.shared:
