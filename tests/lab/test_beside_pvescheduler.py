@@ -216,8 +216,10 @@ def test_pverep_run_beside_a_stock_scheduler_loop(lab: Lab, vmids: Callable[[], 
             assert run.ok, run
             assert not any(line.startswith("full sync") for line in run.lines), run
             assert any(line.startswith("incremental sync") for line in run.lines), run
-        # never two runs at once: across the programs (the run lock), and never one job twice
-        # (pverep may run several guests' jobs of one pass in parallel: those may overlap)
+        # never two runs at once: across the programs (the run lock), and never one job twice.
+        # Jobs of different guests inside one pverep pass are not compared with each other: a
+        # pass may run them in parallel. (parse_verbose attributes pvesr's bare --verbose lines
+        # to jobs only while a pass prints one run at a time; it fails loudly otherwise.)
         for ours in by_who["pverep"]:
             for theirs in by_who["stock"]:
                 assert ours.end <= theirs.start or theirs.end <= ours.start, (ours, theirs)
