@@ -372,9 +372,8 @@ def test_reconcile_clean_and_cleanup_know_a_clones_owner_and_dataset() -> None:
 
     assert volume_owner(CLONE) == 100  # the clone's guest, not the template 99
     assert volume_owner("local-zfs:base-99-disk-0") == 99
-    assert spelled_keys({"local-zfs:subvol-100-disk-0": 1, "local-zfs:vm-7-disk-0": 2}, [CLONE]) == {
-        CLONE: 1, "local-zfs:vm-7-disk-0": 2,
-    }  # fmt: skip
+    listed = {"local-zfs:subvol-100-disk-0": 1, "local-zfs:vm-7-disk-0": 2}
+    assert spelled_keys(listed, [CLONE]) == {CLONE: 1, "local-zfs:vm-7-disk-0": 2}
     shell = FakeZfsShell()
     shell.add(f"{P}/subvol-100-disk-0", "__replicate_100-0_1__")
     target, _ = make_target(shell)
