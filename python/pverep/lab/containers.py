@@ -78,30 +78,42 @@ def frozen(lab: Lab, node: str, vmid: int) -> bool:
 
 
 def stop(lab: Lab, node: str, vmid: int, proc: subprocess.Popen[bytes] | None = None) -> None:
-    """Thaw, kill every process of the container cgroup, remove the cgroups."""
-    path = cgroup(vmid)
-    if lab.exec(node, ["test", "-d", path]).returncode == 0:
-        lab.exec(node, [lab.config.python, "-c", _STOP, path], check=True)
+    """Thaw, kill every process of the container cgroup, remove its cgroups, and take the
+    node's cgroup view down again (removing the view's cgroups where nothing else uses them)."""
+    sub = f"{lab.config.cgroup_name}/{node}"
+    lab.exec(node, [lab.config.python, "-c", _STOP, CGROUP, f"lxc/{vmid}", sub], check=True)
     if proc is not None:
         proc.wait(timeout=10)
 
 
 _STOP = """
-import os, sys, time
-path = sys.argv[1]
-with open(os.path.join(path, "cgroup.freeze"), "w") as f:
-    f.write("0")
-with open(os.path.join(path, "cgroup.kill"), "w") as f:
-    f.write("1")
-for _ in range(500):
-    try:
-        os.rmdir(os.path.join(path, "ns"))
-        os.rmdir(path)
-        break
-    except FileNotFoundError:
-        break
-    except OSError:
-        time.sleep(0.01)
+import os, subprocess, sys, time
+root, ct, sub = sys.argv[1], sys.argv[2], sys.argv[3]
+path = os.path.join(root, ct)
+def rmdir(p, tries=500):
+    for _ in range(tries):  # a killed cgroup's processes take a moment to leave it
+        try:
+            os.rmdir(p)
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError:
+            time.sleep(0.01)
+    return False
+if os.path.isdir(path):
+    with open(os.path.join(path, "cgroup.freeze"), "w") as f:
+        f.write("0")
+    with open(os.path.join(path, "cgroup.kill"), "w") as f:
+        f.write("1")
+    rmdir(os.path.join(path, "ns"))
+    rmdir(path)
+if os.path.exists(os.path.join(root, "cgroup.subtree_control")):
+    others = [d for d in os.listdir(os.path.join(root, "lxc")) if d.isdigit()]
+    if not others and rmdir(os.path.join(root, "lxc"), 100):  # else: another container runs
+        subprocess.run(["umount", root], check=True)  # the bind of the node's view
+        for p in (os.path.join(root, sub), os.path.dirname(os.path.join(root, sub))):
+            rmdir(p, 1)  # on a pure v2 host this is the node's own (busy) cgroup: stays
+        subprocess.run(["umount", root], check=True)  # the cgroup2 mount below it
 """
 
 
