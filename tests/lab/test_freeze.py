@@ -8,6 +8,7 @@ costs the configured timeouts.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import time
@@ -22,19 +23,22 @@ from .replhelp import delete_jobs_of, job_log, pverep, run_job
 
 RECORD = "/run/pvelab-freeze-record"
 PVEREP_ETC = "/etc/pverep"
+SNAP_RE = re.compile(r"^zfs snapshot (\S+) frozen=([01]) beats=(\S+),(\S+)$")
 
 
-def private_pverep_conf(lab: Lab, node: str, text: str) -> None:
-    """``/etc/pverep/pverep.conf`` for ``node`` alone: a node-private dir (under its own /run)
-    bound over /etc/pverep in the node's mount namespace; the host's file is never written.
-    Undo with ``umount /etc/pverep`` on the node."""
+@contextlib.contextmanager
+def private_pverep_conf(lab: Lab, node: str, text: str) -> Iterator[None]:
+    """``/etc/pverep/pverep.conf`` for ``node`` alone while the block runs: a node-private dir
+    (under its own /run) bound over /etc/pverep in the node's mount namespace; the host's file
+    is never written."""
     private = "/run/pvelab-etc-pverep"
     lab.exec(node, ["mkdir", "-p", PVEREP_ETC, private], check=True)
     lab.exec(node, ["mount", "--bind", private, PVEREP_ETC], check=True)
-    lab.exec(node, ["tee", f"{PVEREP_ETC}/pverep.conf"], input=text, check=True)
-
-
-SNAP_RE = re.compile(r"^zfs snapshot (\S+) frozen=([01]) beats=(\S+),(\S+)$")
+    try:
+        lab.exec(node, ["tee", f"{PVEREP_ETC}/pverep.conf"], input=text, check=True)
+        yield
+    finally:
+        lab.exec(node, ["umount", PVEREP_ETC], check=True)
 
 
 @pytest.fixture
@@ -116,20 +120,27 @@ def _stop_fake_agent(lab: Lab, vmid: int, proc: subprocess.Popen[bytes]) -> None
                       f"/var/run/qemu-server/{vmid}.qga"])  # fmt: skip
 
 
-def _enable_agent(guest: guests.Guest, value: str) -> None:
-    guest.config.write_text(guest.config.read_text() + f"agent: {value}\n")
+@contextlib.contextmanager
+def vm_with_fake_agent(lab: Lab, vmid: int, witness: str, agent: str, *flags: str) -> Iterator[str]:
+    """A qemu guest with ``agent: <agent>``, "running" with the fake agent, the snapshot witness
+    installed, and a job to pve2; yields the job id."""
+    guest = guests.create(lab, vmid, "pve1", "qemu", ["32M"])
+    guest.config.write_text(guest.config.read_text() + f"agent: {agent}\n")
+    snapwitness.install(lab, "pve1", witness)
+    proc = _start_fake_agent(lab, vmid, *flags)
+    job = f"{vmid}-0"
+    try:
+        pverep(lab, "pve1", "create-local-job", job, "pve2")
+        yield job
+    finally:
+        _stop_fake_agent(lab, vmid, proc)
+        delete_jobs_of(lab, vmid)
 
 
 def test_running_vm_is_frozen_through_the_fake_guest_agent(
     lab: Lab, vmid: int, witness: str
 ) -> None:
-    guest = guests.create(lab, vmid, "pve1", "qemu", ["32M"])
-    _enable_agent(guest, "1")
-    job = f"{vmid}-0"
-    snapwitness.install(lab, "pve1", witness)
-    agent = _start_fake_agent(lab, vmid)
-    try:
-        pverep(lab, "pve1", "create-local-job", job, "pve2")
+    with vm_with_fake_agent(lab, vmid, witness, "1") as job:
         run_job(lab, "pve1", job)
         log = job_log(lab, "pve1", job)
         sync = next(ln.split("'")[1] for ln in log if "create snapshot '" in ln)
@@ -148,38 +159,27 @@ def test_running_vm_is_frozen_through_the_fake_guest_agent(
             f"zfs snapshot {guests.dataset(f'vm-{vmid}-disk-0')}@{sync}",
             "guest-fsfreeze-thaw",
         ]
-    finally:
-        _stop_fake_agent(lab, vmid, agent)
-        delete_jobs_of(lab, vmid)
 
 
 def test_hung_guest_agent_costs_only_the_configured_timeouts(
     lab: Lab, vmid: int, witness: str
 ) -> None:
-    guest = guests.create(lab, vmid, "pve1", "qemu", ["32M"])
-    _enable_agent(guest, "1,freeze-fs=1")
-    job = f"{vmid}-0"
-    snapwitness.install(lab, "pve1", witness)
     hang = ("--hang", "guest-fsfreeze-freeze", "--hang", "guest-fsfreeze-thaw")
-    agent = _start_fake_agent(lab, vmid, *hang)
-    try:
-        pverep(lab, "pve1", "create-local-job", job, "pve2")
-        private_pverep_conf(lab, "pve1", "[freeze]\nagent-freeze-timeout = 1\n"
-                            "agent-thaw-timeout = 1\n")  # fmt: skip
+    timeouts = "[freeze]\nagent-freeze-timeout = 1\nagent-thaw-timeout = 1\n"
+    with (
+        vm_with_fake_agent(lab, vmid, witness, "1,freeze-fs=1", *hang) as job,
+        private_pverep_conf(lab, "pve1", timeouts),
+    ):
         started = time.monotonic()
         res = run_job(lab, "pve1", job)
         took = time.monotonic() - started
         log = job_log(lab, "pve1", job)
         assert "thaw guest filesystem" in catalogue(log, job)
         assert catalogue(log, job)[-1] == "end replication job"
-        # freeze: 1 s + 5 status waits answered at once ("thawed"), thaw: 1 s
+        # freeze: 1 s without an answer, then the status answers "thawed" at once; thaw: 1 s
         assert "unable to freeze guest fs - unexpected status 'thawed'" in res.stderr
         assert "guest-fsfreeze-thaw problems - VM" in res.stderr
         assert "still waiting on guest fs freeze - timeout in 0.0833333 minutes" in res.stdout
         events = [ln.split(" frozen=")[0] for ln in snapwitness.record(lab, "pve1", witness)]
         assert events[2] == "guest-fsfreeze-freeze" and events[-1] == "guest-fsfreeze-thaw"
         print(f"\n[figures] hung agent (1 s timeouts): run took {took:.2f}s")
-    finally:
-        _stop_fake_agent(lab, vmid, agent)
-        delete_jobs_of(lab, vmid)
-        lab.exec("pve1", ["umount", PVEREP_ETC])
