@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from pverep.cluster import GuestLocation
@@ -178,13 +179,15 @@ class Node:
             vmid=vmid,
             kind=kind,
             running=running,
-            freezefs=self.freezer().needed(kind, vmid, running, conf.current.get("agent")),
+            freezefs=self.freezer.needed(kind, vmid, running, conf.current.get("agent")),
             volids=tuple(volids),
             parent=conf.parent,
             snapshots=frozenset(conf.snapshots),
         )
 
+    @cached_property
     def freezer(self) -> GuestFreezer:
+        """Read once per pverep process: a thaw never depends on reading pverep.conf again."""
         settings = FreezeSettings.read(self.paths.pverep_conf)
         return GuestFreezer(self.paths, settings, info=_stdout, warn=_stderr)
 
@@ -239,8 +242,8 @@ def build_env(paths: Paths, node: Node, record_sync_end_fn: Callable[[int], None
         storage_exists=lambda sid: sid in storage.storages,
         delete_job=delete_job,
         record_sync_end=record_sync_end_fn,
-        freeze=lambda guest: node.freezer().freeze(guest.kind, guest.vmid),
-        thaw=lambda guest: node.freezer().thaw(guest.kind, guest.vmid),
+        freeze=lambda guest: node.freezer.freeze(guest.kind, guest.vmid),
+        thaw=lambda guest: node.freezer.thaw(guest.kind, guest.vmid),
     )
 
 
