@@ -111,6 +111,18 @@ class Paths:
         reboot ends every import, and so must forget them."""
         return self._p("/run/pverep/imports")
 
+    # --- running guests ---
+    def qemu_pidfile(self, vmid: int) -> Path:
+        return self._p(f"/var/run/qemu-server/{vmid}.pid")
+
+    def qga_socket(self, vmid: int) -> Path:
+        """The VM's QEMU guest agent channel (a unix socket QEMU serves)."""
+        return self._p(f"/var/run/qemu-server/{vmid}.qga")
+
+    def ct_cgroup(self, vmid: int) -> Path:
+        """A running container's cgroup v2 directory (what LXC creates on PVE)."""
+        return self._p(f"/sys/fs/cgroup/lxc/{vmid}")
+
     @property
     def pverep_conf(self) -> Path:
         return self._p("/etc/pverep/pverep.conf")
