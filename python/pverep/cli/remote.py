@@ -8,6 +8,7 @@ or the stream itself); every log line goes to stderr.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -18,10 +19,12 @@ from typing import Any, TypeVar
 
 import click
 
+import pverep
 from pverep.cli import App, cli
 from pverep.config.storage import read_storage_cfg
 from pverep.engine import remote
 from pverep.engine.importclaim import ImportRegistry
+from pverep.engine.peerkind import PEER_INFO_VERB
 from pverep.errors import ConfigError, ValidationError
 from pverep.storage.volumes import Volumes
 from pverep.storage.zfs import ZfsFlags, ZfsRunner
@@ -277,3 +280,9 @@ def export(
             with_snapshots=_bool("with-snapshots", with_snapshots),
             on_stderr=_stderr,
         )
+
+
+@cli.command(PEER_INFO_VERB)
+def peer_info_cmd() -> None:
+    """Print one JSON line saying this node runs pverep (the source's stock-or-pverep probe)."""
+    click.echo(json.dumps({"program": "pverep", "version": pverep.__version__}))

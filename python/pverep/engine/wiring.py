@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pverep.cluster import GuestLocation
@@ -28,6 +28,7 @@ from pverep.config.state import (
 )
 from pverep.config.storage import StorageConfig, read_storage_cfg
 from pverep.engine import notify
+from pverep.engine.peerkind import PeerSetting, decide_peer_kind, read_peer_settings
 from pverep.engine.ports import GuestView, TransportConfig
 from pverep.engine.replicate import JobLike, ReplicateEnv, StateLike
 from pverep.engine.runner import Runner
@@ -42,7 +43,7 @@ from pverep.schedule import job_status
 from pverep.storage.volumes import Volumes
 from pverep.storage.zfs import ZfsFlags, ZfsRunner, send_argv
 from pverep.transport.local import LocalShell
-from pverep.transport.peer import PeerCommands
+from pverep.transport.peer import PeerCommands, PeerKind
 from pverep.transport.ssh import SshShell, SshTarget
 from pverep.validate import parse_volume_id
 
@@ -50,8 +51,6 @@ from pverep.validate import parse_volume_id
 STALL_TIMEOUT_ENV = "PVEREP_STALL_TIMEOUT"
 #: Set to 1 where zfs speaks ``send -U`` / ``recv -x encryption`` (same switch as the target).
 ENCRYPTION_AWARE_ENV = "PVEREP_ZFS_ENCRYPTION_AWARE"
-#: Set to 1 to talk to a stock Proxmox VE peer (``pvesr``/``pvesm``) instead of pverep.
-PVE_PEER_ENV = "PVEREP_PEER_PVE"
 #: Set to 0 for pvesr's one-ssh-connection-per-call pattern (for comparisons).
 SSH_MULTIPLEX_ENV = "PVEREP_SSH_MULTIPLEX"
 
@@ -155,6 +154,17 @@ class Node:
     paths: Paths
     cluster: FilesCluster
     local_node: str
+    #: Per-target answer of engine.peerkind, asked once per run (this Node lives for one run).
+    peer_kinds: dict[str, PeerKind] = field(default_factory=dict)
+    _peer_settings: dict[str, PeerSetting] | None = None
+
+    def peer_kind(self, node: str, remote: SshShell) -> PeerKind:
+        """pverep or stock Proxmox VE on ``node``: pverep.conf [peers], else asked once."""
+        if node not in self.peer_kinds:
+            if self._peer_settings is None:
+                self._peer_settings = read_peer_settings(self.paths.pverep_conf)
+            self.peer_kinds[node] = decide_peer_kind(node, remote, self._peer_settings)
+        return self.peer_kinds[node]
 
     def storage(self) -> StorageConfig:
         return read_storage_cfg(str(self.paths.storage_cfg), warn=_stderr)
@@ -196,7 +206,7 @@ class Node:
             ds = volumes.pool(storeid).dataset(volname)
             return send_argv(ds, snapshot, base, no_preserve_encryption=flags.encryption_aware)
 
-        peer = PeerCommands(kind="pve") if os.environ.get(PVE_PEER_ENV) == "1" else PeerCommands()
+        peer = PeerCommands(kind=self.peer_kind(node, ssh))
         return ShellTarget(
             node=node,
             remote=ssh,
