@@ -42,6 +42,7 @@ from pverep.paths import Paths
 from pverep.schedule import job_status
 from pverep.storage.volumes import Volumes
 from pverep.storage.zfs import ZfsFlags, ZfsRunner, send_argv
+from pverep.transport.base import Shell
 from pverep.transport.local import LocalShell
 from pverep.transport.peer import PeerCommands, PeerKind
 from pverep.transport.ssh import SshShell, SshTarget
@@ -158,7 +159,7 @@ class Node:
     peer_kinds: dict[str, PeerKind] = field(default_factory=dict)
     _peer_settings: dict[str, PeerSetting] | None = None
 
-    def peer_kind(self, node: str, remote: SshShell) -> PeerKind:
+    def peer_kind(self, node: str, remote: Shell) -> PeerKind:
         """pverep or stock Proxmox VE on ``node``: pverep.conf [peers], else asked once."""
         if node not in self.peer_kinds:
             if self._peer_settings is None:

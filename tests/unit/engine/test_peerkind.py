@@ -100,3 +100,21 @@ def test_bad_peer_settings_are_one_line_errors(tmp_path: Path, text: str, messag
 
 def test_missing_file_means_auto_everywhere(tmp_path: Path) -> None:
     assert read_peer_settings(tmp_path / "absent.conf") == {}
+
+
+def test_the_run_asks_each_target_once_and_reads_the_override(tmp_path: Path) -> None:
+    from pverep.cluster.files import FilesCluster
+    from pverep.engine.wiring import Node
+    from pverep.paths import Paths
+
+    paths = Paths.from_env(str(tmp_path))
+    paths.pverep_conf.parent.mkdir(parents=True)
+    paths.pverep_conf.write_text("[peers]\npve3 = pverep\n")
+    node = Node(paths, FilesCluster(paths), "pve1")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    shell = PathShell(bindir)
+    assert node.peer_kind("pve2", shell) == "pve"
+    assert node.peer_kind("pve2", shell) == "pve"
+    assert shell.calls == [["pverep", "peer-info"]]
+    assert node.peer_kind("pve3", NoCalls()) == "pverep"
