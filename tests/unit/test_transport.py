@@ -257,3 +257,11 @@ def test_import_address_in_network_counts_only_interfaces_that_are_up() -> None:
         "10.99.0.1",
         "Got multiple local IP address in network '10.99.0.0/24'",
     ]
+
+
+def test_migration_ip_lookup_argv_for_both_peer_kinds() -> None:
+    tail = ["mtunnel", "-migration_network", "10.77.0.0/24", "-get_migration_ip"]
+    assert PVE.migration_ip("10.77.0.0/24") == ["pvecm", *tail]
+    assert PVEREP.migration_ip("10.77.0.0/24") == ["/usr/bin/pverep", *tail]
+    with pytest.raises(ValueError):
+        PVE.migration_ip("10.77.0.0/24; reboot")

@@ -8,6 +8,7 @@ or the stream itself); every log line goes to stderr.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -286,3 +287,30 @@ def export(
 def peer_info_cmd() -> None:
     """Print one JSON line saying this node runs pverep (the source's stock-or-pverep probe)."""
     click.echo(json.dumps({"program": "pverep", "version": pverep.__version__}))
+
+
+@cli.command("mtunnel")
+@click.option(
+    "--migration_network", "-migration_network", "network", default=None, metavar="CIDR",
+    help="The replication/migration network to look this node's address up in.",
+)  # fmt: skip
+@click.option(
+    "--get_migration_ip", "-get_migration_ip", "get_ip", is_flag=False, flag_value="1",
+    default="0", metavar="[BOOL]", help="Print this node's address in that network and exit.",
+)  # fmt: skip
+def mtunnel_cmd(network: str | None, get_ip: str) -> None:
+    """pvecm mtunnel's address lookup: print ``ip: '<address>'`` (``no ip`` without a network).
+
+    A source asks this over the cluster IP before it replicates over a replication network.
+    Only the lookup is offered; pverep opens no migration tunnel.
+    """
+    if not _bool("get_migration_ip", get_ip):
+        raise ValidationError("mtunnel: only -get_migration_ip is supported (no tunnel)")
+    if not network:
+        click.echo("no ip")
+        return
+    try:
+        ipaddress.ip_network(network, strict=False)
+    except ValueError:
+        raise ValidationError(f"migration_network: invalid CIDR '{network}'") from None
+    click.echo(f"ip: '{tcp.pick_ip_in_network(network, tcp.local_addresses())}'")

@@ -42,10 +42,10 @@ from pverep.paths import Paths
 from pverep.schedule import job_status
 from pverep.storage.volumes import Volumes
 from pverep.storage.zfs import ZfsFlags, ZfsRunner, send_argv
-from pverep.transport.base import Shell
+from pverep.transport.base import CommandError, Shell
 from pverep.transport.local import LocalShell
 from pverep.transport.peer import PeerCommands, PeerKind
-from pverep.transport.ssh import SshShell, SshTarget
+from pverep.transport.ssh import SshShell, SshTarget, parse_mtunnel_output
 from pverep.validate import parse_volume_id
 
 #: Seconds without any byte moving before a transfer is aborted (default 600).
@@ -194,10 +194,19 @@ class Node:
         member = self.cluster.members().get(node)
         if member is None or not member.ip:
             raise PverepError(f"no IP address for node '{node}'")
-        ssh = SshShell(
-            SshTarget.for_node(self.paths, node, member.ip),
-            multiplex=os.environ.get(SSH_MULTIPLEX_ENV, "1") != "0",
-        )
+        multiplex = os.environ.get(SSH_MULTIPLEX_ENV, "1") != "0"
+        ssh = SshShell(SshTarget.for_node(self.paths, node, member.ip), multiplex=multiplex)
+        try:
+            peer = PeerCommands(kind=self.peer_kind(node, ssh))
+            if network:
+                # pvesr: ask the target (over its cluster IP) for its address in that network,
+                # then run everything else over ssh to that address
+                ip = migration_ip(ssh, peer, node, network)
+                ssh.close()
+                ssh = SshShell(SshTarget.for_node(self.paths, node, ip), multiplex=multiplex)
+        except BaseException:
+            ssh.close()
+            raise
         flags = ZfsFlags(encryption_aware=os.environ.get(ENCRYPTION_AWARE_ENV) == "1")
         storage = self.storage()
         volumes = Volumes(storage, ZfsRunner(LocalShell(self.local_node)), flags=flags)
@@ -207,7 +216,6 @@ class Node:
             ds = volumes.pool(storeid).dataset(volname)
             return send_argv(ds, snapshot, base, no_preserve_encryption=flags.encryption_aware)
 
-        peer = PeerCommands(kind=self.peer_kind(node, ssh))
         return ShellTarget(
             node=node,
             remote=ssh,
@@ -218,6 +226,14 @@ class Node:
             tcp_address=network or member.ip,
             close_remote=ssh.close,
         )
+
+
+def migration_ip(remote: Shell, peer: PeerCommands, node: str, cidr: str) -> str:
+    """The target's address in ``cidr``, as its ``mtunnel -get_migration_ip`` answers (§5.1)."""
+    result = remote.run(peer.migration_ip(cidr))
+    if result.returncode != 0:
+        raise CommandError(result.argv, result.returncode, result.stderr_tail())
+    return parse_mtunnel_output(result.stdout_text, node, cidr)
 
 
 def build_env(paths: Paths, node: Node, record_sync_end_fn: Callable[[int], None]) -> ReplicateEnv:

@@ -1,11 +1,11 @@
-"""FAKE ``pvesr``/``pvesm`` for a stock-like lab node (there is no real Proxmox VE here).
+"""FAKE ``pvesr``/``pvesm``/``pvecm`` for a stock-like lab node (no real Proxmox VE here).
 
 ``stock_node(lab, node)`` turns a lab node into what a stock Proxmox VE node looks like to a
-replication source: ``pverep`` leaves its PATH, ``pvesr`` and ``pvesm`` appear. Each call of
-these fakes appends its argv as one JSON line to ``RECORD`` on that node (so a test can compare
-it with pvesr's exact argv), then does the real work with pverep's target-side verbs (real
-``zfs recv``, real snapshots) through ``python -m pverep.lab.fakepve``, an entry point that is
-not ``pverep`` on the PATH. Only the verbs a replication source sends are faked.
+replication source: ``pverep`` leaves its PATH, ``pvesr``, ``pvesm`` and ``pvecm`` appear. Each
+call of these fakes appends its argv as one JSON line to ``RECORD`` on that node (so a test can
+compare it with pvesr's exact argv), then does the real work with pverep's target-side verbs
+(real ``zfs recv``, real snapshots) through ``python -m pverep.lab.fakepve``, an entry point
+that is not ``pverep`` on the PATH. Only the verbs a replication source sends are faked.
 """
 
 from __future__ import annotations
@@ -25,7 +25,11 @@ if TYPE_CHECKING:
 #: Where each fake call's argv is recorded, one JSON list per line (node-private /run).
 RECORD = f"{NODE_RUN}/fake-pve-argv.jsonl"
 #: The verbs a replication source sends to a stock node, per tool.
-FAKED_VERBS = {"pvesr": ("prepare-local-job", "finalize-local-job"), "pvesm": ("import", "export")}
+FAKED_VERBS = {
+    "pvesr": ("prepare-local-job", "finalize-local-job"),
+    "pvesm": ("import", "export"),
+    "pvecm": ("mtunnel",),  # only its -get_migration_ip lookup
+}
 _NODE_BIN = f"{NODE_RUN}/bin"
 
 
