@@ -12,15 +12,13 @@ import pytest
 from pverep.lab import guests
 from pverep.lab.control import Lab
 
-from .replhelp import datasets, delete_jobs_of, job_log, pverep, run_job, snapshots
+from .replhelp import datasets, job_log, pverep, run_job, snapshots, written_guest
 
 
 @pytest.fixture
 def guest(lab: Lab, vmid: int) -> Iterator[int]:
-    guests.create(lab, vmid, "pve1", "lxc", ["32M", "32M"])
-    guests.write(lab, vmid, 300_000)
-    yield vmid
-    delete_jobs_of(lab, vmid)
+    with written_guest(lab, vmid, ["32M", "32M"], 300_000) as new:
+        yield new
 
 
 def test_removal_on_a_node_without_the_disks_cleans_the_target_and_drops_the_job(

@@ -14,18 +14,15 @@ import pytest
 from pverep.lab import fakepve, guests
 from pverep.lab.control import Lab
 
-from .replhelp import align, delete_jobs_of, job_log, pverep, snapshots
+from .replhelp import align, job_log, pverep, snapshots, written_guest
 
 STOCK, PVEREP = "pve3", "pve2"
 
 
 @pytest.fixture
 def guest(lab: Lab, vmid: int) -> Iterator[int]:
-    guests.create(lab, vmid, "pve1", "lxc", ["64M", "32M"])
-    guests.write(lab, vmid, 1_000_000)
-    with fakepve.stock_node(lab, STOCK):
+    with written_guest(lab, vmid, ["64M", "32M"], 1_000_000), fakepve.stock_node(lab, STOCK):
         yield vmid
-    delete_jobs_of(lab, vmid)
 
 
 def _sync_time(lab: Lab, jobid: str) -> int:
