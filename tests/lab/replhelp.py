@@ -6,7 +6,8 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from pverep.lab import guests
@@ -111,3 +112,14 @@ def delete_jobs_of(lab: Lab, vmid: int) -> None:
         if not skip:
             out.append(line)
     cfg.write_text("\n".join(out) + ("\n" if out else ""))
+
+
+@contextmanager
+def written_guest(lab: Lab, vmid: int, sizes: list[str], nbytes: int) -> Iterator[int]:
+    """A container with disks of ``sizes`` on pve1, ``nbytes`` written; its jobs dropped after."""
+    guests.create(lab, vmid, "pve1", "lxc", sizes)
+    guests.write(lab, vmid, nbytes)
+    try:
+        yield vmid
+    finally:
+        delete_jobs_of(lab, vmid)

@@ -308,7 +308,8 @@ def test_two_runs_at_once_do_the_work_once(lab: Lab, guest: int) -> None:
 
 def test_ssh_connections_per_run_against_pvesr_pattern(lab: Lab, guest: int) -> None:
     """One multiplexed connection per run; pvesr's pattern (PVEREP_SSH_MULTIPLEX=0 gives the
-    same argv, one connection per call) needs prepare + one per volume + finalize."""
+    same argv, one connection per call) needs prepare + one per volume + finalize, plus
+    pverep's one question whether the target runs pverep (engine/peerkind.py)."""
     vmid, job = guest, f"{guest}-0"
     pverep(lab, "pve1", "create-local-job", job, "pve2")
     run_job(lab, "pve1", job)
@@ -322,7 +323,7 @@ def test_ssh_connections_per_run_against_pvesr_pattern(lab: Lab, guest: int) -> 
         figures[mode] = (sshd_accepts(lab, "pve2") - before, time.monotonic() - started)
         assert job_log(lab, "pve1", job)[-1] == f"{job}: end replication job"
     assert figures["1"][0] == 1
-    assert figures["0"][0] == 4  # prepare, 2 imports, finalize
+    assert figures["0"][0] == 5  # peer-info, prepare, 2 imports, finalize
     print(
         f"\n[figures] incremental 2 disks: multiplexed {figures['1'][1]:.2f}s/"
         f"{figures['1'][0]} ssh, pvesr pattern {figures['0'][1]:.2f}s/{figures['0'][0]} ssh"

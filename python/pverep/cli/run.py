@@ -1,4 +1,5 @@
-"""``pverep run [--id <jobid>] [--verbose] [--mail]`` — pvesr run (spec §3.2, §3.3, §6.2).
+"""``pverep run [--id <jobid>] [--verbose] [--mail]`` — pvesr run (spec §3.2, §3.3, §6.2);
+every option also in its single-dash form (``-id``, ``-verbose``, ``-mail``), as pvesr takes it.
 
 Without ``--id`` it is the scheduler pass (what the timer runs every minute); with ``--id`` it
 runs that job now, ignoring its schedule. PVE booleans accept a bare flag or ``0|1|yes|no…``.
@@ -27,12 +28,25 @@ def pve_bool(value: str | bool | None) -> bool:
 
 
 @cli.command("run")
-@click.option("--id", "jobid", default=None, help="Run only this job (ignores its schedule).")
+# pvesr's CLI takes every option as --opt and -opt (PVE's CLIHandler)
 @click.option(
-    "--verbose", is_flag=False, flag_value="1", default="0", help="Print the job log lines."
+    "--id", "-id", "jobid", default=None, help="Run only this job (ignores its schedule)."
 )
 @click.option(
-    "--mail", is_flag=False, flag_value="1", default="0", help="Send failure notifications."
+    "--verbose",
+    "-verbose",
+    is_flag=False,
+    flag_value="1",
+    default="0",
+    help="Print the job log lines.",
+)
+@click.option(
+    "--mail",
+    "-mail",
+    is_flag=False,
+    flag_value="1",
+    default="0",
+    help="Send failure notifications.",
 )
 @click.option(
     "--dry-run",

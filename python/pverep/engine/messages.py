@@ -72,8 +72,8 @@ def delete_previous_snapshot(snap: str, volid: str) -> str:
 
 
 def format_rate(rate: str | float) -> str:
-    """The rate as configured (pvesr interpolates the config value); numbers as Perl's %.15g."""
-    return rate if isinstance(rate, str) else f"{rate:.15g}"
+    """The rate as stock prints it: the config number numified, then Perl's %.15g (10.0 → 10)."""
+    return f"{float(rate):.15g}"
 
 
 def transport_line(insecure: bool, network: str | None, rate: str | float | None) -> str:

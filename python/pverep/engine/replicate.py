@@ -134,7 +134,8 @@ def _remove(
         finally:
             target.close()
         parse_remote_prepare(out)
-    prepare_local(env, volids, job.id, 1, None, log)
+    # A guest config moved by hand to a node that never had its disks: nothing to clean here.
+    prepare(env.volumes, volids, job.id, 1, None, log, env.warn, missing_ok=True)
     env.delete_job(job.id)
     log(messages.job_removed())
 

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -29,6 +29,7 @@ from pverep.config.state import (
 )
 from pverep.config.storage import StorageConfig, read_storage_cfg
 from pverep.engine import notify, pvenotify
+from pverep.engine.peerkind import PeerSetting, decide_peer_kind, read_peer_settings
 from pverep.engine.ports import GuestView, TransportConfig
 from pverep.engine.replicate import JobLike, ReplicateEnv, StateLike
 from pverep.engine.runner import Runner
@@ -44,17 +45,16 @@ from pverep.paths import Paths
 from pverep.schedule import job_status
 from pverep.storage.volumes import Volumes
 from pverep.storage.zfs import ZfsFlags, ZfsRunner, send_argv
+from pverep.transport.base import CommandError, Shell
 from pverep.transport.local import LocalShell
-from pverep.transport.peer import PeerCommands
-from pverep.transport.ssh import SshShell, SshTarget
+from pverep.transport.peer import PeerCommands, PeerKind
+from pverep.transport.ssh import SshShell, SshTarget, parse_mtunnel_output
 from pverep.validate import parse_volume_id
 
 #: Seconds without any byte moving before a transfer is aborted (default 600).
 STALL_TIMEOUT_ENV = "PVEREP_STALL_TIMEOUT"
 #: Set to 1 where zfs speaks ``send -U`` / ``recv -x encryption`` (same switch as the target).
 ENCRYPTION_AWARE_ENV = "PVEREP_ZFS_ENCRYPTION_AWARE"
-#: Set to 1 to talk to a stock Proxmox VE peer (``pvesr``/``pvesm``) instead of pverep.
-PVE_PEER_ENV = "PVEREP_PEER_PVE"
 #: Set to 0 for pvesr's one-ssh-connection-per-call pattern (for comparisons).
 SSH_MULTIPLEX_ENV = "PVEREP_SSH_MULTIPLEX"
 
@@ -162,6 +162,17 @@ class Node:
     paths: Paths
     cluster: FilesCluster
     local_node: str
+    #: Per-target answer of engine.peerkind, asked once per run (this Node lives for one run).
+    peer_kinds: dict[str, PeerKind] = field(default_factory=dict)
+    _peer_settings: dict[str, PeerSetting] | None = None
+
+    def peer_kind(self, node: str, remote: Shell) -> PeerKind:
+        """pverep or stock Proxmox VE on ``node``: pverep.conf [peers], else asked once."""
+        if node not in self.peer_kinds:
+            if self._peer_settings is None:
+                self._peer_settings = read_peer_settings(self.paths.pverep_conf)
+            self.peer_kinds[node] = decide_peer_kind(node, remote, self._peer_settings)
+        return self.peer_kinds[node]
 
     def storage(self) -> StorageConfig:
         return read_storage_cfg(str(self.paths.storage_cfg), warn=_stderr)
@@ -196,10 +207,19 @@ class Node:
         member = self.cluster.members().get(node)
         if member is None or not member.ip:
             raise PverepError(f"no IP address for node '{node}'")
-        ssh = SshShell(
-            SshTarget.for_node(self.paths, node, member.ip),
-            multiplex=os.environ.get(SSH_MULTIPLEX_ENV, "1") != "0",
-        )
+        multiplex = os.environ.get(SSH_MULTIPLEX_ENV, "1") != "0"
+        ssh = SshShell(SshTarget.for_node(self.paths, node, member.ip), multiplex=multiplex)
+        try:
+            peer = PeerCommands(kind=self.peer_kind(node, ssh))
+            if network:
+                # pvesr: ask the target (over its cluster IP) for its address in that network,
+                # then run everything else over ssh to that address
+                ip = migration_ip(ssh, peer, node, network)
+                ssh.close()
+                ssh = SshShell(SshTarget.for_node(self.paths, node, ip), multiplex=multiplex)
+        except BaseException:
+            ssh.close()
+            raise
         flags = ZfsFlags(encryption_aware=os.environ.get(ENCRYPTION_AWARE_ENV) == "1")
         storage = self.storage()
         volumes = Volumes(storage, ZfsRunner(LocalShell(self.local_node)), flags=flags)
@@ -209,7 +229,6 @@ class Node:
             ds = volumes.pool(storeid).dataset(volname)
             return send_argv(ds, snapshot, base, no_preserve_encryption=flags.encryption_aware)
 
-        peer = PeerCommands(kind="pve") if os.environ.get(PVE_PEER_ENV) == "1" else PeerCommands()
         return ShellTarget(
             node=node,
             remote=ssh,
@@ -220,6 +239,14 @@ class Node:
             tcp_address=network or member.ip,
             close_remote=ssh.close,
         )
+
+
+def migration_ip(remote: Shell, peer: PeerCommands, node: str, cidr: str) -> str:
+    """The target's address in ``cidr``, as its ``mtunnel -get_migration_ip`` answers (§5.1)."""
+    result = remote.run(peer.migration_ip(cidr))
+    if result.returncode != 0:
+        raise CommandError(result.argv, result.returncode, result.stderr_tail())
+    return parse_mtunnel_output(result.stdout_text, node, cidr)
 
 
 def build_env(paths: Paths, node: Node, record_sync_end_fn: Callable[[int], None]) -> ReplicateEnv:

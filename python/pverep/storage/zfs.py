@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from pverep import _core
 from pverep.config.storage import StorageDef, parse_volname
-from pverep.errors import PverepError
+from pverep.errors import PverepError, VolumeMissingError
 from pverep.transport import streamend
 from pverep.transport.base import DEVNULL, PIPE, CommandError, LineSink, Process, Shell
 
@@ -35,6 +35,10 @@ BASE_SNAPSHOT = "__base__"
 
 class ZfsError(PverepError):
     """A zfs command failed; str() is ``zfs error: <last stderr line>``."""
+
+
+class ZfsDatasetMissing(ZfsError, VolumeMissingError):
+    """zfs said ``dataset does not exist`` for the volume's own dataset."""
 
 
 # --- pure argv builders -----------------------------------------------------------------------
@@ -296,7 +300,12 @@ class ZfsPool:
     def snapshot_info(self, volname: str) -> list[_core.SnapshotInfo]:
         """Snapshots of the volume's own dataset, in zfs list (creation) order."""
         ds = self.dataset(volname)
-        text = self.runner.run(snapshot_list_argv(ds))
+        try:
+            text = self.runner.run(snapshot_list_argv(ds))
+        except ZfsError as err:
+            if "dataset does not exist" in str(err):
+                raise ZfsDatasetMissing(str(err)) from None
+            raise
         return list(_core.parse_snapshot_list(text).get(ds, []))
 
     def delete_snapshot(self, volname: str, snap: str) -> None:

@@ -24,10 +24,15 @@ ACCEPT_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 30.0
 
 
+def ips_in_network(cidr: str, addresses: Iterable[str]) -> list[str]:
+    """The distinct ``addresses`` inside ``cidr``, sorted."""
+    net = ipaddress.ip_network(cidr, strict=False)
+    return sorted({a for a in addresses if ipaddress.ip_address(a) in net})
+
+
 def pick_ip_in_network(cidr: str, addresses: Iterable[str]) -> str:
     """The unique local address inside ``cidr`` (PVE::Cluster::get_local_migration_ip)."""
-    net = ipaddress.ip_network(cidr, strict=False)
-    found = sorted({a for a in addresses if ipaddress.ip_address(a) in net})
+    found = ips_in_network(cidr, addresses)
     if not found:
         raise PverepError(
             "could not get migration ip: no IP address configured on local node "
@@ -41,8 +46,19 @@ def pick_ip_in_network(cidr: str, addresses: Iterable[str]) -> str:
     return found[0]
 
 
+def import_ip_in_network(cidr: str, addresses: Iterable[str]) -> str:
+    """The unique local address inside ``cidr`` for ``pvesm import tcp://<cidr>``, with
+    pvesm's own texts (they differ from the migration-ip ones above)."""
+    found = ips_in_network(cidr, addresses)
+    if not found:
+        raise PverepError(f"Unable to get any local IP address in network '{cidr}'")
+    if len(found) > 1:
+        raise PverepError(f"Got multiple local IP address in network '{cidr}'")
+    return found[0]
+
+
 def parse_ip_addr_json(text: str) -> list[str]:
-    """Addresses from ``ip -j addr show``."""
+    """Addresses from ``ip -j address show``."""
     addrs: list[str] = []
     for link in json.loads(text or "[]"):
         for info in link.get("addr_info", []):
@@ -53,14 +69,15 @@ def parse_ip_addr_json(text: str) -> list[str]:
 
 
 def local_addresses() -> list[str]:
-    result = LocalShell().run(["ip", "-j", "addr", "show"], timeout=10).check()
+    """This node's addresses on interfaces that are up (PVE asks ``ip address show … up``)."""
+    result = LocalShell().run(["ip", "-j", "address", "show", "up"], timeout=10).check()
     return parse_ip_addr_json(result.stdout_text)
 
 
 def resolve_listen_address(spec: str) -> str:
     """``tcp://<ip>`` or ``tcp://<cidr>`` → the IP to listen on."""
     if "/" in spec:
-        return pick_ip_in_network(spec, local_addresses())
+        return import_ip_in_network(spec, local_addresses())
     return str(ipaddress.ip_address(spec))
 
 
