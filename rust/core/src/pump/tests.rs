@@ -64,6 +64,42 @@ fn socket_to_socket_uses_read_write_loop() {
     assert!(out == data);
 }
 
+/// Three pumps on their own threads share one budget: together they move its rate (they
+/// would move far more alone), and every byte arrives.
+#[test]
+fn pumps_share_one_budget() {
+    let rate = 30e6;
+    let budget = Arc::new(Budget::new(rate).unwrap());
+    let start = Instant::now();
+    let workers: Vec<_> = (0..3)
+        .map(|i| {
+            let budget = Arc::clone(&budget);
+            thread::spawn(move || {
+                let data = pattern((6 + i) << 20);
+                let config = PumpConfig {
+                    budget: Some(budget),
+                    ..PumpConfig::default()
+                };
+                let (out, result) = relay(data.clone(), pipe(), pipe(), config);
+                assert!(out == data);
+                result.unwrap().bytes
+            })
+        })
+        .collect();
+    let total: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(total, 21 << 20);
+    assert_eq!(budget.bytes(), total);
+    let achieved = total as f64 / secs;
+    // Starting empty, the aggregate can only fall short of the rate (late wake-ups), never
+    // exceed it by more than one burst.
+    assert!(
+        achieved <= rate * 1.01 + 2.0 * (256 << 10) as f64 / secs,
+        "{achieved}"
+    );
+    assert!(achieved >= rate * 0.9, "{achieved}");
+}
+
 #[test]
 fn rate_limited_copy_is_complete() {
     let data = pattern(300_000);
