@@ -178,6 +178,7 @@ pub struct Pump {
 #[pymethods]
 impl Pump {
     #[new]
+    #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (src_fd, dst_fd, *, rate=None, burst=None, stall_timeout=None, pipe_size=None, budget=None))]
     fn new(
         py: Python<'_>,
