@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from pverep.cli import App, cli
+from pverep.config.runconf import DEFAULT_MAX_WORKERS
 from pverep.errors import ValidationError
 
 _TRUE = {"1", "yes", "on", "true"}
@@ -34,8 +35,15 @@ def pve_bool(value: str | bool | None) -> bool:
 @click.option(
     "--mail", is_flag=False, flag_value="1", default="0", help="Send failure notifications."
 )
+@click.option(
+    "--max-workers",
+    type=click.IntRange(1, None),
+    default=None,
+    help="Jobs to run at once (default: max_workers in pverep.conf [run], else "
+    f"{DEFAULT_MAX_WORKERS}); 1 = pvesr's strictly serial order. Never two of one guest.",
+)
 @click.pass_obj
-def run_cmd(app: App, jobid: str | None, verbose: str, mail: str) -> None:
+def run_cmd(app: App, jobid: str | None, verbose: str, mail: str, max_workers: int | None) -> None:
     """Run replication jobs that are due (or the one given with --id)."""
     from pverep.engine.wiring import build_scheduler
 
@@ -43,7 +51,7 @@ def run_cmd(app: App, jobid: str | None, verbose: str, mail: str) -> None:
     if jobid and want_mail:
         raise ValidationError("Mail and id are mutually exclusive!")
     logfunc = (lambda msg: click.echo(msg)) if pve_bool(verbose) else None
-    scheduler = build_scheduler(app.paths)
+    scheduler = build_scheduler(app.paths, max_workers)
     if jobid:
         scheduler.run_single_job(jobid, None, logfunc)
     else:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pverep.cluster import GuestLocation
+from pverep.engine.dispatch import Dispatcher, is_due
 from pverep.engine.joblog import LogFunc
 from pverep.engine.replicate import JobLike
 from pverep.errors import PverepError
@@ -73,6 +74,7 @@ class Scheduler:
     notify: Callable[[JobLike, str, int], None] | None = None  # (job, error, fail_count)
     clock: Callable[[], float] = field(default=time.time)
     warn: Callable[[str], None] = field(default=_warn)
+    max_workers: int = 1  # 1 = pvesr's serial loop; more = engine/dispatch.py
 
     def next_job(self, iteration: int, start_time: int) -> JobLike | None:
         entries = sorted(
@@ -80,11 +82,7 @@ class Scheduler:
             key=lambda e: (e.last_iteration, e.next_sync, int(e.job.guest), e.job.id),
         )
         for entry in entries:
-            if (
-                entry.last_iteration < iteration
-                and entry.next_sync != 0
-                and start_time >= entry.next_sync
-            ):
+            if is_due(entry, iteration, start_time):
                 return entry.job
         return None
 
@@ -99,6 +97,17 @@ class Scheduler:
             iteration = now if now is not None else int(self.clock())
             start_time = iteration
             self.purge_old_states()
+            if self.max_workers > 1:
+                Dispatcher(
+                    self.max_workers,
+                    entries=self.job_status,
+                    run=lambda job, start: self.runner.run_replication(
+                        job, iteration, start, logfunc, verbose
+                    ),
+                    on_error=lambda job, err: self._handle_job_err(job, err, mail),
+                    start_time=lambda: now if now is not None else int(self.clock()),
+                ).pass_(iteration)
+                return
             while (job := self.next_job(iteration, start_time)) is not None:
                 try:
                     self.runner.run_replication(job, iteration, start_time, logfunc, verbose)

@@ -10,13 +10,15 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from pverep.bandwidth import BandwidthPlan
 from pverep.cluster import GuestLocation
 from pverep.cluster.files import FilesCluster
 from pverep.config.datacenter import read_transport
 from pverep.config.jobs import ConfigStore, Job, ReplicationConfig
+from pverep.config.runconf import check_max_workers, read_run_settings
 from pverep.config.state import (
     JobState,
     StateStore,
@@ -28,6 +30,7 @@ from pverep.config.state import (
 )
 from pverep.config.storage import StorageConfig, read_storage_cfg
 from pverep.engine import notify
+from pverep.engine.nodebudget import NodeBudget
 from pverep.engine.ports import GuestView, TransportConfig
 from pverep.engine.replicate import JobLike, ReplicateEnv, StateLike
 from pverep.engine.runner import Runner
@@ -155,6 +158,7 @@ class Node:
     paths: Paths
     cluster: FilesCluster
     local_node: str
+    budget: NodeBudget = field(default_factory=lambda: NodeBudget(BandwidthPlan(None)))
 
     def storage(self) -> StorageConfig:
         return read_storage_cfg(str(self.paths.storage_cfg), warn=_stderr)
@@ -206,6 +210,7 @@ class Node:
             stall_timeout=stall_timeout(),
             tcp_address=network or member.ip,
             close_remote=ssh.close,
+            budget=self.budget.current,
         )
 
 
@@ -248,10 +253,15 @@ def build_runner(paths: Paths, node: Node, states: StateStore) -> Runner:
     )
 
 
-def build_scheduler(paths: Paths) -> Scheduler:
+def build_scheduler(paths: Paths, max_workers: int | None = None) -> Scheduler:
+    """The scheduler for ``pverep run``; ``max_workers`` overrides pverep.conf's [run]."""
+    settings = read_run_settings(paths.pverep_conf)
+    workers = settings.max_workers
+    if max_workers is not None:
+        workers = check_max_workers(max_workers, "--max-workers")
     cluster = FilesCluster(paths)
     local = cluster.local_node()
-    node = Node(paths, cluster, local)
+    node = Node(paths, cluster, local, NodeBudget(settings.bandwidth))
     store = ConfigStore(paths)
     states = StateStore(paths)
 
@@ -305,6 +315,7 @@ def build_scheduler(paths: Paths) -> Scheduler:
         local_node=local,
         fail_count=fail_count,
         notify=notify_failure,
+        max_workers=workers,
     )
 
 

@@ -49,6 +49,11 @@ AES_GCM_FIRST = "Ciphers=^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 
 #: How long to wait for the multiplexing master to come up (connect + auth).
 MASTER_START_TIMEOUT = 30.0
+#: The master asks for a sign of life this often and gives up after this many unanswered
+#: asks: a target that vanishes fails its commands and streams within ~30-40 s, not after
+#: TCP's retransmission timeout (~15 min) or the stall watchdog (600 s).
+SERVER_ALIVE_INTERVAL = 10
+SERVER_ALIVE_COUNT_MAX = 3
 
 
 def _check_node(node: str) -> str:
@@ -194,6 +199,10 @@ class SshShell(CommandShell):
             f"ControlPath={control_path}",
             "-o",
             "ControlPersist=no",
+            "-o",
+            f"ServerAliveInterval={SERVER_ALIVE_INTERVAL}",
+            "-o",
+            f"ServerAliveCountMax={SERVER_ALIVE_COUNT_MAX}",
             "-N",
             f"root@{self.target.ip}",
         ]
