@@ -253,15 +253,18 @@ def build_runner(paths: Paths, node: Node, states: StateStore) -> Runner:
     )
 
 
-def build_scheduler(paths: Paths, max_workers: int | None = None) -> Scheduler:
-    """The scheduler for ``pverep run``; ``max_workers`` overrides pverep.conf's [run]."""
+def build_scheduler(
+    paths: Paths, max_workers: int | None = None, bandwidth: BandwidthPlan | None = None
+) -> Scheduler:
+    """The scheduler for ``pverep run``; ``max_workers`` and ``bandwidth`` override
+    pverep.conf's [run]."""
     settings = read_run_settings(paths.pverep_conf)
     workers = settings.max_workers
     if max_workers is not None:
         workers = check_max_workers(max_workers, "--max-workers")
     cluster = FilesCluster(paths)
     local = cluster.local_node()
-    node = Node(paths, cluster, local, NodeBudget(settings.bandwidth))
+    node = Node(paths, cluster, local, NodeBudget(bandwidth or settings.bandwidth))
     store = ConfigStore(paths)
     states = StateStore(paths)
 
