@@ -18,7 +18,7 @@ import pytest
 from pverep.lab import guests
 from pverep.lab.control import Lab
 
-from .replhelp import align, delete_jobs_of, job_log, pverep, run_job, state
+from .replhelp import align, cut_mid_sync, delete_jobs_of, job_log, pverep, run_job, state
 
 SUMMARY_RE = re.compile(r": (\d+) bytes \(.*\) copied, ([\d.]+) s, ")
 STAMPED_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (\S+): (.*)$")
@@ -85,33 +85,35 @@ def make_guest(lab: Lab, vmids: Callable[[], int]) -> Iterator[Callable[[str], i
 
 
 def test_parallel_run_holds_the_node_budget(lab: Lab, make_guest: Callable[[str], int]) -> None:
-    budget = 12e6
+    # Well below what one lab stream reaches on a loaded machine: the test measures the
+    # budget, not the lab's capacity (at the start and end only one stream may be running).
+    budget = 8e6
     plan = [(make_guest("96M"), "pve2"), (make_guest("96M"), "pve3"), (make_guest("96M"), "pve2")]
     for vmid, target in plan:
-        guests.write(lab, vmid, 32 << 20)  # incompressible
+        guests.write(lab, vmid, 24 << 20)  # incompressible
         pverep(lab, "pve1", "create-local-job", f"{vmid}-0", target)
     align()
     with WireSampler(lab, "pve1") as wire:
         started = time.monotonic()
-        pverep(lab, "pve1", "run", "--max-workers", "3", "--bandwidth", "12MB")
+        pverep(lab, "pve1", "run", "--max-workers", "3", "--bandwidth", "8MB")
         wall = time.monotonic() - started
     total = 0
     for vmid, target in plan:
         lines = job_log(lab, "pve1", f"{vmid}-0")
         assert lines[-1] == f"{vmid}-0: end replication job", lines[-1]
-        assert f"{vmid}-0: sharing the node's bandwidth budget of 12000000 bytes per second" in (
+        assert f"{vmid}-0: sharing the node's bandwidth budget of 8000000 bytes per second" in (
             lines
         )
         # one volume: the sender's and the importer's closing lines both count its stream
         total += max(int(m.group(1)) for ln in lines if (m := SUMMARY_RE.search(ln)))
         assert guests.checksum(lab, vmid, target) == guests.checksum(lab, vmid, "pve1")
-    assert total >= 3 * (32 << 20)
+    assert total >= 3 * (24 << 20)
     window = wire.busy_window(0.2 * budget)
     aggregate = total / window
     # A serial run would move one stream at a time; together they hold the budget.
     assert abs(aggregate / budget - 1) <= 0.05, f"{aggregate / 1e6:.2f} MB/s over {window:.2f}s"
     assert wall >= total / budget  # never faster than the budget
-    print(f"\n[figures] node budget 12 MB/s, 3 jobs at once: {aggregate / 1e6:.2f} MB/s "
+    print(f"\n[figures] node budget 8 MB/s, 3 jobs at once: {aggregate / 1e6:.2f} MB/s "
           f"({aggregate / budget - 1:+.1%}) over {window:.2f}s, run {wall:.1f}s")  # fmt: skip
 
 
@@ -156,22 +158,7 @@ def test_target_cut_mid_transfer_fails_fast_and_other_jobs_complete(
     align()
     proc = lab.popen("pve1", ["pverep", "run", "--max-workers", "2"],
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while not any(" incremental sync " in ln for ln in job_log(lab, "pve1", cut_job)):
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.2)
-        time.sleep(2)
-        cut_at = time.monotonic()
-        lab.cut("pve2")
-        try:
-            _, err = proc.communicate(timeout=120)
-            failed_after = time.monotonic() - cut_at
-        finally:
-            lab.heal("pve2")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    err, failed_after = cut_mid_sync(lab, proc, cut_job, "pve2", settle=2, timeout=120)
     assert failed_after <= 90, failed_after
     cut_lines = job_log(lab, "pve1", cut_job)
     assert cut_lines[-1].startswith(f"{cut_job}: end replication job with error: "), cut_lines[-1]

@@ -75,6 +75,7 @@ class Scheduler:
     clock: Callable[[], float] = field(default=time.time)
     warn: Callable[[str], None] = field(default=_warn)
     max_workers: int = 1  # 1 = pvesr's serial loop; more = engine/dispatch.py
+    end_of_run: Callable[[], None] = field(default=lambda: None)  # e.g. end the ssh masters
 
     def next_job(self, iteration: int, start_time: int) -> JobLike | None:
         entries = sorted(
@@ -94,26 +95,34 @@ class Scheduler:
         mail: bool = False,
     ) -> None:
         with self.run_lock(RUN_LOCK_TIMEOUT):
-            iteration = now if now is not None else int(self.clock())
-            start_time = iteration
-            self.purge_old_states()
-            if self.max_workers > 1:
-                Dispatcher(
-                    self.max_workers,
-                    entries=self.job_status,
-                    run=lambda job, start: self.runner.run_replication(
-                        job, iteration, start, logfunc, verbose
-                    ),
-                    on_error=lambda job, err: self._handle_job_err(job, err, mail),
-                    start_time=lambda: now if now is not None else int(self.clock()),
-                ).pass_(iteration)
-                return
-            while (job := self.next_job(iteration, start_time)) is not None:
-                try:
-                    self.runner.run_replication(job, iteration, start_time, logfunc, verbose)
-                except Exception as err:
-                    self._handle_job_err(job, err, mail)
-                start_time = now if now is not None else int(self.clock())
+            try:
+                self._run_pass(now, logfunc, verbose, mail)
+            finally:
+                self.end_of_run()
+
+    def _run_pass(
+        self, now: int | None, logfunc: LogFunc | None, verbose: bool, mail: bool
+    ) -> None:
+        iteration = now if now is not None else int(self.clock())
+        start_time = iteration
+        self.purge_old_states()
+        if self.max_workers > 1:
+            Dispatcher(
+                self.max_workers,
+                entries=self.job_status,
+                run=lambda job, start: self.runner.run_replication(
+                    job, iteration, start, logfunc, verbose
+                ),
+                on_error=lambda job, err: self._handle_job_err(job, err, mail),
+                start_time=lambda: now if now is not None else int(self.clock()),
+            ).pass_(iteration)
+            return
+        while (job := self.next_job(iteration, start_time)) is not None:
+            try:
+                self.runner.run_replication(job, iteration, start_time, logfunc, verbose)
+            except Exception as err:
+                self._handle_job_err(job, err, mail)
+            start_time = now if now is not None else int(self.clock())
 
     def _handle_job_err(self, job: JobLike, err: Exception, mail: bool) -> None:
         text = str(err).rstrip("\n")
@@ -151,4 +160,7 @@ class Scheduler:
                 raise PverepError(f"guest '{vmid}' is not on local node")
             if job.target == self.local_node:
                 raise PverepError("unable to sync to local node")
-            return self.runner.run_replication(job, start, start, logfunc, verbose)
+            try:
+                return self.runner.run_replication(job, start, start, logfunc, verbose)
+            finally:
+                self.end_of_run()

@@ -28,7 +28,8 @@ class ShellTarget:
     commands: PeerCommands
     stall_timeout: float | None
     tcp_address: str | None = None  # insecure mode: the target's IP or the replication network
-    close_remote: Callable[[], None] | None = None
+    close_remote: Callable[[], None] | None = None  # drops the connection (a stall)
+    release: Callable[[], None] | None = None  # at the job's end; default: close_remote
     budget: Callable[[], Budget | None] = lambda: None  # the node's budget at this moment
 
     def prepare(
@@ -95,5 +96,6 @@ class ShellTarget:
         )
 
     def close(self) -> None:
-        if self.close_remote is not None:
-            self.close_remote()
+        done = self.release if self.release is not None else self.close_remote
+        if done is not None:
+            done()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -151,6 +152,49 @@ def _running(paths: Paths, vmtype: str, vmid: int) -> int:
     return 1 if (paths.root / f"sys/fs/cgroup/lxc/{vmid}").is_dir() else 0
 
 
+#: Jobs that share one ssh master at a time: each holds one or two sessions on it, and sshd
+#: allows 10 per connection by default (MaxSessions).
+MAX_JOBS_PER_MASTER = 4
+
+
+class SshSessions:
+    """The run's ssh masters: jobs to one target share a master (prepare, imports and finalize
+    of all of them ride one connection), at most MAX_JOBS_PER_MASTER at a time, also when they
+    run at once. ``close()`` at the end of the run ends them all."""
+
+    def __init__(self) -> None:
+        self._shells: dict[tuple[str, str], list[SshShell]] = {}
+        self._users: dict[int, int] = {}  # id(shell) -> jobs using it now
+        self._lock = threading.Lock()
+
+    def take(self, paths: Paths, node: str, ip: str) -> SshShell:
+        with self._lock:
+            shells = self._shells.setdefault((node, ip), [])
+            shell = next((s for s in shells if self._users[id(s)] < MAX_JOBS_PER_MASTER), None)
+            if shell is None:
+                shell = SshShell(
+                    SshTarget.for_node(paths, node, ip),
+                    multiplex=os.environ.get(SSH_MULTIPLEX_ENV, "1") != "0",
+                )
+                shells.append(shell)
+                self._users[id(shell)] = 0
+            self._users[id(shell)] += 1
+            return shell
+
+    def release(self, shell: SshShell) -> None:
+        """The job is done with ``shell``; its master stays up for the run's next jobs."""
+        with self._lock:
+            if id(shell) in self._users:
+                self._users[id(shell)] -= 1
+
+    def close(self) -> None:
+        with self._lock:
+            shells = [s for group in self._shells.values() for s in group]
+            self._shells, self._users = {}, {}
+        for shell in shells:
+            shell.close()
+
+
 @dataclass
 class Node:
     """Everything about this node the engine needs, read fresh per run."""
@@ -159,6 +203,7 @@ class Node:
     cluster: FilesCluster
     local_node: str
     budget: NodeBudget = field(default_factory=lambda: NodeBudget(BandwidthPlan(None)))
+    sessions: SshSessions | None = None  # None: one ssh master per job (closed with the job)
 
     def storage(self) -> StorageConfig:
         return read_storage_cfg(str(self.paths.storage_cfg), warn=_stderr)
@@ -187,10 +232,14 @@ class Node:
         member = self.cluster.members().get(node)
         if member is None or not member.ip:
             raise PverepError(f"no IP address for node '{node}'")
-        ssh = SshShell(
-            SshTarget.for_node(self.paths, node, member.ip),
-            multiplex=os.environ.get(SSH_MULTIPLEX_ENV, "1") != "0",
-        )
+        sessions = self.sessions
+        if sessions is not None:
+            ssh = sessions.take(self.paths, node, member.ip)
+        else:
+            ssh = SshShell(
+                SshTarget.for_node(self.paths, node, member.ip),
+                multiplex=os.environ.get(SSH_MULTIPLEX_ENV, "1") != "0",
+            )
         flags = ZfsFlags(encryption_aware=os.environ.get(ENCRYPTION_AWARE_ENV) == "1")
         storage = self.storage()
         volumes = Volumes(storage, ZfsRunner(LocalShell(self.local_node)), flags=flags)
@@ -210,6 +259,7 @@ class Node:
             stall_timeout=stall_timeout(),
             tcp_address=network or member.ip,
             close_remote=ssh.close,
+            release=None if sessions is None else (lambda: sessions.release(ssh)),
             budget=self.budget.current,
         )
 
@@ -264,7 +314,8 @@ def build_scheduler(
         workers = check_max_workers(max_workers, "--max-workers")
     cluster = FilesCluster(paths)
     local = cluster.local_node()
-    node = Node(paths, cluster, local, NodeBudget(bandwidth or settings.bandwidth))
+    sessions = SshSessions()
+    node = Node(paths, cluster, local, NodeBudget(bandwidth or settings.bandwidth), sessions)
     store = ConfigStore(paths)
     states = StateStore(paths)
 
@@ -319,6 +370,7 @@ def build_scheduler(
         fail_count=fail_count,
         notify=notify_failure,
         max_workers=workers,
+        end_of_run=sessions.close,
     )
 
 

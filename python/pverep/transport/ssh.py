@@ -23,6 +23,7 @@ import re
 import shlex
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -175,6 +176,8 @@ class SshShell(CommandShell):
         self.prefer_aes_gcm = local_cpu_has_aes() if prefer_aes_gcm is None else prefer_aes_gcm
         self._control_dir: Path | None = None
         self._master: Process | None = None
+        # Jobs running at once share one shell per target: one master, started once.
+        self._lock = threading.RLock()
 
     @property
     def node(self) -> str:
@@ -220,8 +223,16 @@ class SshShell(CommandShell):
     # --- master lifecycle ---
     def open(self) -> SshShell:
         """Start the multiplexing master (no-op without multiplexing or if already up)."""
-        if not self.multiplex or self._master is not None:
+        with self._lock:
+            return self._open_locked()
+
+    def _open_locked(self) -> SshShell:
+        if not self.multiplex:
             return self
+        if self._master is not None:
+            if self._master.returncode is None:
+                return self
+            self.close()  # it died (keepalives, a stall): the next command gets a new one
         self._control_dir = Path(tempfile.mkdtemp(prefix="pverep-ssh-"))
         path = self._control_dir / "master"
         master = spawn_argv(self.master_argv(path), stdin=DEVNULL, stdout=DEVNULL)
@@ -237,12 +248,13 @@ class SshShell(CommandShell):
 
     def close(self) -> None:
         """End the master (by its pid) and remove the private socket directory."""
-        master, self._master = self._master, None
-        if master is not None:
-            master.stop()
-        if self._control_dir is not None:
-            shutil.rmtree(self._control_dir, ignore_errors=True)
-            self._control_dir = None
+        with self._lock:
+            master, self._master = self._master, None
+            if master is not None:
+                master.stop()
+            if self._control_dir is not None:
+                shutil.rmtree(self._control_dir, ignore_errors=True)
+                self._control_dir = None
 
     def __enter__(self) -> SshShell:
         return self.open()
