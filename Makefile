@@ -63,6 +63,8 @@ bench: sysdeps build
 	$(PY) -m pytest -q benches --benchmark-only --benchmark-enable
 	$(PY) benches/compare_relays.py --rounds 3
 	$(PY) benches/compare_parse.py --rounds 3
+	$(PY) benches/compare_budget.py --rounds 3
+	$(PY) benches/compare_cycle.py
 
 demo: sysdeps build
 	$(PY) -m pverep.demo

@@ -31,6 +31,10 @@ Fixtures
     ``pverep.lab.guests.create(lab, vmid, "pve1", "lxc", ["64M"])``; see also
     ``guests.write``, ``guests.move`` and ``guests.checksum``.
 
+``vmids``
+    A factory for several fresh VMIDs in one test (``a, b = vmids(), vmids()``), each cleaned
+    up like ``vmid``'s.
+
 ``api`` (module)
     The fake Proxmox API running on every node's :8006, and ``api.remote([...], node)`` to
     run ``pverep --api <node> …`` from the host (tests/lab/apihelp.py).

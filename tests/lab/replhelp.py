@@ -43,6 +43,38 @@ def run_job(
     return pverep(lab, node, "run", "--id", jobid, **kw)
 
 
+def cut_mid_sync(
+    lab: Lab,
+    proc: subprocess.Popen[str],
+    jobid: str,
+    victim: str,
+    *,
+    settle: float,
+    timeout: float,
+    start_timeout: float = 30.0,
+) -> tuple[str, float]:
+    """Once ``jobid``'s log on pve1 shows its incremental sync (plus ``settle`` s), cut
+    ``victim`` off the network until ``proc`` (a pverep run on pve1) ends; heal it again.
+    Returns the run's stderr and the seconds from the cut to the run's end."""
+    try:
+        deadline = time.monotonic() + start_timeout
+        while not any(" incremental sync " in ln for ln in job_log(lab, "pve1", jobid)):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        time.sleep(settle)
+        cut_at = time.monotonic()
+        lab.cut(victim)
+        try:
+            _, err = proc.communicate(timeout=timeout)
+            return err, time.monotonic() - cut_at
+        finally:
+            lab.heal(victim)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def job_log(lab: Lab, node: str, jobid: str) -> list[str]:
     """The job log without timestamps (lines still start with ``<jobid>: ``)."""
     text = lab.exec(node, ["cat", f"/var/log/pve/replicate/{jobid}"], check=True).stdout

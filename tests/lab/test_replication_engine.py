@@ -18,6 +18,7 @@ from pverep.lab.control import Lab
 from .replhelp import (
     add_disk,
     align,
+    cut_mid_sync,
     datasets,
     delete_jobs_of,
     job_log,
@@ -188,22 +189,9 @@ def test_cut_target_mid_transfer_fails_cleanly_then_resumes(lab: Lab, guest: int
     env = {**os.environ, "PVEREP_STALL_TIMEOUT": "3"}
     proc = lab.popen("pve1", ["pverep", "run", "--id", job], env=env,
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while not any(" incremental sync " in ln for ln in job_log(lab, "pve1", job)):
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.2)
-        time.sleep(1.5)
-        cut_at = time.monotonic()
-        lab.cut("pve2")
-        try:
-            _, _err = proc.communicate(timeout=60)
-            failed_after = time.monotonic() - cut_at
-        finally:
-            lab.heal("pve2")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    _err, failed_after = cut_mid_sync(
+        lab, proc, job, "pve2", settle=1.5, timeout=60, start_timeout=20
+    )
     assert proc.returncode != 0
     lines = job_log(lab, "pve1", job)
     s2 = f"__replicate_{job}_{sync_time(lines)}__"

@@ -122,7 +122,8 @@ def test_multiplexed_command_and_master_argv() -> None:
     master = shell.master_argv(Path("/tmp/pverep-ssh-x/master"))
     assert master == [
         *PREFIX, "-o", ssh.AES_GCM_FIRST, "-o", "ControlMaster=yes",
-        "-o", "ControlPath=/tmp/pverep-ssh-x/master", "-o", "ControlPersist=no", "-N",
+        "-o", "ControlPath=/tmp/pverep-ssh-x/master", "-o", "ControlPersist=no",
+        "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3", "-N",
         "root@10.0.0.2",
     ]  # fmt: skip
     # before open(): a direct connection with the cipher preference

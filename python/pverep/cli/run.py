@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import click
 
+from pverep.bandwidth import BandwidthPlan
 from pverep.cli import App, cli
+from pverep.config.runconf import DEFAULT_MAX_WORKERS
 from pverep.errors import ValidationError
 
 _TRUE = {"1", "yes", "on", "true"}
@@ -54,8 +56,30 @@ def pve_bool(value: str | bool | None) -> bool:
     help="Print per job and volume what would be sent (full or incremental, from which base, "
     "estimated bytes) and deleted on each side; change nothing anywhere.",
 )
+@click.option(
+    "--max-workers",
+    type=click.IntRange(1, None),
+    default=None,
+    help="Jobs to run at once (default: max_workers in pverep.conf [run], else "
+    f"{DEFAULT_MAX_WORKERS}); 1 = pvesr's strictly serial order. Never two of one guest.",
+)
+@click.option(
+    "--bandwidth",
+    default=None,
+    metavar="RATE",
+    help="The node's bandwidth budget for this run, shared by all its transfers (e.g. 20MB, "
+    "1GiB; a bare number is MB/s); overrides bandwidth and bandwidth_schedule in [run].",
+)
 @click.pass_obj
-def run_cmd(app: App, jobid: str | None, verbose: str, mail: str, dry_run: bool) -> None:
+def run_cmd(
+    app: App,
+    jobid: str | None,
+    verbose: str,
+    mail: str,
+    max_workers: int | None,
+    bandwidth: str | None,
+    dry_run: bool,
+) -> None:
     """Run replication jobs that are due (or the one given with --id)."""
     from pverep.engine.wiring import build_scheduler
 
@@ -66,7 +90,8 @@ def run_cmd(app: App, jobid: str | None, verbose: str, mail: str, dry_run: bool)
     if jobid and want_mail:
         raise ValidationError("Mail and id are mutually exclusive!")
     logfunc = (lambda msg: click.echo(msg)) if pve_bool(verbose) else None
-    scheduler = build_scheduler(app.paths)
+    budget = BandwidthPlan.parse(bandwidth, None) if bandwidth is not None else None
+    scheduler = build_scheduler(app.paths, max_workers, budget)
     if jobid:
         scheduler.run_single_job(jobid, None, logfunc)
     else:

@@ -95,6 +95,11 @@ def bandwidth_limit(bps: int, volid: str) -> str:
     return f"using a bandwidth limit of {bps} bytes per second for transferring '{volid}'"
 
 
+def node_budget(bps: float) -> str:
+    """pverep only: the node-wide budget the transfer shares with the others running now."""
+    return f"sharing the node's bandwidth budget of {round(bps)} bytes per second"
+
+
 def no_common_base(volids: Iterable[str], jobid: str) -> str:
     return (
         f"No common base snapshot on volume(s) {','.join(volids)}\n"

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from pverep.bandwidth import BandwidthPlan
 from pverep.cluster import GuestLocation
 from pverep.cluster.files import FilesCluster
 from pverep.config.datacenter import read_transport
 from pverep.config.jobs import ConfigStore, Job, ReplicationConfig
+from pverep.config.runconf import check_max_workers, read_run_settings
 from pverep.config.state import (
     JobState,
     StateStore,
@@ -29,6 +32,7 @@ from pverep.config.state import (
 )
 from pverep.config.storage import StorageConfig, read_storage_cfg
 from pverep.engine import notify, pvenotify
+from pverep.engine.nodebudget import NodeBudget
 from pverep.engine.peerkind import PeerSetting, decide_peer_kind, read_peer_settings
 from pverep.engine.ports import GuestView, TransportConfig
 from pverep.engine.replicate import JobLike, ReplicateEnv, StateLike
@@ -155,6 +159,49 @@ def _running(paths: Paths, vmtype: str, vmid: int) -> int:
     return 1 if paths.ct_cgroup(vmid).is_dir() else 0
 
 
+#: Jobs that share one ssh master at a time: each holds one or two sessions on it, and sshd
+#: allows 10 per connection by default (MaxSessions).
+MAX_JOBS_PER_MASTER = 4
+
+
+class SshSessions:
+    """The run's ssh masters: jobs to one target share a master (prepare, imports and finalize
+    of all of them ride one connection), at most MAX_JOBS_PER_MASTER at a time, also when they
+    run at once. ``close()`` at the end of the run ends them all."""
+
+    def __init__(self) -> None:
+        self._shells: dict[tuple[str, str], list[SshShell]] = {}
+        self._users: dict[int, int] = {}  # id(shell) -> jobs using it now
+        self._lock = threading.Lock()
+
+    def take(self, paths: Paths, node: str, ip: str) -> SshShell:
+        with self._lock:
+            shells = self._shells.setdefault((node, ip), [])
+            shell = next((s for s in shells if self._users[id(s)] < MAX_JOBS_PER_MASTER), None)
+            if shell is None:
+                shell = SshShell(
+                    SshTarget.for_node(paths, node, ip),
+                    multiplex=os.environ.get(SSH_MULTIPLEX_ENV, "1") != "0",
+                )
+                shells.append(shell)
+                self._users[id(shell)] = 0
+            self._users[id(shell)] += 1
+            return shell
+
+    def release(self, shell: SshShell) -> None:
+        """The job is done with ``shell``; its master stays up for the run's next jobs."""
+        with self._lock:
+            if id(shell) in self._users:
+                self._users[id(shell)] -= 1
+
+    def close(self) -> None:
+        with self._lock:
+            shells = [s for group in self._shells.values() for s in group]
+            self._shells, self._users = {}, {}
+        for shell in shells:
+            shell.close()
+
+
 @dataclass
 class Node:
     """Everything about this node the engine needs, read fresh per run."""
@@ -162,17 +209,27 @@ class Node:
     paths: Paths
     cluster: FilesCluster
     local_node: str
-    #: Per-target answer of engine.peerkind, asked once per run (this Node lives for one run).
+    budget: NodeBudget = field(default_factory=lambda: NodeBudget(BandwidthPlan(None)))
+    sessions: SshSessions | None = None  # None: one ssh master per job (closed with the job)
+    #: Per-target answers (engine.peerkind, the replication network address), asked once per
+    #: run (this Node lives for one run); jobs of the run may ask from several threads.
     peer_kinds: dict[str, PeerKind] = field(default_factory=dict)
+    migration_ips: dict[tuple[str, str], str] = field(default_factory=dict)
     _peer_settings: dict[str, PeerSetting] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def peer_kind(self, node: str, remote: Shell) -> PeerKind:
         """pverep or stock Proxmox VE on ``node``: pverep.conf [peers], else asked once."""
-        if node not in self.peer_kinds:
+        with self._lock:
             if self._peer_settings is None:
                 self._peer_settings = read_peer_settings(self.paths.pverep_conf)
-            self.peer_kinds[node] = decide_peer_kind(node, remote, self._peer_settings)
-        return self.peer_kinds[node]
+            settings, known = self._peer_settings, self.peer_kinds.get(node)
+        if known is None:
+            # jobs running at once may both ask; the answers are the same
+            known = decide_peer_kind(node, remote, settings)
+            with self._lock:
+                self.peer_kinds[node] = known
+        return known
 
     def storage(self) -> StorageConfig:
         return read_storage_cfg(str(self.paths.storage_cfg), warn=_stderr)
@@ -203,22 +260,46 @@ class Node:
         settings = FreezeSettings.read(self.paths.pverep_conf)
         return GuestFreezer(self.paths, settings, info=_stdout, warn=_stderr)
 
+    def _shell(self, node: str, ip: str) -> SshShell:
+        """The run's shared ssh master to ``ip`` (with sessions), else one for this job."""
+        if self.sessions is not None:
+            return self.sessions.take(self.paths, node, ip)
+        multiplex = os.environ.get(SSH_MULTIPLEX_ENV, "1") != "0"
+        return SshShell(SshTarget.for_node(self.paths, node, ip), multiplex=multiplex)
+
+    def _let_go(self, ssh: SshShell) -> None:
+        """This job is done with ``ssh``: a shared master stays up for the run's other jobs."""
+        if self.sessions is not None:
+            self.sessions.release(ssh)
+        else:
+            ssh.close()
+
+    def _migration_ip(self, ssh: SshShell, peer: PeerCommands, node: str, cidr: str) -> str:
+        """``node``'s address in ``cidr``, asked once per run and target."""
+        with self._lock:
+            known = self.migration_ips.get((node, cidr))
+        if known is None:
+            known = migration_ip(ssh, peer, node, cidr)
+            with self._lock:
+                self.migration_ips[(node, cidr)] = known
+        return known
+
     def connect(self, node: str, network: str | None) -> ShellTarget:
         member = self.cluster.members().get(node)
         if member is None or not member.ip:
             raise PverepError(f"no IP address for node '{node}'")
-        multiplex = os.environ.get(SSH_MULTIPLEX_ENV, "1") != "0"
-        ssh = SshShell(SshTarget.for_node(self.paths, node, member.ip), multiplex=multiplex)
+        sessions = self.sessions
+        ssh = self._shell(node, member.ip)
         try:
             peer = PeerCommands(kind=self.peer_kind(node, ssh))
             if network:
                 # pvesr: ask the target (over its cluster IP) for its address in that network,
                 # then run everything else over ssh to that address
-                ip = migration_ip(ssh, peer, node, network)
-                ssh.close()
-                ssh = SshShell(SshTarget.for_node(self.paths, node, ip), multiplex=multiplex)
+                ip = self._migration_ip(ssh, peer, node, network)
+                self._let_go(ssh)
+                ssh = self._shell(node, ip)
         except BaseException:
-            ssh.close()
+            self._let_go(ssh)
             raise
         flags = ZfsFlags(encryption_aware=os.environ.get(ENCRYPTION_AWARE_ENV) == "1")
         storage = self.storage()
@@ -238,6 +319,8 @@ class Node:
             stall_timeout=stall_timeout(),
             tcp_address=network or member.ip,
             close_remote=ssh.close,
+            release=None if sessions is None else (lambda: sessions.release(ssh)),
+            budget=self.budget.current,
         )
 
 
@@ -291,10 +374,19 @@ def build_runner(paths: Paths, node: Node, states: StateStore) -> Runner:
     )
 
 
-def build_scheduler(paths: Paths) -> Scheduler:
+def build_scheduler(
+    paths: Paths, max_workers: int | None = None, bandwidth: BandwidthPlan | None = None
+) -> Scheduler:
+    """The scheduler for ``pverep run``; ``max_workers`` and ``bandwidth`` override
+    pverep.conf's [run]."""
+    settings = read_run_settings(paths.pverep_conf)
+    workers = settings.max_workers
+    if max_workers is not None:
+        workers = check_max_workers(max_workers, "--max-workers")
     cluster = FilesCluster(paths)
     local = cluster.local_node()
-    node = Node(paths, cluster, local)
+    sessions = SshSessions()
+    node = Node(paths, cluster, local, NodeBudget(bandwidth or settings.bandwidth), sessions)
     store = ConfigStore(paths)
     states = StateStore(paths)
 
@@ -349,6 +441,8 @@ def build_scheduler(paths: Paths) -> Scheduler:
         fail_count=fail_count,
         notify=notify_failure,
         after_run=observe_hooks.after_run(paths),
+        max_workers=workers,
+        end_of_run=sessions.close,
     )
 
 

@@ -113,7 +113,27 @@ def accept_one(sock: socket.socket, timeout: float = ACCEPT_TIMEOUT) -> socket.s
     finally:
         sock.close()
     client.settimeout(None)
+    fail_dead_peer(client, DEAD_PEER_TIMEOUT)
     return client
+
+
+#: A peer that has not acknowledged data or keepalive probes for this long is dead.
+DEAD_PEER_TIMEOUT = 30.0
+#: Keepalive probes for an idle connection (a receiver waiting for data sends nothing else).
+_KEEPALIVE_INTERVAL = 5
+
+
+def fail_dead_peer(sock: socket.socket, seconds: float = DEAD_PEER_TIMEOUT) -> None:
+    """Make I/O on ``sock`` fail (ETIMEDOUT) once the peer has answered nothing for about
+    ``seconds``: TCP_USER_TIMEOUT for unacknowledged data, keepalive probes while idle. Without
+    them a vanished peer is noticed only after the kernel's retransmissions (~15 min) or the
+    2 h keepalive default. A live peer that is merely slow acknowledges and is not affected."""
+    idle = max(1, int(seconds) - 3 * _KEEPALIVE_INTERVAL)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, _KEEPALIVE_INTERVAL)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))
 
 
 def parse_tunnel_ip(line: str) -> str:
