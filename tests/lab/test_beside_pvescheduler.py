@@ -32,6 +32,7 @@ from pverep.lab.control import Lab
 from .replhelp import delete_jobs_of, pverep, run_job, snapshots, state
 
 SNAPSHOT_JOB_RE = re.compile(r"__replicate_(\d+-\d+)_\d+__")
+TAGGED_LINE_RE = re.compile(r"^(\d+-\d+): (.*)$")
 STOCK_LOOP = (Path(__file__).parent / "stockloop.py").read_text()
 GUESTS = 3
 PHASE_SECONDS = 150.0
@@ -97,23 +98,26 @@ def check_quiet(lab: Lab, jobs: dict[str, int]) -> None:
 
 
 def parse_verbose(who: str, stamped: list[tuple[float, str]]) -> list[Run]:
-    """Runs from ``pverep run --verbose`` (pvesr's bare job log messages, stamped on arrival:
-    the output is unbuffered); a run's job is the one its replication snapshot names."""
+    """Runs from ``pverep run --verbose`` (stamped on arrival: the output is unbuffered). Jobs
+    running at once print ``<jobid>: <message>``; a run's job must be the one its replication
+    snapshot names."""
     runs: list[Run] = []
-    block: list[str] | None = None
-    start = 0.0
-    for t, msg in stamped:
+    open_runs: dict[str, tuple[float, list[str]]] = {}
+    for t, line in stamped:
+        m = TAGGED_LINE_RE.match(line)
+        assert m, line  # the parallel loop tags every line with its job
+        job, msg = m.group(1), m.group(2)
         if msg == "start replication job":
-            assert block is None, (block, msg)  # the bare lines need one run at a time
-            block, start = [msg], t
-        elif block is not None:
-            block.append(msg)
+            assert job not in open_runs, (job, open_runs[job])  # never two runs of one job
+            open_runs[job] = (t, [msg])
+        elif job in open_runs:
+            open_runs[job][1].append(msg)
             if msg.startswith("end replication job"):
+                start, block = open_runs.pop(job)
                 named = [m.group(1) for line in block if (m := SNAPSHOT_JOB_RE.search(line))]
-                assert named, block
-                runs.append(Run(who, named[0], start, t, tuple(block)))
-                block = None
-    assert block is None, block
+                assert named == [job] * len(named) and named, (job, block)
+                runs.append(Run(who, job, start, t, tuple(block)))
+    assert not open_runs, open_runs
     return runs
 
 

@@ -116,7 +116,7 @@ class Scheduler:
                 self.max_workers,
                 entries=self.job_status,
                 run=lambda job, start: self.runner.run_replication(
-                    job, iteration, start, logfunc, verbose
+                    job, iteration, start, _tagged(logfunc, job.id), verbose
                 ),
                 on_error=lambda job, err: self._handle_job_err(job, err, mail),
                 start_time=lambda: now if now is not None else int(self.clock()),
@@ -171,3 +171,11 @@ class Scheduler:
                 self.end_of_run()
                 if self.after_run is not None:
                     self.after_run(None)
+
+
+def _tagged(logfunc: LogFunc | None, jobid: str) -> LogFunc | None:
+    """Lines of jobs running at once would interleave anonymously: prefix each with its job id
+    (``100-0: start replication job``). The serial loop prints pvesr's bare lines."""
+    if logfunc is None:
+        return None
+    return lambda msg: logfunc(f"{jobid}: {msg}")

@@ -175,3 +175,35 @@ def test_lock_timeout_is_retried_within_one_pass_and_runs_once(workers: int) -> 
 )
 def test_notification_thinning(count: int, expected: bool) -> None:
     assert should_notify(count) is expected
+
+
+@dataclass
+class LoggingRunner(FakeRunner):
+    """Prints one job-log line through the logfunc it is handed, as the real runner does."""
+
+    def run_replication(
+        self,
+        job: JobLike,
+        iteration: int,
+        start_time: int,
+        logfunc: object = None,
+        verbose: bool = False,
+    ) -> list[str]:
+        assert callable(logfunc)
+        logfunc("start replication job")
+        return super().run_replication(job, iteration, start_time, logfunc, verbose)
+
+
+@pytest.mark.parametrize(("workers", "expected"), [(1, "start replication job"), (4, None)])
+def test_verbose_lines_name_their_job_only_when_jobs_run_at_once(
+    workers: int, expected: str | None
+) -> None:
+    jobs = [FakeJob("900-1", 900, "node2"), FakeJob("901-1", 901, "node2")]
+    runner = LoggingRunner({})
+    sched = make(jobs, runner, [], max_workers=workers)
+    lines: list[str] = []
+    sched.run_jobs(now=900, logfunc=lines.append)
+    if expected is not None:  # the serial loop prints pvesr's bare lines
+        assert lines == [expected, expected]
+    else:
+        assert sorted(lines) == ["900-1: start replication job", "901-1: start replication job"]
