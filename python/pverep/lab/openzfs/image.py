@@ -153,7 +153,7 @@ def _run_stage(name: str, final: Path, argv: list[str], env: dict[str, str]) -> 
         for line in proc.stdout:
             fh.write(line)
             if line.startswith(("openzfs-image:", "I: ", "E: ", "W: ")) or "DKMS" in line:
-                _progress(line.rstrip()[:160])
+                _progress(line.rstrip().removeprefix("openzfs-image: ")[:160])
         rc = proc.wait()
     if rc != 0:
         raise LabError(f"openzfs image: {name} build failed (rc {rc}); see {log}")

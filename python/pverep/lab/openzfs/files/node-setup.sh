@@ -36,7 +36,7 @@ ln -sfn "/etc/pve/nodes/$node" /run/pvelab/local
 ln -sfn "/etc/pve/nodes/$node/qemu-server" /run/pvelab/qemu-server
 ln -sfn "/etc/pve/nodes/$node/lxc" /run/pvelab/lxc
 ln -sfn "$H/members" /run/pvelab/members
-for tool in pverep pvesh; do install -m 755 "$H/guest/$tool" "/run/pvelab/bin/$tool"; done
+for tool in pverep pvesh python; do install -m 755 "$H/guest/$tool" "/run/pvelab/bin/$tool"; done
 install -m 644 "$H/guest/bashrc" /root/.bashrc
 install -m 644 "$H/guest/bashrc" /root/.profile
 
