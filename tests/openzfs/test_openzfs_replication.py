@@ -6,9 +6,7 @@ Data is verified by content digest (sha256 of each zvol device) and by snapshot 
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -22,11 +20,12 @@ from tests.lab.replhelp import (
     job_log,
     pverep,
     remove_disk_from_config,
+    run_and_cut_target,
     run_job,
     snapshots,
     state,
 )
-from tests.lab.test_target_streams import STORE, _guids, _import, _snapshot, _stream
+from tests.lab.test_target_streams import STORE, same_named_foreign_base_keeps_the_target
 
 
 @pytest.fixture
@@ -150,24 +149,7 @@ def test_cut_mid_transfer_then_recovery(lab: Lab, vm: int) -> None:
     run_job(lab, "pve1", job)
     s1 = next(iter(repl_guids(lab, "pve1", vmid, job)[f"vm-{vmid}-disk-0"]))
     guests.write(lab, vmid, 6 << 20)  # 6 s at 1 MB/s: time to cut in the middle
-    time.sleep(1.05 - (time.time() % 1))
-    env = {**os.environ, "PVEREP_STALL_TIMEOUT": "5"}
-    proc = lab.popen("pve1", ["pverep", "run", "--id", job], env=env,
-                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while not any(" incremental sync " in ln for ln in job_log(lab, "pve1", job)):
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.5)
-        time.sleep(2)
-        lab.cut("pve2")
-        try:
-            proc.communicate(timeout=180)
-        finally:
-            lab.heal("pve2")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc, _ = run_and_cut_target(lab, "pve1", "pve2", job, 5, 2, 180)
     assert proc.returncode != 0
     lines = job_log(lab, "pve1", job)
     assert lines[-1].startswith(f"{job}: end replication job with error: "), lines[-1]
@@ -206,21 +188,4 @@ def test_seed_stateless_removal_after_a_move(lab: Lab, vm: int) -> None:
     "recv_incremental_replication); see tests/lab/test_target_streams.py",
 )
 def test_incremental_on_a_same_named_foreign_base_keeps_the_target(lab: Lab, vmid: int) -> None:
-    guests.create(lab, vmid, "pve1", "lxc", ["32M"])
-    vol = f"{STORE}:subvol-{vmid}-disk-0"
-    ds = guests.dataset(f"subvol-{vmid}-disk-0")
-    s1, s2 = (f"__replicate_{vmid}-0_{t}__" for t in (1000, 2000))
-    guests.write(lab, vmid)
-    _snapshot(lab, ds, s1)
-    assert _import(lab, vol, s1, None, _stream(lab, vol, s1)).returncode == 0
-    at_base = guests.checksum(lab, vmid, "pve2")
-    guests.write(lab, vmid)
-    _snapshot(lab, ds, s2)
-    lab.exec("pve2", ["zfs", "destroy", f"{ds}@{s1}"], check=True)
-    lab.exec("pve2", ["zfs", "snapshot", f"{ds}@{s1}"], check=True)
-    impostor = _guids(lab, "pve2", ds)
-    assert impostor[s1] != _guids(lab, "pve1", ds)[s1]
-    failed = _import(lab, vol, s2, s1, _stream(lab, vol, s2, s1))
-    assert failed.returncode != 0 and b"successfully imported" not in failed.stdout
-    assert _guids(lab, "pve2", ds) == impostor
-    assert guests.checksum(lab, vmid, "pve2") == at_base
+    same_named_foreign_base_keeps_the_target(lab, vmid)

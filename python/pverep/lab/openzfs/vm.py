@@ -60,28 +60,39 @@ class VmSpec:
     shares: tuple[Share, ...]
 
 
+#: Records its own PID, then becomes the daemon (fixed script; paths and argv are arguments).
+PIDFILE_THEN_EXEC = 'echo $$ > "$0"; exec "$@"'
+
+
 def _spawn_virtiofsd(spec: VmSpec, share: Share) -> ProcRecord:
+    """Start one virtiofsd detached from us (``setsid --fork``: no child of ours is left to
+    reap or to outlive its Popen), and record it by the PID it wrote itself."""
     sock = spec.vm_dir / f"vfs-{share.tag}.sock"
+    pidfile = spec.vm_dir / f"virtiofsd-{share.tag}.pid"
+    logname = spec.vm_dir / f"virtiofsd-{share.tag}.log"
     sock.unlink(missing_ok=True)
-    log = (spec.vm_dir / f"virtiofsd-{share.tag}.log").open("ab")
+    pidfile.unlink(missing_ok=True)
     argv = [virtiofsd_path(), f"--socket-path={sock}", f"--shared-dir={share.source}",
             f"--cache={share.cache}", "--sandbox=chroot", "--log-level=error"]  # fmt: skip
     if share.readonly:
         argv.append("--readonly")
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-    )  # fmt: skip
-    rec = record(proc.pid)
-    if rec is None:
-        raise LabError(f"{spec.name}: virtiofsd for {share.tag} died at once")
+    with logname.open("ab") as log:
+        subprocess.run(
+            ["setsid", "--fork", "sh", "-c", PIDFILE_THEN_EXEC, str(pidfile), *argv],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, check=True,
+        )  # fmt: skip
+    rec: ProcRecord | None = None
     for _ in range(200):
-        if sock.exists():
+        if rec is None and pidfile.exists() and pidfile.read_text().strip():
+            rec = record(int(pidfile.read_text()))
+            if rec is None:
+                break
+        if rec is not None and sock.exists():
             return rec
-        if proc.poll() is not None:
-            raise LabError(f"{spec.name}: virtiofsd for {share.tag} exited (see {log.name})")
+        if rec is not None and not rec.is_running():
+            break
         time.sleep(0.05)
-    raise LabError(f"{spec.name}: virtiofsd for {share.tag} did not create its socket")
+    raise LabError(f"{spec.name}: virtiofsd for {share.tag} did not start (see {logname})")
 
 
 def qemu_argv(spec: VmSpec, image: Image) -> list[str]:
