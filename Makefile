@@ -11,7 +11,7 @@ DEB_PACKAGES := zfs-fuse openssh-server openssh-client btrfs-progs iproute2 util
                 cstream pv mbuffer nftables psmisc openssl
 DEB_PACKAGES += mmdebstrap e2fsprogs  # the OpenZFS lab engine's guest image (pverep.lab.openzfs)
 
-.PHONY: all sysdeps venv build test test-fast lint bench demo clean sysdeps-openzfs test-openzfs
+.PHONY: all sysdeps venv build test test-fast lint bench demo clean sysdeps-openzfs openzfs-image test-openzfs
 all: build
 
 sysdeps:
@@ -26,10 +26,15 @@ sysdeps:
 # The OpenZFS lab engine (tests/openzfs): QEMU from bookworm-backports, virtiofsd built by
 # cargo into /var/cache/pverep/virtiofsd. Only `make test` needs it (not `make demo`).
 OZ_FILES := python/pverep/lab/openzfs/files
-test: sysdeps-openzfs
+test: sysdeps-openzfs openzfs-image
 sysdeps-openzfs:
 	@$(OZ_FILES)/host-backports.sh
 	@$(OZ_FILES)/build-virtiofsd.sh
+
+# The guest image (cached; rebuilt only when its inputs change), with progress lines here
+# rather than inside pytest's captured output.
+openzfs-image: build sysdeps-openzfs
+	@$(PY) -m pverep.lab.openzfs.image
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,7 +62,7 @@ test: sysdeps build
 	$(PY) -m pytest -q
 
 # The real-OpenZFS tier alone (QEMU guests; builds the cached guest image on first use).
-test-openzfs: sysdeps build
+test-openzfs: sysdeps build sysdeps-openzfs openzfs-image
 	$(PY) -m pytest -q tests/openzfs
 
 # Quick loop while developing: no lab, no lint.
