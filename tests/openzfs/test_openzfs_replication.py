@@ -22,6 +22,7 @@ from tests.lab.replhelp import (
     remove_disk_from_config,
     run_and_cut_target,
     run_job,
+    seed_removal_after_move,
     snapshots,
     state,
 )
@@ -167,17 +168,7 @@ def test_cut_mid_transfer_then_recovery(lab: Lab, vm: int) -> None:
 
 def test_seed_stateless_removal_after_a_move(lab: Lab, vm: int) -> None:
     vmid = vm
-    pverep(lab, "pve1", "create-local-job", f"{vmid}-0", "pve2")
-    pverep(lab, "pve1", "create-local-job", f"{vmid}-1", "pve3")
-    run_job(lab, "pve1", f"{vmid}-0")
-    run_job(lab, "pve1", f"{vmid}-1")
-    guests.move(lab, vmid, "pve3")  # HA recovery: one rename, no state on pve3
-    assert str(vmid) not in state(lab, "pve3")
-    pverep(lab, "pve3", "delete", f"{vmid}-0")
-    run_job(lab, "pve3", f"{vmid}-0")
-    assert job_log(lab, "pve3", f"{vmid}-0")[-1] == f"{vmid}-0: end replication job"
-    assert datasets(lab, "pve2", vmid) == set()  # zvol replicas found via the storages
-    assert datasets(lab, "pve3", vmid) == {f"vm-{vmid}-disk-{i}" for i in (0, 1)}
+    seed_removal_after_move(lab, vmid, "vm")  # zvol replicas found via the storages
     assert guests.checksum(lab, vmid, "pve3") == guests.checksum(lab, vmid, "pve1")
 
 
