@@ -10,8 +10,10 @@ PIP    := $(VENV)/bin/pip
 DEB_PACKAGES := zfs-fuse openssh-server openssh-client btrfs-progs iproute2 util-linux procps \
                 cstream pv mbuffer nftables psmisc openssl
 DEB_PACKAGES += mmdebstrap e2fsprogs  # the OpenZFS lab engine's guest image (pverep.lab.openzfs)
+DEB_PACKAGES += python3 dpkg-dev binutils lintian systemd man-db  # make deb: target interpreter, dpkg-shlibdeps, strip; its test: lintian, systemd-analyze, man
+DEB_PACKAGES += prometheus chromium  # promtool checks, the exporter scrape test, the report render
 
-.PHONY: all sysdeps venv build test test-fast lint bench demo clean sysdeps-openzfs openzfs-image test-openzfs
+.PHONY: all sysdeps venv build test test-fast lint bench demo clean deb sysdeps-openzfs openzfs-image test-openzfs
 all: build
 
 sysdeps:
@@ -51,11 +53,15 @@ build: venv
 lint: build
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -q -- -D warnings
-	$(VENV)/bin/ruff check python tests benches
-	$(VENV)/bin/ruff format --check python tests benches
+	$(VENV)/bin/ruff check python tests benches packaging
+	$(VENV)/bin/ruff format --check python tests benches packaging
 	$(VENV)/bin/mypy
 
-test: sysdeps build
+# The Debian package for Proxmox VE 8 (Debian 12): dist/pverep_<version>_amd64.deb.
+deb: sysdeps build
+	$(PY) packaging/deb/build.py --out dist
+
+test: sysdeps build deb
 	cargo test -q -p pverep-core
 	$(PY) -m mypy.stubtest pverep._core
 	$(MAKE) --no-print-directory lint
@@ -67,7 +73,7 @@ test-openzfs: sysdeps build sysdeps-openzfs openzfs-image
 
 # Quick loop while developing: no lab, no lint.
 test-fast: build
-	$(PY) -m pytest -q -m "not lab and not openzfs"
+	$(PY) -m pytest -q -m "not lab and not deb and not openzfs"
 
 # pytest-benchmark suites, then the standalone side-by-side comparisons (relays, rate-limit
 # accuracy, parse+diff against pure Python); each prints its verdicts. A few minutes in all.
@@ -75,9 +81,11 @@ bench: sysdeps build
 	$(PY) -m pytest -q benches --benchmark-only --benchmark-enable
 	$(PY) benches/compare_relays.py --rounds 3
 	$(PY) benches/compare_parse.py --rounds 3
+	$(PY) benches/compare_budget.py --rounds 3
+	$(PY) benches/compare_cycle.py
 
 demo: sysdeps build
 	$(PY) -m pverep.demo
 
 clean:
-	rm -rf $(VENV) target .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) target dist .pytest_cache .mypy_cache .ruff_cache

@@ -8,6 +8,7 @@ from typing import final
 
 __all__ = [
     "BaseSelection",
+    "Budget",
     "CancelledError",
     "CoreError",
     "DatasetComparison",
@@ -199,6 +200,22 @@ class PumpStats:
         """Bytes/s over the last tick while running; the average over the run once done."""
 
 @final
+class Budget:
+    """A bandwidth budget of `rate` bytes/s (> 0) shared by every pump given it as `budget=`,
+    on any thread, on top of each pump's own `rate`: pumps take tokens before they move bytes
+    and give back what did not move, so together they never exceed rate x t + one burst
+    (max(rate x 50 ms, 256 KiB)). It starts empty."""
+
+    def __new__(cls, rate: float) -> Budget: ...
+    @property
+    def rate(self) -> float: ...
+    def set_rate(self, rate: float) -> None:
+        """Change the rate; running pumps follow at their next step."""
+    @property
+    def bytes(self) -> int:
+        """Bytes moved under this budget so far."""
+
+@final
 class Pump:
     """Copy src_fd to dst_fd until EOF: splice(2) when either side is a pipe, else read/write;
     optional token-bucket limit `rate` (bytes/s, > 0) with `burst` bytes (default
@@ -218,6 +235,7 @@ class Pump:
         burst: int | None = None,
         stall_timeout: float | None = None,
         pipe_size: int | None = None,
+        budget: Budget | None = None,
     ) -> Pump: ...
     def run(self) -> PumpStats:
         """Block until EOF with the GIL released; Ctrl-C or cancel() raise CancelledError."""
@@ -233,6 +251,7 @@ def pump(
     burst: int | None = None,
     stall_timeout: float | None = None,
     pipe_size: int | None = None,
+    budget: Budget | None = None,
     progress: Callable[[PumpStats], None] | None = None,
     progress_interval: float = 1.0,
 ) -> PumpStats:

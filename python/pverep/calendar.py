@@ -140,6 +140,19 @@ def verify_calendar_event(text: str) -> str:
     return text
 
 
+def parse_weekdays(text: str) -> frozenset[int]:
+    """A weekday list as in calendar events (``mon..fri``, ``sat,sun``; Monday = 0), e.g.
+    for the time frames of a bandwidth schedule."""
+    parser = _Parser(text)
+    try:
+        days, end = parser._weekday_list(0)
+    except _Fail as fail:
+        raise parser._error(fail) from None
+    if end != len(text):
+        raise parser._error(_Fail(end, "Nom(Eof)"))
+    return days
+
+
 # --- parser (mirrors the nom combinators of proxmox-time, including their backtracking) -------
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "SnapshotParseError",
     "StallError",
     "ValidationError",
+    "VolumeMissingError",
 ]
 
 
@@ -36,6 +37,10 @@ class ConfigError(PverepError):
 
 class ValidationError(PverepError):
     """User input (ids, node names, volume ids, options) failed validation."""
+
+
+class VolumeMissingError(PverepError):
+    """A volume's dataset does not exist on this node (e.g. a guest config moved by hand)."""
 
 
 class LockError(PverepError):

@@ -16,6 +16,7 @@ from pverep.errors import PverepError
 from pverep.validate import parse_volume_id
 
 GuestType = Literal["qemu", "lxc"]
+GUEST_TYPES: tuple[GuestType, ...] = ("qemu", "lxc")
 
 _SNAPSHOT_HEADER_RE = re.compile(r"^\[([a-z][a-z0-9_\-]+)\]\s*$", re.IGNORECASE)
 _QEMU_PENDING_RE = re.compile(r"^\[PENDING\]\s*$", re.IGNORECASE)

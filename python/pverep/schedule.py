@@ -3,6 +3,10 @@
 Pure functions of (config, state, cluster view, clock): ``job_status`` may change the config
 (the ``source`` fix-up and the target switch for stolen guests) and says so; the caller writes
 it back under the config lock.
+
+It sees the cluster only through the two small protocols below (``cluster.base``'s
+GuestLocation and Member fit them), so it does not import ``pverep.cluster``, whose backends
+import this module.
 """
 
 from __future__ import annotations
@@ -10,12 +14,30 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import tzinfo
+from typing import Protocol
 
 from pverep.calendar import CalendarEvent, compute_next_event
-from pverep.cluster import GuestLocation, GuestType, Member
 from pverep.config.jobs import JOB_TYPE, Job, ReplicationConfig
 from pverep.config.state import JobState, StateObj, read_job_state
 from pverep.errors import ConfigError, ValidationError
+from pverep.guests import GuestType
+
+
+class Member(Protocol):
+    """A cluster member as far as the schedule cares: is it online."""
+
+    @property
+    def online(self) -> bool: ...
+
+
+class GuestLocation(Protocol):
+    """A vmlist entry as far as the schedule cares: the guest's node and type."""
+
+    @property
+    def node(self) -> str: ...
+    @property
+    def type(self) -> GuestType: ...
+
 
 #: next_sync values with a special meaning.
 NEVER = 0  # not scheduled (status shows "-")

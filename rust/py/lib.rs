@@ -28,6 +28,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(diff::select_bases, m)?)?;
     m.add_class::<pump::PumpStats>()?;
     m.add_class::<pump::Pump>()?;
+    m.add_class::<pump::Budget>()?;
     m.add_function(wrap_pyfunction!(pump::pump, m)?)?;
     Ok(())
 }

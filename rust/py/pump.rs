@@ -1,9 +1,11 @@
 //! `Pump` / `pump()`: the engine's data pump with the GIL released, Ctrl-C and progress
 //! callbacks served from the pump's tick hook.
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
 
+use pverep_core::budget::Budget as CoreBudget;
 use pverep_core::pump::{self as core_pump, PumpConfig};
 use pverep_core::Error;
 
@@ -41,6 +43,44 @@ impl PumpStats {
     }
 }
 
+/// A bandwidth budget shared by every pump it is given to, on any thread.
+#[pyclass(frozen, module = "pverep._core")]
+pub struct Budget {
+    inner: Arc<CoreBudget>,
+}
+
+#[pymethods]
+impl Budget {
+    #[new]
+    fn new(py: Python<'_>, rate: f64) -> PyResult<Self> {
+        let inner = CoreBudget::new(rate).map_err(|e| to_py(py, e))?;
+        Ok(Budget {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Bytes per second.
+    #[getter]
+    fn rate(&self) -> f64 {
+        self.inner.rate()
+    }
+
+    /// Change the rate; running pumps follow at their next step.
+    fn set_rate(&self, py: Python<'_>, rate: f64) -> PyResult<()> {
+        self.inner.set_rate(rate).map_err(|e| to_py(py, e))
+    }
+
+    /// Bytes moved under this budget so far.
+    #[getter]
+    fn bytes(&self) -> u64 {
+        self.inner.bytes()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Budget(rate={:.0})", self.inner.rate())
+    }
+}
+
 fn seconds(py: Python<'_>, what: &str, value: Option<f64>) -> PyResult<Option<Duration>> {
     match value {
         None => Ok(None),
@@ -58,6 +98,7 @@ fn config(
     burst: Option<i64>,
     stall_timeout: Option<f64>,
     pipe_size: Option<i64>,
+    budget: Option<&Budget>,
 ) -> PyResult<PumpConfig> {
     let burst = burst
         .map(|b| {
@@ -76,6 +117,7 @@ fn config(
         burst,
         stall_timeout: seconds(py, "stall_timeout", stall_timeout)?,
         pipe_size,
+        budget: budget.map(|b| Arc::clone(&b.inner)),
         ..PumpConfig::default()
     })
 }
@@ -136,7 +178,8 @@ pub struct Pump {
 #[pymethods]
 impl Pump {
     #[new]
-    #[pyo3(signature = (src_fd, dst_fd, *, rate=None, burst=None, stall_timeout=None, pipe_size=None))]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (src_fd, dst_fd, *, rate=None, burst=None, stall_timeout=None, pipe_size=None, budget=None))]
     fn new(
         py: Python<'_>,
         src_fd: i32,
@@ -145,8 +188,9 @@ impl Pump {
         burst: Option<i64>,
         stall_timeout: Option<f64>,
         pipe_size: Option<i64>,
+        budget: Option<PyRef<'_, Budget>>,
     ) -> PyResult<Self> {
-        let config = config(py, rate, burst, stall_timeout, pipe_size)?;
+        let config = config(py, rate, burst, stall_timeout, pipe_size, budget.as_deref())?;
         let inner = core_pump::Pump::new(src_fd, dst_fd, config).map_err(|e| to_py(py, e))?;
         Ok(Pump { inner })
     }
@@ -168,7 +212,7 @@ impl Pump {
 }
 
 #[pyfunction]
-#[pyo3(signature = (src_fd, dst_fd, *, rate=None, burst=None, stall_timeout=None, pipe_size=None, progress=None, progress_interval=1.0))]
+#[pyo3(signature = (src_fd, dst_fd, *, rate=None, burst=None, stall_timeout=None, pipe_size=None, budget=None, progress=None, progress_interval=1.0))]
 #[allow(clippy::too_many_arguments)]
 pub fn pump(
     py: Python<'_>,
@@ -178,10 +222,11 @@ pub fn pump(
     burst: Option<i64>,
     stall_timeout: Option<f64>,
     pipe_size: Option<i64>,
+    budget: Option<PyRef<'_, Budget>>,
     progress: Option<&Bound<'_, PyAny>>,
     progress_interval: f64,
 ) -> PyResult<PumpStats> {
-    let mut config = config(py, rate, burst, stall_timeout, pipe_size)?;
+    let mut config = config(py, rate, burst, stall_timeout, pipe_size, budget.as_deref())?;
     let every = seconds(py, "progress_interval", Some(progress_interval))?
         .unwrap_or(core_pump::DEFAULT_TICK);
     if progress.is_some() {

@@ -13,6 +13,8 @@ import pytest
 from pverep.cli import App, main
 from pverep.paths import Paths
 
+from .clihelp import run_cli
+
 SPEC_CFG = (
     b"local: 100-0\n\ttarget pve2\n\trate 10\n\tschedule */5\n\tsource pve1\n\n"
     b"local: 101-1\n\tcomment nightly%3A db\n\tdisable\n\ttarget pve3\n\tremove_job full\n"
@@ -54,13 +56,7 @@ class Node:
         self.app = App(paths=self.paths, clock=lambda: NOW)
 
     def run(self, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-        code = 0
-        try:
-            main(list(args), self.app)
-        except SystemExit as exit_:
-            code = int(exit_.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
+        return run_cli(self.app, capsys, *args)
 
 
 @pytest.fixture
@@ -413,3 +409,26 @@ def test_create_checks_the_guests_volumes_by_default(node: Node, capsys) -> None
     conf.write_text("memory: 512\nrootfs: local-zfs:subvol-102-disk-0,size=8G\n")
     assert node.run(capsys, "create-local-job", "102-0", "pve2")[0] == 0
     assert b"local: 102-0\n\ttarget pve2\n" in node.paths.replication_cfg.read_bytes()
+
+
+def test_a_rate_written_10_0_is_shown_as_stock_shows_it(node: Node, capsys) -> None:
+    from pverep.engine.messages import transport_line
+
+    node.paths.replication_cfg.write_text("local: 100-0\n\ttarget pve2\n\trate 10.0\n\n")
+    _, out, _ = node.run(capsys, "list")
+    assert out.splitlines()[1].split()[3] == "10"
+    _, out, _ = node.run(capsys, "read", "100-0")
+    assert json.loads(out)["rate"] == 10 and '"rate": 10.0' not in out
+    _, out, _ = node.run(capsys, "list", "--output-format", "json")
+    assert json.loads(out)[0]["rate"] == 10 and "10.0" not in out
+    assert transport_line(False, None, "10.0").endswith("rate limit: 10 MByte/s")
+    assert transport_line(False, None, "2.50").endswith("rate limit: 2.5 MByte/s")
+    assert "rate 10.0" in node.paths.replication_cfg.read_text()  # the file keeps its text
+
+
+def test_run_takes_pvesrs_single_dash_options(node: Node, capsys) -> None:
+    assert node.run(capsys, "run", "-id", "100-9") == (255, "", "no such job '100-9'\n")
+    code, _, err = node.run(capsys, "run", "-mail", "-id", "100-9", "-verbose")
+    assert (code, err) == (255, "Mail and id are mutually exclusive!\n")
+    code, _, err = node.run(capsys, "run", "-mail", "1", "-id", "100-9")
+    assert (code, err) == (255, "Mail and id are mutually exclusive!\n")

@@ -6,7 +6,8 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from pverep.lab import guests
@@ -40,6 +41,38 @@ def run_job(
     if not aligned:
         align()
     return pverep(lab, node, "run", "--id", jobid, **kw)
+
+
+def cut_mid_sync(
+    lab: Lab,
+    proc: subprocess.Popen[str],
+    jobid: str,
+    victim: str,
+    *,
+    settle: float,
+    timeout: float,
+    start_timeout: float = 30.0,
+) -> tuple[str, float]:
+    """Once ``jobid``'s log on pve1 shows its incremental sync (plus ``settle`` s), cut
+    ``victim`` off the network until ``proc`` (a pverep run on pve1) ends; heal it again.
+    Returns the run's stderr and the seconds from the cut to the run's end."""
+    try:
+        deadline = time.monotonic() + start_timeout
+        while not any(" incremental sync " in ln for ln in job_log(lab, "pve1", jobid)):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        time.sleep(settle)
+        cut_at = time.monotonic()
+        lab.cut(victim)
+        try:
+            _, err = proc.communicate(timeout=timeout)
+            return err, time.monotonic() - cut_at
+        finally:
+            lab.heal(victim)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def job_log(lab: Lab, node: str, jobid: str) -> list[str]:
@@ -113,37 +146,6 @@ def delete_jobs_of(lab: Lab, vmid: int) -> None:
     cfg.write_text("\n".join(out) + ("\n" if out else ""))
 
 
-def run_and_cut_target(
-    lab: Lab, source: str, target: str, jobid: str, stall: int, after: float, limit: float
-) -> tuple[subprocess.Popen[str], float]:
-    """Start ``pverep run --id`` on ``source``, cut ``target`` ``after`` s into its first
-    incremental sync, wait until the run ends (at most ``limit`` s), heal. Returns the run's
-    process and how long after the cut it failed."""
-    import os
-
-    align()
-    env = {**os.environ, "PVEREP_STALL_TIMEOUT": str(stall)}
-    proc = lab.popen(source, ["pverep", "run", "--id", jobid], env=env,
-                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + limit
-        while not any(" incremental sync " in ln for ln in job_log(lab, source, jobid)):
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.2)
-        time.sleep(after)
-        cut_at = time.monotonic()
-        lab.cut(target)
-        try:
-            proc.communicate(timeout=limit)
-            failed_after = time.monotonic() - cut_at
-        finally:
-            lab.heal(target)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return proc, failed_after
-
-
 def seed_removal_after_move(lab: Lab, vmid: int, prefix: str) -> None:
     """The seed case: jobs to pve2 and pve3 ran, the guest moves to pve3 (one rename, no
     state there), and removing job 0 on pve3 still finds and deletes pve2's replicas through
@@ -160,3 +162,14 @@ def seed_removal_after_move(lab: Lab, vmid: int, prefix: str) -> None:
     assert lines[-1] == f"{vmid}-0: end replication job", lines
     assert datasets(lab, "pve2", vmid) == set()
     assert datasets(lab, "pve3", vmid) == {f"{prefix}-{vmid}-disk-{i}" for i in (0, 1)}
+
+
+@contextmanager
+def written_guest(lab: Lab, vmid: int, sizes: list[str], nbytes: int) -> Iterator[int]:
+    """A container with disks of ``sizes`` on pve1, ``nbytes`` written; its jobs dropped after."""
+    guests.create(lab, vmid, "pve1", "lxc", sizes)
+    guests.write(lab, vmid, nbytes)
+    try:
+        yield vmid
+    finally:
+        delete_jobs_of(lab, vmid)

@@ -18,12 +18,12 @@ from pverep.lab.control import Lab
 from .replhelp import (
     add_disk,
     align,
+    cut_mid_sync,
     datasets,
     delete_jobs_of,
     job_log,
     pverep,
     remove_disk_from_config,
-    run_and_cut_target,
     run_job,
     seed_removal_after_move,
     snapshots,
@@ -184,7 +184,15 @@ def test_cut_target_mid_transfer_fails_cleanly_then_resumes(lab: Lab, guest: int
     run_job(lab, "pve1", job)
     s1 = f"__replicate_{job}_{sync_time(job_log(lab, 'pve1', job))}__"
     guests.write(lab, vmid, 24 << 20)
-    proc, failed_after = run_and_cut_target(lab, "pve1", "pve2", job, 3, 1.5, 60)
+    time.sleep(1.05 - (time.time() % 1))
+    import os
+
+    env = {**os.environ, "PVEREP_STALL_TIMEOUT": "3"}
+    proc = lab.popen("pve1", ["pverep", "run", "--id", job], env=env,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    _err, failed_after = cut_mid_sync(
+        lab, proc, job, "pve2", settle=1.5, timeout=60, start_timeout=20
+    )
     assert proc.returncode != 0
     lines = job_log(lab, "pve1", job)
     s2 = f"__replicate_{job}_{sync_time(lines)}__"
@@ -278,7 +286,8 @@ def test_two_runs_at_once_do_the_work_once(lab: Lab, guest: int) -> None:
 
 def test_ssh_connections_per_run_against_pvesr_pattern(lab: Lab, guest: int) -> None:
     """One multiplexed connection per run; pvesr's pattern (PVEREP_SSH_MULTIPLEX=0 gives the
-    same argv, one connection per call) needs prepare + one per volume + finalize."""
+    same argv, one connection per call) needs prepare + one per volume + finalize, plus
+    pverep's one question whether the target runs pverep (engine/peerkind.py)."""
     vmid, job = guest, f"{guest}-0"
     pverep(lab, "pve1", "create-local-job", job, "pve2")
     run_job(lab, "pve1", job)
@@ -292,7 +301,7 @@ def test_ssh_connections_per_run_against_pvesr_pattern(lab: Lab, guest: int) -> 
         figures[mode] = (sshd_accepts(lab, "pve2") - before, time.monotonic() - started)
         assert job_log(lab, "pve1", job)[-1] == f"{job}: end replication job"
     assert figures["1"][0] == 1
-    assert figures["0"][0] == 4  # prepare, 2 imports, finalize
+    assert figures["0"][0] == 5  # peer-info, prepare, 2 imports, finalize
     print(
         f"\n[figures] incremental 2 disks: multiplexed {figures['1'][1]:.2f}s/"
         f"{figures['1'][0]} ssh, pvesr pattern {figures['0'][1]:.2f}s/{figures['0'][0]} ssh"

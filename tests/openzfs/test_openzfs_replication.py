@@ -6,7 +6,9 @@ Data is verified by content digest (sha256 of each zvol device) and by snapshot 
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -15,12 +17,13 @@ import pytest
 from pverep.lab import guests
 from pverep.lab.control import Lab
 from tests.lab.replhelp import (
+    align,
+    cut_mid_sync,
     datasets,
     delete_jobs_of,
     job_log,
     pverep,
     remove_disk_from_config,
-    run_and_cut_target,
     run_job,
     seed_removal_after_move,
     snapshots,
@@ -150,7 +153,11 @@ def test_cut_mid_transfer_then_recovery(lab: Lab, vm: int) -> None:
     run_job(lab, "pve1", job)
     s1 = next(iter(repl_guids(lab, "pve1", vmid, job)[f"vm-{vmid}-disk-0"]))
     guests.write(lab, vmid, 6 << 20)  # 6 s at 1 MB/s: time to cut in the middle
-    proc, _ = run_and_cut_target(lab, "pve1", "pve2", job, 5, 2, 180)
+    align()
+    env = {**os.environ, "PVEREP_STALL_TIMEOUT": "5"}
+    proc = lab.popen("pve1", ["pverep", "run", "--id", job], env=env,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    cut_mid_sync(lab, proc, job, "pve2", settle=2, timeout=180, start_timeout=120)
     assert proc.returncode != 0
     lines = job_log(lab, "pve1", job)
     assert lines[-1].startswith(f"{job}: end replication job with error: "), lines[-1]

@@ -122,7 +122,8 @@ def test_multiplexed_command_and_master_argv() -> None:
     master = shell.master_argv(Path("/tmp/pverep-ssh-x/master"))
     assert master == [
         *PREFIX, "-o", ssh.AES_GCM_FIRST, "-o", "ControlMaster=yes",
-        "-o", "ControlPath=/tmp/pverep-ssh-x/master", "-o", "ControlPersist=no", "-N",
+        "-o", "ControlPath=/tmp/pverep-ssh-x/master", "-o", "ControlPersist=no",
+        "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3", "-N",
         "root@10.0.0.2",
     ]  # fmt: skip
     # before open(): a direct connection with the cipher preference
@@ -221,3 +222,47 @@ def test_accept_times_out_and_connect_fails_cleanly() -> None:
         tcp.accept_one(listener, timeout=0.05)
     with pytest.raises(PverepError, match=f"^failed to connect to tunnel at 127.0.0.1:{port}$"):
         tcp.connect("127.0.0.1", port, timeout=1)
+
+
+def test_import_address_in_network_counts_only_interfaces_that_are_up() -> None:
+    """Real interfaces in a private network namespace: a veth pair, addresses on both ends."""
+    probe = (
+        "from pverep.errors import PverepError\n"
+        "from pverep.transport import tcp\n"
+        "try:\n"
+        "    print(tcp.resolve_listen_address('10.99.0.0/24'))\n"
+        "except PverepError as err:\n"
+        "    print(err)\n"
+    )
+    steps = [
+        "ip link add va type veth peer name vb",
+        "ip addr add 10.99.0.1/24 dev va",
+        "ip addr add 10.99.0.2/24 dev vb",
+        'python3 -c "$0"',  # both down
+        "ip link set va up",
+        'python3 -c "$0"',
+        "ip link set vb up",
+        'python3 -c "$0"',
+    ]
+    import subprocess
+    import sys
+
+    script = " && ".join(steps).replace("python3", sys.executable)
+    res = subprocess.run(
+        ["unshare", "--net", "/bin/sh", "-c", script, probe],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [
+        "Unable to get any local IP address in network '10.99.0.0/24'",
+        "10.99.0.1",
+        "Got multiple local IP address in network '10.99.0.0/24'",
+    ]
+
+
+def test_migration_ip_lookup_argv_for_both_peer_kinds() -> None:
+    tail = ["mtunnel", "-migration_network", "10.77.0.0/24", "-get_migration_ip"]
+    assert PVE.migration_ip("10.77.0.0/24") == ["pvecm", *tail]
+    assert PVEREP.migration_ip("10.77.0.0/24") == ["/usr/bin/pverep", *tail]
+    with pytest.raises(ValueError):
+        PVE.migration_ip("10.77.0.0/24; reboot")

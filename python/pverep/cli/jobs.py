@@ -191,13 +191,26 @@ def update(
 @click.argument("id")
 @_bool_opt("keep", "Keep replicated data at target (do not remove).")
 @_bool_opt("force", "Remove the job from the config now, without any cleanup.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print every snapshot and volume the removal would delete on each side; change nothing.",
+)
 @pass_app
-def delete(app: App, id: str, keep: str | None, force: str | None) -> None:
+def delete(app: App, id: str, keep: str | None, force: str | None, dry_run: bool) -> None:
     """Mark replication job for removal."""
     jobid = admin.check_jobid_param(id)
     keep_b, force_b = _bool("keep", keep), _bool("force", force)
     if keep_b and force_b:
         raise ParameterError("keep", "conflicts with parameter 'force'")
+    if dry_run:
+        from pverep.cli.run import dry_run_plan
+
+        if force_b:
+            click.echo(f"would remove job '{jobid}' from replication.cfg (no cleanup)")
+            return
+        dry_run_plan(app, jobid, "local" if keep_b else "full")
+        return
     left: list[str] = []
     if force_b:
         # say exactly what --force leaves behind (listed before the job and its target go)

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from pverep.calendar import DEFAULT_SCHEDULE
-from pverep.config.jobs import Job
+from pverep.config.jobs import Job, number_text
 from pverep.schedule import JobStatus
 
 FORMATS = ("text", "json", "json-pretty")
@@ -85,7 +85,7 @@ def format_job_list(jobs: Iterable[Job]) -> str:
                 job.id,
                 job.tid,
                 job.schedule or DEFAULT_SCHEDULE,
-                job.rate if job.rate is not None else "-",
+                number_text(job.rate) if job.rate is not None else "-",
                 "no" if job.disable else "yes",
             )
         )

@@ -8,6 +8,8 @@ or the stream itself); every log line goes to stderr.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import re
 import socket
@@ -18,10 +20,12 @@ from typing import Any, TypeVar
 
 import click
 
+import pverep
 from pverep.cli import App, cli
 from pverep.config.storage import read_storage_cfg
 from pverep.engine import remote
 from pverep.engine.importclaim import ImportRegistry
+from pverep.engine.peerkind import PEER_INFO_VERB
 from pverep.errors import ConfigError, ValidationError
 from pverep.storage.volumes import Volumes
 from pverep.storage.zfs import ZfsFlags, ZfsRunner
@@ -277,3 +281,36 @@ def export(
             with_snapshots=_bool("with-snapshots", with_snapshots),
             on_stderr=_stderr,
         )
+
+
+@cli.command(PEER_INFO_VERB)
+def peer_info_cmd() -> None:
+    """Print one JSON line saying this node runs pverep (the source's stock-or-pverep probe)."""
+    click.echo(json.dumps({"program": "pverep", "version": pverep.__version__}))
+
+
+@cli.command("mtunnel")
+@click.option(
+    "--migration_network", "-migration_network", "network", default=None, metavar="CIDR",
+    help="The replication/migration network to look this node's address up in.",
+)  # fmt: skip
+@click.option(
+    "--get_migration_ip", "-get_migration_ip", "get_ip", is_flag=False, flag_value="1",
+    default="0", metavar="[BOOL]", help="Print this node's address in that network and exit.",
+)  # fmt: skip
+def mtunnel_cmd(network: str | None, get_ip: str) -> None:
+    """pvecm mtunnel's address lookup: print ``ip: '<address>'`` (``no ip`` without a network).
+
+    A source asks this over the cluster IP before it replicates over a replication network.
+    Only the lookup is offered; pverep opens no migration tunnel.
+    """
+    if not _bool("get_migration_ip", get_ip):
+        raise ValidationError("mtunnel: only -get_migration_ip is supported (no tunnel)")
+    if not network:
+        click.echo("no ip")
+        return
+    try:
+        ipaddress.ip_network(network, strict=False)
+    except ValueError:
+        raise ValidationError(f"migration_network: invalid CIDR '{network}'") from None
+    click.echo(f"ip: '{tcp.pick_ip_in_network(network, tcp.local_addresses())}'")

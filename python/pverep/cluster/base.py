@@ -11,9 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pverep.errors import PverepError
+from pverep.guests import GUEST_TYPES as GUEST_TYPES  # re-exported: the cluster types live here
+from pverep.guests import GuestType as GuestType
 
 if TYPE_CHECKING:
     # These live with the config/schedule/guest code that also uses them.
@@ -21,9 +23,6 @@ if TYPE_CHECKING:
     from pverep.config.storage import StorageConfig
     from pverep.guests import GuestConfig as ParsedConfig
     from pverep.schedule import JobStatus
-
-GuestType = Literal["qemu", "lxc"]
-GUEST_TYPES: tuple[GuestType, ...] = ("qemu", "lxc")
 
 
 class ClusterError(PverepError):

@@ -114,8 +114,15 @@ class Job:
 
 
 def _number(text: str) -> int | float:
+    """A number as PVE reads it from the config: ``10.0`` is the number 10 (JSON ``10``)."""
     value = float(text)
-    return int(value) if value.is_integer() and re.fullmatch(r"[+-]?\d+", text) else value
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
+
+
+def number_text(text: str) -> str:
+    """How stock shows a config number (Perl numifies it, then prints ``%.15g``): ``10.0`` →
+    ``10``, ``2.50`` → ``2.5``. The file keeps the text as written."""
+    return f"{float(text):.15g}"
 
 
 # --- property values (the job schema) ---------------------------------------------------------

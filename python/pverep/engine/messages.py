@@ -72,8 +72,8 @@ def delete_previous_snapshot(snap: str, volid: str) -> str:
 
 
 def format_rate(rate: str | float) -> str:
-    """The rate as configured (pvesr interpolates the config value); numbers as Perl's %.15g."""
-    return rate if isinstance(rate, str) else f"{rate:.15g}"
+    """The rate as stock prints it: the config number numified, then Perl's %.15g (10.0 → 10)."""
+    return f"{float(rate):.15g}"
 
 
 def transport_line(insecure: bool, network: str | None, rate: str | float | None) -> str:
@@ -93,6 +93,11 @@ def full_sync(volid: str, sync: str) -> str:
 
 def bandwidth_limit(bps: int, volid: str) -> str:
     return f"using a bandwidth limit of {bps} bytes per second for transferring '{volid}'"
+
+
+def node_budget(bps: float) -> str:
+    """pverep only: the node-wide budget the transfer shares with the others running now."""
+    return f"sharing the node's bandwidth budget of {round(bps)} bytes per second"
 
 
 def no_common_base(volids: Iterable[str], jobid: str) -> str:

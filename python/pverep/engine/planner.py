@@ -73,14 +73,24 @@ def removal_scan_storages(sorted_volids: Iterable[str], storeid_list: Iterable[s
 
 
 def parse_remote_prepare(stdout: str) -> dict[str, dict[str, int | None]]:
-    """The JSON line of ``prepare-local-job`` → volid → snapshot → guid (None for legacy ``1``)."""
-    line = next((ln for ln in stdout.splitlines() if ln.strip()), None)
-    if line is None:
+    """The JSON line of ``prepare-local-job`` → volid → snapshot → guid (None for legacy ``1``).
+
+    Like pvesr, every stdout line is decoded and the last one wins (a line that is not JSON
+    is an error, wherever it is).
+    """
+    data: object = None
+    found = False
+    for line in stdout.splitlines():
+        if not line.strip():
+            continue
+        try:
+            data, found = json.loads(line), True
+        except ValueError as err:
+            raise RemotePrepareError(
+                f"prepare remote node failed - invalid result: {err}"
+            ) from None
+    if not found:
         raise RemotePrepareError("prepare remote node failed - no result")
-    try:
-        data = json.loads(line)
-    except ValueError as err:
-        raise RemotePrepareError(f"prepare remote node failed - invalid result: {err}") from None
     if not isinstance(data, dict):
         raise RemotePrepareError("prepare remote node failed - result is not an object")
     result: dict[str, dict[str, int | None]] = {}

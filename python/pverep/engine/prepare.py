@@ -15,7 +15,7 @@ from typing import Protocol
 
 from pverep import _core
 from pverep.engine import messages
-from pverep.errors import PverepError
+from pverep.errors import PverepError, VolumeMissingError
 
 Log = Callable[[str], None]
 
@@ -48,11 +48,22 @@ def prepare(
     parent_snapname: str | None,
     log: Log,
     warn: Log = _stderr,
+    *,
+    missing_ok: bool = False,
 ) -> PrepareResult:
-    """Delete this job's stale replication snapshots on ``volids`` and report what is left."""
+    """Delete this job's stale replication snapshots on ``volids`` and report what is left.
+
+    ``missing_ok``: a volume whose dataset does not exist here is skipped (a job removal on a
+    node that never had the disks has nothing to clean there); otherwise it aborts, as pvesr.
+    """
     result = PrepareResult()
     for volid in volids:
-        infos = {volid: list(volumes.snapshot_info(volid))}
+        try:
+            infos = {volid: list(volumes.snapshot_info(volid))}
+        except VolumeMissingError:
+            if not missing_ok:
+                raise
+            continue
         plan = _core.plan_prepare(infos, jobid, last_sync, parent_snapname)
         result.snapshots[volid] = dict(plan.keep.get(volid, {}))
         if volid in plan.missing_keep:

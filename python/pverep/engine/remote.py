@@ -17,6 +17,7 @@ from pverep.config.storage import StorageConfig
 from pverep.engine.importclaim import ImportClaim, ImportRegistry
 from pverep.engine.prepare import Log, prepare
 from pverep.errors import PverepError, ValidationError
+from pverep.storage.clones import spelled_as
 from pverep.storage.volumes import Volumes
 from pverep.storage.zfs import ZfsPool
 from pverep.transport.base import LineSink
@@ -117,6 +118,9 @@ def prepare_local_job(
     present: list[str] = []
     for storeid in sorted(storages):
         present += target.volumes.list_images(storeid, vmid)
+    # A linked clone's replica is listed here as a plain volume: answer (and keep it) under
+    # the clone volid the source asked for, or it would be destroyed as stale (storage/clones).
+    present = spelled_as(present, volids)
 
     result = prepare(target.volumes, present, jobid, last_sync, parent_snapname, target.log)
     snapshots = result.snapshots

@@ -134,7 +134,8 @@ def _remove(
         finally:
             target.close()
         parse_remote_prepare(out)
-    prepare_local(env, volids, job.id, 1, None, log)
+    # A guest config moved by hand to a node that never had its disks: nothing to clean here.
+    prepare(env.volumes, volids, job.id, 1, None, log, env.warn, missing_ok=True)
     env.delete_job(job.id)
     log(messages.job_removed())
 
@@ -222,16 +223,16 @@ def _snapshot_all(
     env: ReplicateEnv, guest: GuestView, volids: Sequence[str], sync: str, log: LogFunc
 ) -> list[str]:
     created: list[str] = []
-    if guest.freezefs:
-        log(messages.freeze())
-        env.freeze(guest)
     error: BaseException | None = None
     try:
+        if guest.freezefs:
+            log(messages.freeze())
+            env.freeze(guest)
         for volid in volids:
             log(messages.create_snapshot(sync, volid))
             env.volumes.snapshot(volid, sync)
             created.append(volid)
-    except BaseException as err:  # thaw first, whatever went wrong
+    except BaseException as err:  # thaw first, whatever went wrong (even in the freeze)
         error = err
     if guest.freezefs:
         log(messages.thaw())

@@ -42,6 +42,14 @@ class StateStore(Protocol):
     ) -> None: ...
 
 
+class RunObserver(Protocol):
+    """Watches one run (the run history, pverep.observe): sees its log, hears its end."""
+
+    def tap(self, log: LogFunc) -> LogFunc: ...
+
+    def finish(self, error: str | None) -> None: ...
+
+
 @dataclass
 class Runner:
     """Runs single jobs; one instance per ``pverep run`` (it holds no per-job state)."""
@@ -52,6 +60,7 @@ class Runner:
     log_dir: Path
     clock: Clock = field(default=time.time)  # wall clock for log line stamps
     timer: Callable[[], float] = field(default=time.monotonic)  # for ``duration``
+    observe: Callable[[JobLike], RunObserver] | None = None  # the run history's tap
 
     def run_replication(
         self,
@@ -76,7 +85,9 @@ class Runner:
         state = self.store.read_job_state(job)
         self.store.record_job_start(job, state, start_time, iteration)
         t0 = self.timer()
-        with JobLog(self.log_dir, job.id, clock=self.clock, echo=logfunc, verbose=verbose) as log:
+        with JobLog(self.log_dir, job.id, clock=self.clock, echo=logfunc, verbose=verbose) as jlog:
+            observer = self.observe(job) if self.observe is not None else None
+            log = observer.tap(jlog) if observer is not None else jlog
             log(messages.start_job())
             env = self.make_env(lambda t: self.store.record_sync_end(job, state, t))
             error: str | None = None
@@ -86,7 +97,11 @@ class Runner:
                 error = str(err) or type(err).__name__
                 log(messages.end_job(error))
                 self.store.record_job_end(job, state, start_time, self.timer() - t0, error)
+                if observer is not None:
+                    observer.finish(error)
                 raise
             log(messages.end_job(None))
             self.store.record_job_end(job, state, start_time, self.timer() - t0, None)
+            if observer is not None:
+                observer.finish(None)
             return volids

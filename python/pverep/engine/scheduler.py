@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pverep.cluster import GuestLocation
+from pverep.engine.dispatch import Dispatcher, is_due
 from pverep.engine.joblog import LogFunc
 from pverep.engine.replicate import JobLike
 from pverep.errors import PverepError
@@ -72,7 +73,11 @@ class Scheduler:
     fail_count: Callable[[JobLike], int]  # re-read from the state after a failure
     notify: Callable[[JobLike, str, int], None] | None = None  # (job, error, fail_count)
     clock: Callable[[], float] = field(default=time.time)
+    #: after every run: the metrics textfile; the pass's duration (None for ``--id``)
+    after_run: Callable[[float | None], None] | None = None
     warn: Callable[[str], None] = field(default=_warn)
+    max_workers: int = 1  # 1 = pvesr's serial loop; more = engine/dispatch.py
+    end_of_run: Callable[[], None] = field(default=lambda: None)  # e.g. end the ssh masters
 
     def next_job(self, iteration: int, start_time: int) -> JobLike | None:
         entries = sorted(
@@ -80,11 +85,7 @@ class Scheduler:
             key=lambda e: (e.last_iteration, e.next_sync, int(e.job.guest), e.job.id),
         )
         for entry in entries:
-            if (
-                entry.last_iteration < iteration
-                and entry.next_sync != 0
-                and start_time >= entry.next_sync
-            ):
+            if is_due(entry, iteration, start_time):
                 return entry.job
         return None
 
@@ -96,15 +97,37 @@ class Scheduler:
         mail: bool = False,
     ) -> None:
         with self.run_lock(RUN_LOCK_TIMEOUT):
-            iteration = now if now is not None else int(self.clock())
-            start_time = iteration
-            self.purge_old_states()
-            while (job := self.next_job(iteration, start_time)) is not None:
-                try:
-                    self.runner.run_replication(job, iteration, start_time, logfunc, verbose)
-                except Exception as err:
-                    self._handle_job_err(job, err, mail)
-                start_time = now if now is not None else int(self.clock())
+            began = self.clock()
+            try:
+                self._run_pass(now, logfunc, verbose, mail)
+            finally:
+                self.end_of_run()
+            if self.after_run is not None:
+                self.after_run(self.clock() - began)
+
+    def _run_pass(
+        self, now: int | None, logfunc: LogFunc | None, verbose: bool, mail: bool
+    ) -> None:
+        iteration = now if now is not None else int(self.clock())
+        start_time = iteration
+        self.purge_old_states()
+        if self.max_workers > 1:
+            Dispatcher(
+                self.max_workers,
+                entries=self.job_status,
+                run=lambda job, start: self.runner.run_replication(
+                    job, iteration, start, logfunc, verbose
+                ),
+                on_error=lambda job, err: self._handle_job_err(job, err, mail),
+                start_time=lambda: now if now is not None else int(self.clock()),
+            ).pass_(iteration)
+            return
+        while (job := self.next_job(iteration, start_time)) is not None:
+            try:
+                self.runner.run_replication(job, iteration, start_time, logfunc, verbose)
+            except Exception as err:
+                self._handle_job_err(job, err, mail)
+            start_time = now if now is not None else int(self.clock())
 
     def _handle_job_err(self, job: JobLike, err: Exception, mail: bool) -> None:
         text = str(err).rstrip("\n")
@@ -142,4 +165,9 @@ class Scheduler:
                 raise PverepError(f"guest '{vmid}' is not on local node")
             if job.target == self.local_node:
                 raise PverepError("unable to sync to local node")
-            return self.runner.run_replication(job, start, start, logfunc, verbose)
+            try:
+                return self.runner.run_replication(job, start, start, logfunc, verbose)
+            finally:
+                self.end_of_run()
+                if self.after_run is not None:
+                    self.after_run(None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from pverep._core import Budget
 from pverep.engine.ports import LogFunc
 from pverep.engine.transfer import TransferSpec, transfer_volume
 from pverep.transport.base import CommandError, Shell
@@ -27,7 +28,9 @@ class ShellTarget:
     commands: PeerCommands
     stall_timeout: float | None
     tcp_address: str | None = None  # insecure mode: the target's IP or the replication network
-    close_remote: Callable[[], None] | None = None
+    close_remote: Callable[[], None] | None = None  # drops the connection (a stall)
+    release: Callable[[], None] | None = None  # at the job's end; default: close_remote
+    budget: Callable[[], Budget | None] = lambda: None  # the node's budget at this moment
 
     def prepare(
         self,
@@ -89,8 +92,10 @@ class ShellTarget:
             log=log,
             insecure=insecure and self.tcp_address is not None,
             on_stall=self.close_remote,
+            budget=self.budget(),
         )
 
     def close(self) -> None:
-        if self.close_remote is not None:
-            self.close_remote()
+        done = self.release if self.release is not None else self.close_remote
+        if done is not None:
+            done()

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from pverep._core import PumpError, PumpStats, StallError, pump
+from pverep._core import Budget, PumpError, PumpStats, StallError, pump
 from pverep.engine import messages
 from pverep.engine.progress import ProgressThinner, parse_estimate, summary_line
 from pverep.errors import PverepError
@@ -133,18 +133,36 @@ def transfer_volume(
     log: LogFunc,
     insecure: bool = False,
     on_stall: Callable[[], None] | None = None,
+    budget: Budget | None = None,
 ) -> str:
     """Send one volume; returns the volid the target reports. Raises TransferError.
 
     ``on_stall`` drops the connection to the target when the stream stalls: a multiplexed
     ssh client's pipes are held by its master, so only ending the master frees them.
+    ``budget`` is the node's bandwidth budget, shared with the transfers running at once.
     """
     if rate_bps is not None:
         log(messages.bandwidth_limit(rate_bps, spec.volid))
+    if budget is not None:
+        log(messages.node_budget(budget.rate))
+    limits = _Limits(rate_bps, budget, stall_timeout)
     abort = on_stall or (lambda: None)
     if insecure:
-        return _insecure(local, remote, spec, rate_bps, stall_timeout, log, abort)
-    return _secure(local, remote, spec, rate_bps, stall_timeout, log, abort)
+        return _insecure(local, remote, spec, limits, log, abort)
+    return _secure(local, remote, spec, limits, log, abort)
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """What the pump enforces: the job's rate, the node's budget, the stall watchdog."""
+
+    rate_bps: int | None
+    budget: Budget | None
+    stall_timeout: float | None
+
+    @property
+    def unlimited(self) -> bool:
+        return self.rate_bps is None and self.budget is None
 
 
 def _relay(
@@ -152,8 +170,7 @@ def _relay(
     sink: int,
     recv: Process,
     abort: Callable[[], None],
-    rate_bps: int | None,
-    stall_timeout: float | None,
+    limits: _Limits,
     watch: _Watch,
     *,
     secure: bool = False,
@@ -170,8 +187,9 @@ def _relay(
         stats = pump(
             send.stdout.fileno(),
             sink,
-            rate=float(rate_bps) if rate_bps else None,
-            stall_timeout=stall_timeout,
+            rate=float(limits.rate_bps) if limits.rate_bps else None,
+            stall_timeout=limits.stall_timeout,
+            budget=limits.budget,
             progress=watch.progress,
         )
         watch.summary(stats)
@@ -195,8 +213,7 @@ def _secure(
     local: Shell,
     remote: Shell,
     spec: TransferSpec,
-    rate_bps: int | None,
-    stall_timeout: float | None,
+    limits: _Limits,
     log: LogFunc,
     abort: Callable[[], None],
 ) -> str:
@@ -209,9 +226,7 @@ def _secure(
     pump_error: PumpError | str | None = None
     unread: int | None = None  # bytes the importer left in its pipe when it stopped reading
     try:
-        pump_error = _relay(
-            send, recv.stdin.fileno(), recv, abort, rate_bps, stall_timeout, watch, secure=True
-        )
+        pump_error = _relay(send, recv.stdin.fileno(), recv, abort, limits, watch, secure=True)
         if isinstance(pump_error, PumpError) and streamend.receiver_closed(pump_error):
             unread = streamend.unread_in_pipe(recv.stdin.fileno())
     finally:
@@ -219,7 +234,9 @@ def _secure(
         if unread is None:
             send.stdout.close()
     if unread is not None:
-        pump_error = _after_importer_closed(send, recv, unread, stall_timeout, str(pump_error))
+        pump_error = _after_importer_closed(
+            send, recv, unread, limits.stall_timeout, str(pump_error)
+        )
     codes = _finish([send, recv])
     out_thread.join(5)
     return _outcome(spec, watch, send, recv, codes, pump_error)
@@ -293,8 +310,7 @@ def _insecure(
     local: Shell,
     remote: Shell,
     spec: TransferSpec,
-    rate_bps: int | None,
-    stall_timeout: float | None,
+    limits: _Limits,
     log: LogFunc,
     abort: Callable[[], None],
 ) -> str:
@@ -305,6 +321,7 @@ def _insecure(
         ip = tcp.parse_tunnel_ip(_read_line(recv.stdout, TCP_ANNOUNCE_TIMEOUT))
         port = tcp.parse_tunnel_port(_read_line(recv.stdout, TCP_ANNOUNCE_TIMEOUT))
         sock = tcp.connect(ip, port, timeout=TCP_ANNOUNCE_TIMEOUT)
+        tcp.fail_dead_peer(sock)  # a vanished target fails fast; the stall timeout stays
     except PverepError as err:
         recv.kill()
         raise TransferError(f"failed to run insecure migration: {err}") from None
@@ -312,19 +329,19 @@ def _insecure(
     pump_error: PumpError | None = None
     with sock:
         sock.shutdown(socket.SHUT_RD)  # we only write
-        if rate_bps is None:
+        if limits.unlimited:
             # zfs send writes into the socket itself: any relay caps the speed (transport/tcp.py).
             # The stall watchdog is then the socket's send timeout: a write that cannot move a
             # byte for that long fails, and zfs send ends with it.
-            if stall_timeout is not None:
-                _set_send_timeout(sock, stall_timeout)
+            if limits.stall_timeout is not None:
+                _set_send_timeout(sock, limits.stall_timeout)
             send = local.spawn(spec.send_argv, stdout=sock.fileno(), on_stderr=watch.send_line)
             send_code = send.wait()  # as long as the stream takes; a stall ends it (above)
         else:
             send = local.spawn(spec.send_argv, stdout=PIPE, on_stderr=watch.send_line)
             # Unlike the secure path, a pipe-to-socket splice sees the end of zfs send's
             # output before a closed peer: EPIPE here always means bytes were not delivered.
-            pump_error = _relay(send, sock.fileno(), recv, abort, rate_bps, stall_timeout, watch)
+            pump_error = _relay(send, sock.fileno(), recv, abort, limits, watch)
             send_code = _finish([send])[0]
         # half-close: the importer must see EOF but still get every buffered byte
         with contextlib.suppress(OSError):

@@ -17,6 +17,7 @@ zfs-fuse daemon and pool ``rpool``, its own sshd, node-local /var/lib/pve-manage
 - ``guests``    guest configs + disks for tests and the demo; ``digest`` checksums disks
 - ``fakeapi``   FakePveApi: a stand-in for the Proxmox REST API (HTTPS, from /etc/pve)
 - ``fakepvesh`` a stand-in for ``pvesh`` on top of FakePveApi (proxmoxer's CLI backends)
+- ``fakepve``   FAKE ``pvesr``/``pvesm`` that make a node stock-like (record argv, pverep works)
 - ``tlscerts``  PVE-style cluster CA and node certificates for the fake API
 - ``gentree``   generated /etc/pve trees (guests, storages, jobs) for tests and benches
 """

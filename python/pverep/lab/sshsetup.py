@@ -31,7 +31,8 @@ def _keygen(path: Path, comment: str) -> None:
 def sshd_config(cfg: LabConfig, node: str) -> str:
     # sshd takes the first value it reads, and sshd_config includes sshd_config.d/ at its top.
     return f"""# pverep lab node {node}
-ListenAddress {cfg.node_ip(node)}
+# every address of the node (its netns): a replication network may add one (docs/lab.md)
+ListenAddress 0.0.0.0
 HostKey /etc/ssh/ssh_host_ed25519_key
 PermitRootLogin prohibit-password
 PubkeyAuthentication yes

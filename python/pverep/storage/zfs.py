@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from pverep import _core
 from pverep.config.storage import StorageDef, parse_volname
-from pverep.errors import PverepError
+from pverep.errors import PverepError, VolumeMissingError
 from pverep.transport import streamend
 from pverep.transport.base import DEVNULL, PIPE, CommandError, LineSink, Process, Shell
 
@@ -29,10 +29,16 @@ DESTROY_TRIES = 6
 _SEND_NOISE = "WARNING: no-preserve-encryption flag set, sending dataset"
 #: Image names the plugin lists (everything else in the pool is ignored).
 IMAGE_NAME_RE = r"^(vm|base|subvol|basevol)-(\d+)-(\S+)$"
+#: The snapshot of a template's disk that linked clones are made from (ZFSPoolPlugin).
+BASE_SNAPSHOT = "__base__"
 
 
 class ZfsError(PverepError):
     """A zfs command failed; str() is ``zfs error: <last stderr line>``."""
+
+
+class ZfsDatasetMissing(ZfsError, VolumeMissingError):
+    """zfs said ``dataset does not exist`` for the volume's own dataset."""
 
 
 # --- pure argv builders -----------------------------------------------------------------------
@@ -118,6 +124,23 @@ class ZfsImage:
     size: int
     format: str  # raw (zvol) | subvol (filesystem)
     origin: str | None
+    #: The volume name PVE uses: ``<base>/<name>`` for a linked clone of ``<base>@__base__``
+    #: in the same pool (that is the volid in the clone's guest config), else ``name``.
+    volname: str
+
+
+def clone_volname(name: str, origin: str | None, pool: str) -> str:
+    """ZFSPoolPlugin::list_images' naming: a dataset cloned from ``<pool>/<base>@__base__``
+    is ``<base>/<name>``; any other origin (a clone of some other snapshot) is plain ``name``."""
+    if origin is None:
+        return name
+    parent, sep, base_snap = origin.rpartition("@")
+    if not sep or base_snap != BASE_SNAPSHOT:
+        return name
+    pool_part, sep, base = parent.rpartition("/")
+    if not sep or pool_part != pool or not base or any(c.isspace() for c in base):
+        return name
+    return f"{base}/{name}"
 
 
 def parse_image_list(text: str, pool: str) -> list[ZfsImage]:
@@ -144,7 +167,10 @@ def parse_image_list(text: str, pool: str) -> list[ZfsImage]:
             fmt = "subvol"
         else:
             size, fmt = _int(volsize), "raw"
-        images.append(ZfsImage(name, int(m.group(2)), size, fmt, None if origin == "-" else origin))
+        source = None if origin == "-" else origin
+        images.append(
+            ZfsImage(name, int(m.group(2)), size, fmt, source, clone_volname(name, source, pool))
+        )
     return images
 
 
@@ -274,7 +300,12 @@ class ZfsPool:
     def snapshot_info(self, volname: str) -> list[_core.SnapshotInfo]:
         """Snapshots of the volume's own dataset, in zfs list (creation) order."""
         ds = self.dataset(volname)
-        text = self.runner.run(snapshot_list_argv(ds))
+        try:
+            text = self.runner.run(snapshot_list_argv(ds))
+        except ZfsError as err:
+            if "dataset does not exist" in str(err):
+                raise ZfsDatasetMissing(str(err)) from None
+            raise
         return list(_core.parse_snapshot_list(text).get(ds, []))
 
     def delete_snapshot(self, volname: str, snap: str) -> None:
@@ -430,3 +461,11 @@ class ZfsPool:
             self.runner.run(cleanup, timeout=None)
         except ZfsError as cleanup_err:
             log.warning("cleanup after failed import: %s", cleanup_err)
+
+
+def send_estimate_argv(dataset: str, base: str | None) -> list[str]:
+    """Read-only size estimate of a send of ``dataset`` as it is now: bytes written since
+    ``base`` (an incremental), or everything it references (a full send). A dry run has no
+    new snapshot to hand to ``zfs send -nvP``; these properties are what that would report."""
+    prop = f"written@{base}" if base is not None else "referenced"
+    return ["zfs", "get", "-Hp", "-o", "value", prop, dataset]

@@ -56,6 +56,15 @@ class PeerCommands:
     def _storage_tool(self) -> list[str]:
         return ["pvesm"] if self.kind == "pve" else list(self.pverep)
 
+    def _cluster_tool(self) -> list[str]:
+        return ["pvecm"] if self.kind == "pve" else list(self.pverep)
+
+    def migration_ip(self, cidr: str) -> list[str]:
+        """``mtunnel -migration_network <cidr> -get_migration_ip``: the target's own address in
+        the replication/migration network (``pvecm`` on a stock peer)."""
+        ipaddress.ip_network(cidr, strict=False)
+        return [*self._cluster_tool(), "mtunnel", "-migration_network", cidr, "-get_migration_ip"]
+
     def prepare_local_job(
         self,
         jobid: str,

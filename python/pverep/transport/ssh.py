@@ -23,6 +23,7 @@ import re
 import shlex
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +50,11 @@ AES_GCM_FIRST = "Ciphers=^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 
 #: How long to wait for the multiplexing master to come up (connect + auth).
 MASTER_START_TIMEOUT = 30.0
+#: The master asks for a sign of life this often and gives up after this many unanswered
+#: asks: a target that vanishes fails its commands and streams within ~30-40 s, not after
+#: TCP's retransmission timeout (~15 min) or the stall watchdog (600 s).
+SERVER_ALIVE_INTERVAL = 10
+SERVER_ALIVE_COUNT_MAX = 3
 
 
 def _check_node(node: str) -> str:
@@ -170,6 +176,8 @@ class SshShell(CommandShell):
         self.prefer_aes_gcm = local_cpu_has_aes() if prefer_aes_gcm is None else prefer_aes_gcm
         self._control_dir: Path | None = None
         self._master: Process | None = None
+        # Jobs running at once share one shell per target: one master, started once.
+        self._lock = threading.RLock()
 
     @property
     def node(self) -> str:
@@ -194,6 +202,10 @@ class SshShell(CommandShell):
             f"ControlPath={control_path}",
             "-o",
             "ControlPersist=no",
+            "-o",
+            f"ServerAliveInterval={SERVER_ALIVE_INTERVAL}",
+            "-o",
+            f"ServerAliveCountMax={SERVER_ALIVE_COUNT_MAX}",
             "-N",
             f"root@{self.target.ip}",
         ]
@@ -211,8 +223,16 @@ class SshShell(CommandShell):
     # --- master lifecycle ---
     def open(self) -> SshShell:
         """Start the multiplexing master (no-op without multiplexing or if already up)."""
-        if not self.multiplex or self._master is not None:
+        with self._lock:
+            return self._open_locked()
+
+    def _open_locked(self) -> SshShell:
+        if not self.multiplex:
             return self
+        if self._master is not None:
+            if self._master.returncode is None:
+                return self
+            self.close()  # it died (keepalives, a stall): the next command gets a new one
         self._control_dir = Path(tempfile.mkdtemp(prefix="pverep-ssh-"))
         path = self._control_dir / "master"
         master = spawn_argv(self.master_argv(path), stdin=DEVNULL, stdout=DEVNULL)
@@ -228,12 +248,13 @@ class SshShell(CommandShell):
 
     def close(self) -> None:
         """End the master (by its pid) and remove the private socket directory."""
-        master, self._master = self._master, None
-        if master is not None:
-            master.stop()
-        if self._control_dir is not None:
-            shutil.rmtree(self._control_dir, ignore_errors=True)
-            self._control_dir = None
+        with self._lock:
+            master, self._master = self._master, None
+            if master is not None:
+                master.stop()
+            if self._control_dir is not None:
+                shutil.rmtree(self._control_dir, ignore_errors=True)
+                self._control_dir = None
 
     def __enter__(self) -> SshShell:
         return self.open()

@@ -24,10 +24,15 @@ ACCEPT_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 30.0
 
 
+def ips_in_network(cidr: str, addresses: Iterable[str]) -> list[str]:
+    """The distinct ``addresses`` inside ``cidr``, sorted."""
+    net = ipaddress.ip_network(cidr, strict=False)
+    return sorted({a for a in addresses if ipaddress.ip_address(a) in net})
+
+
 def pick_ip_in_network(cidr: str, addresses: Iterable[str]) -> str:
     """The unique local address inside ``cidr`` (PVE::Cluster::get_local_migration_ip)."""
-    net = ipaddress.ip_network(cidr, strict=False)
-    found = sorted({a for a in addresses if ipaddress.ip_address(a) in net})
+    found = ips_in_network(cidr, addresses)
     if not found:
         raise PverepError(
             "could not get migration ip: no IP address configured on local node "
@@ -41,8 +46,19 @@ def pick_ip_in_network(cidr: str, addresses: Iterable[str]) -> str:
     return found[0]
 
 
+def import_ip_in_network(cidr: str, addresses: Iterable[str]) -> str:
+    """The unique local address inside ``cidr`` for ``pvesm import tcp://<cidr>``, with
+    pvesm's own texts (they differ from the migration-ip ones above)."""
+    found = ips_in_network(cidr, addresses)
+    if not found:
+        raise PverepError(f"Unable to get any local IP address in network '{cidr}'")
+    if len(found) > 1:
+        raise PverepError(f"Got multiple local IP address in network '{cidr}'")
+    return found[0]
+
+
 def parse_ip_addr_json(text: str) -> list[str]:
-    """Addresses from ``ip -j addr show``."""
+    """Addresses from ``ip -j address show``."""
     addrs: list[str] = []
     for link in json.loads(text or "[]"):
         for info in link.get("addr_info", []):
@@ -53,14 +69,15 @@ def parse_ip_addr_json(text: str) -> list[str]:
 
 
 def local_addresses() -> list[str]:
-    result = LocalShell().run(["ip", "-j", "addr", "show"], timeout=10).check()
+    """This node's addresses on interfaces that are up (PVE asks ``ip address show … up``)."""
+    result = LocalShell().run(["ip", "-j", "address", "show", "up"], timeout=10).check()
     return parse_ip_addr_json(result.stdout_text)
 
 
 def resolve_listen_address(spec: str) -> str:
     """``tcp://<ip>`` or ``tcp://<cidr>`` → the IP to listen on."""
     if "/" in spec:
-        return pick_ip_in_network(spec, local_addresses())
+        return import_ip_in_network(spec, local_addresses())
     return str(ipaddress.ip_address(spec))
 
 
@@ -96,7 +113,27 @@ def accept_one(sock: socket.socket, timeout: float = ACCEPT_TIMEOUT) -> socket.s
     finally:
         sock.close()
     client.settimeout(None)
+    fail_dead_peer(client, DEAD_PEER_TIMEOUT)
     return client
+
+
+#: A peer that has not acknowledged data or keepalive probes for this long is dead.
+DEAD_PEER_TIMEOUT = 30.0
+#: Keepalive probes for an idle connection (a receiver waiting for data sends nothing else).
+_KEEPALIVE_INTERVAL = 5
+
+
+def fail_dead_peer(sock: socket.socket, seconds: float = DEAD_PEER_TIMEOUT) -> None:
+    """Make I/O on ``sock`` fail (ETIMEDOUT) once the peer has answered nothing for about
+    ``seconds``: TCP_USER_TIMEOUT for unacknowledged data, keepalive probes while idle. Without
+    them a vanished peer is noticed only after the kernel's retransmissions (~15 min) or the
+    2 h keepalive default. A live peer that is merely slow acknowledges and is not affected."""
+    idle = max(1, int(seconds) - 3 * _KEEPALIVE_INTERVAL)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, _KEEPALIVE_INTERVAL)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))
 
 
 def parse_tunnel_ip(line: str) -> str:

@@ -2,9 +2,11 @@
 //!
 //! * [`snapshots`]: parse `zfs list`/`zfs get` output;
 //! * [`diff`]: pvesr's prepare/base-selection decisions and table comparison;
-//! * [`ratelimit`] and [`pump`]: the rate-limited fd-to-fd data pump.
+//! * [`ratelimit`] and [`pump`]: the rate-limited fd-to-fd data pump;
+//! * [`budget`]: one bandwidth budget shared by the pumps running at once.
 //!
 //! The binding crate (`rust/py`) wraps these for Python as `pverep._core`.
+pub mod budget;
 pub mod diff;
 pub mod error;
 pub mod pump;

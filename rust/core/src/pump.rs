@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::budget::Budget;
 use crate::error::{Error, Result, Side};
 use crate::ratelimit::TokenBucket;
 
@@ -36,6 +37,8 @@ pub struct PumpConfig {
     pub chunk: usize,
     /// How often the hook runs and the current rate is refreshed.
     pub tick: Duration,
+    /// A bandwidth budget shared with other pumps (on top of `rate`).
+    pub budget: Option<Arc<Budget>>,
 }
 
 impl Default for PumpConfig {
@@ -47,6 +50,7 @@ impl Default for PumpConfig {
             pipe_size: DEFAULT_PIPE_SIZE,
             chunk: DEFAULT_CHUNK,
             tick: DEFAULT_TICK,
+            budget: None,
         }
     }
 }
@@ -230,18 +234,40 @@ impl Pump {
                 }
             }
             let mut max = cfg.chunk;
-            if let Some(bucket) = bucket.as_mut().filter(|_| mover.delivers_next()) {
+            let delivers = mover.delivers_next();
+            let mut wait = None;
+            if let Some(bucket) = bucket.as_mut().filter(|_| delivers) {
                 match bucket.grant(now.duration_since(start), max as u64) {
                     Ok(n) => max = usize::try_from(n).unwrap_or(max),
-                    Err(wait) => {
-                        std::thread::sleep(wait.min(next_tick.saturating_duration_since(now)));
-                        // Waiting for tokens is not a stall.
-                        last_progress = Instant::now();
-                        continue;
-                    }
+                    Err(w) => wait = Some(w),
                 }
             }
-            match mover.step(self.src, self.dst, max)? {
+            // The shared budget last: its tokens are reserved, and given back unless they move.
+            let mut reserved = 0u64;
+            if let (None, Some(budget)) = (wait, cfg.budget.as_deref().filter(|_| delivers)) {
+                match budget.take(max as u64) {
+                    Ok(n) => {
+                        reserved = n;
+                        max = usize::try_from(n).unwrap_or(max);
+                    }
+                    Err(w) => wait = Some(w),
+                }
+            }
+            if let Some(wait) = wait {
+                std::thread::sleep(wait.min(next_tick.saturating_duration_since(now)));
+                // Waiting for tokens is not a stall.
+                last_progress = Instant::now();
+                continue;
+            }
+            let step = mover.step(self.src, self.dst, max);
+            if let Some(budget) = cfg.budget.as_deref() {
+                let used = match &step {
+                    Ok(Step::Moved { delivered, .. }) => *delivered as u64,
+                    _ => 0,
+                };
+                budget.give_back(reserved.saturating_sub(used));
+            }
+            match step? {
                 Step::Moved { delivered, read } => {
                     if delivered > 0 {
                         moved_total += delivered as u64;

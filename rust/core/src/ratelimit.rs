@@ -102,6 +102,16 @@ impl TokenBucket {
     pub fn consume(&mut self, n: u64) {
         self.consumed += n;
     }
+
+    /// Give back `n` bytes taken with [`consume`](Self::consume) that did not move after all
+    /// (a shared budget takes tokens before the move so that no other pump can spend them).
+    pub fn refund(&mut self, n: u64) {
+        let back = n.min(self.consumed);
+        self.consumed -= back;
+        if back < n {
+            self.base += (n - back) as f64;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +162,16 @@ mod tests {
         }
         let achieved = moved as f64 / now.as_secs_f64();
         assert!((achieved / rate - 1.0).abs() < 1e-3, "{achieved}");
+    }
+
+    #[test]
+    fn refund_returns_unused_tokens() {
+        let mut b = TokenBucket::new(1_000_000.0, None, ms(0)).unwrap();
+        let n = b.grant(ms(50), 1 << 20).unwrap();
+        b.consume(n);
+        assert!(b.grant(ms(50), 1 << 20).is_err());
+        b.refund(n / 2);
+        assert_eq!(b.grant(ms(50), 1 << 20).unwrap(), n / 2);
     }
 
     proptest! {

@@ -141,3 +141,13 @@ def test_no_result_text_is_pvesrs() -> None:
 def test_removal_scans_config_and_state_storages() -> None:
     assert planner.removal_scan_storages(["b:x", "a:y"], ["c", "a"]) == ["a", "b", "c"]
     assert planner.removal_scan_storages([], []) == []
+
+
+def test_remote_prepare_last_json_line_wins_like_pvesr() -> None:
+    first = f'{{"{VOL}": {{"__replicate_100-0_100__": {{"id": "7", "timestamp": "1"}}}}}}'
+    last = f'{{"{VOL}": {{"__replicate_100-0_200__": {{"id": "9", "timestamp": "2"}}}}}}'
+    assert planner.parse_remote_prepare(f"{first}\n{last}\n") == {
+        VOL: {"__replicate_100-0_200__": 9}
+    }
+    with pytest.raises(planner.RemotePrepareError, match="invalid result"):
+        planner.parse_remote_prepare(f"{last}\nnot json\n")

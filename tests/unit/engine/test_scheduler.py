@@ -76,6 +76,7 @@ def make(
     runner: FakeRunner,
     warnings: list[str],
     notes: list[tuple[str, int]] | None = None,
+    max_workers: int = 1,
 ) -> Scheduler:
     return Scheduler(
         runner=runner,
@@ -88,13 +89,19 @@ def make(
         fail_count=lambda job: runner.states.get(job.id, FakeState()).fail_count,
         notify=(lambda job, err, n: notes.append((err, n))) if notes is not None else None,
         warn=warnings.append,
+        max_workers=max_workers,
     )
 
 
-def test_scheduler_runs_due_jobs_only_upstream_test2() -> None:
+#: The upstream vectors hold for the serial loop and for the parallel dispatcher alike.
+WORKERS = pytest.mark.parametrize("workers", [1, 4])
+
+
+@WORKERS
+def test_scheduler_runs_due_jobs_only_upstream_test2(workers: int) -> None:
     jobs = [FakeJob("900-1_to_node2", 900, "node2"), FakeJob("900-2_to_node1", 900, "node1")]
     runner = FakeRunner({})
-    sched = make(jobs, runner, [])
+    sched = make(jobs, runner, [], max_workers=workers)
     for i in range(61):
         sched.run_jobs(now=i * 60)
     assert runner.calls == [
@@ -124,12 +131,13 @@ def test_run_single_job_errors(jobid: str, job: FakeJob | None, message: str) ->
         sched.run_single_job(jobid, 1000)
 
 
-def test_failure_back_off_upstream_test4() -> None:
+@WORKERS
+def test_failure_back_off_upstream_test4(workers: int) -> None:
     jobs = [FakeJob("job_900_to_node2", 900, "node2"), FakeJob("job_900_to_node1", 900, "node1")]
     runner = FakeRunner({}, fail_with="faked replication error")
     warnings: list[str] = []
     notes: list[tuple[str, int]] = []
-    sched = make(jobs, runner, warnings, notes)
+    sched = make(jobs, runner, warnings, notes, max_workers=workers)
     for i in range(120):
         sched.run_jobs(now=1000 + i * 60, mail=True)
     assert [c[3] for c in runner.calls] == [1000, 1300, 1900, 2800, 4600, 6400]
@@ -139,11 +147,12 @@ def test_failure_back_off_upstream_test4() -> None:
     assert notes == [("faked replication error", n) for n in (1, 2, 3)]
 
 
-def test_lock_timeout_is_retried_within_one_pass_and_runs_once() -> None:
+@WORKERS
+def test_lock_timeout_is_retried_within_one_pass_and_runs_once(workers: int) -> None:
     runner = FakeRunner({}, lock_busy_until=3)
     warnings: list[str] = []
     notes: list[tuple[str, int]] = []
-    sched = make([FakeJob("900-1", 900, "node2")], runner, warnings, notes)
+    sched = make([FakeJob("900-1", 900, "node2")], runner, warnings, notes, max_workers=workers)
     sched.run_jobs(now=900, mail=True)
     assert runner.attempts == 4 and len(runner.calls) == 1
     assert len(warnings) == 3 and notes == []  # fail_count stays 0: no mail

@@ -64,6 +64,46 @@ fn socket_to_socket_uses_read_write_loop() {
     assert!(out == data);
 }
 
+/// Three pumps on their own threads share one budget: together they move its rate (they
+/// would move far more alone), and every byte arrives.
+#[test]
+fn pumps_share_one_budget() {
+    let rate = 30e6;
+    let budget = Arc::new(Budget::new(rate).unwrap());
+    let streams: Vec<Vec<u8>> = (0..3).map(|i| pattern((6 + i) << 20)).collect();
+    let workers: Vec<_> = streams
+        .into_iter()
+        .map(|data| {
+            let budget = Arc::clone(&budget);
+            thread::spawn(move || {
+                let config = PumpConfig {
+                    budget: Some(budget),
+                    ..PumpConfig::default()
+                };
+                let (out, result) = relay(data.clone(), pipe(), pipe(), config);
+                assert!(out == data);
+                result.unwrap()
+            })
+        })
+        .collect();
+    let stats: Vec<Stats> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    let total: u64 = stats.iter().map(|s| s.bytes).sum();
+    // The pumps start together; the last one to finish spans the shared transfer.
+    let secs = stats
+        .iter()
+        .map(|s| s.elapsed.as_secs_f64())
+        .fold(0.0, f64::max);
+    assert_eq!(total, 21 << 20);
+    assert_eq!(budget.bytes(), total);
+    let achieved = total as f64 / secs;
+    // Starting empty, the aggregate never exceeds the rate by more than one burst (50 ms).
+    assert!(achieved <= rate * 1.01 + rate * 0.05 / secs, "{achieved}");
+    // ...and falls short only by wake-ups later than one burst, which a loaded machine (this
+    // suite runs its tests in parallel) does cause; benches/compare_budget.py measures the
+    // accuracy itself (release build, +-2 %).
+    assert!(achieved >= rate * 0.85, "{achieved}");
+}
+
 #[test]
 fn rate_limited_copy_is_complete() {
     let data = pattern(300_000);
