@@ -59,7 +59,7 @@ def up(ctx: click.Context, count: int, engine: str, lab_dir: str | None) -> None
     seconds = the_lab.up(count, engine)
     cfg = the_lab.config
     click.echo(
-        f"lab up: {count} {engine} node(s) in {seconds:.2f}s "
+        f"lab up: {count} node(s) in {seconds:.2f}s, engine {engine} "
         f"(dir {cfg.dir}, net {cfg.subnet}.0/24 on {cfg.bridge})",
         err=True,
     )
