@@ -146,6 +146,24 @@ def delete_jobs_of(lab: Lab, vmid: int) -> None:
     cfg.write_text("\n".join(out) + ("\n" if out else ""))
 
 
+def seed_removal_after_move(lab: Lab, vmid: int, prefix: str) -> None:
+    """The seed case: jobs to pve2 and pve3 ran, the guest moves to pve3 (one rename, no
+    state there), and removing job 0 on pve3 still finds and deletes pve2's replicas through
+    the guest's storages. ``prefix``: "subvol" (CT) or "vm" (VM disks)."""
+    pverep(lab, "pve1", "create-local-job", f"{vmid}-0", "pve2")
+    pverep(lab, "pve1", "create-local-job", f"{vmid}-1", "pve3")
+    run_job(lab, "pve1", f"{vmid}-0")
+    run_job(lab, "pve1", f"{vmid}-1")
+    guests.move(lab, vmid, "pve3")
+    assert str(vmid) not in state(lab, "pve3")
+    pverep(lab, "pve3", "delete", f"{vmid}-0")
+    run_job(lab, "pve3", f"{vmid}-0")
+    lines = job_log(lab, "pve3", f"{vmid}-0")
+    assert lines[-1] == f"{vmid}-0: end replication job", lines
+    assert datasets(lab, "pve2", vmid) == set()
+    assert datasets(lab, "pve3", vmid) == {f"{prefix}-{vmid}-disk-{i}" for i in (0, 1)}
+
+
 @contextmanager
 def written_guest(lab: Lab, vmid: int, sizes: list[str], nbytes: int) -> Iterator[int]:
     """A container with disks of ``sizes`` on pve1, ``nbytes`` written; its jobs dropped after."""

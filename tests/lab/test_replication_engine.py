@@ -25,6 +25,7 @@ from .replhelp import (
     pverep,
     remove_disk_from_config,
     run_job,
+    seed_removal_after_move,
     snapshots,
     sshd_accepts,
     state,
@@ -248,18 +249,7 @@ def test_delete_full_removes_replicas_and_keep_keeps_them(lab: Lab, guest: int) 
 
 def test_seed_stateless_removal_from_the_node_the_guest_moved_to(lab: Lab, guest: int) -> None:
     vmid = guest
-    pverep(lab, "pve1", "create-local-job", f"{vmid}-0", "pve2")
-    pverep(lab, "pve1", "create-local-job", f"{vmid}-1", "pve3")
-    run_job(lab, "pve1", f"{vmid}-0")
-    run_job(lab, "pve1", f"{vmid}-1")
-    guests.move(lab, vmid, "pve3")  # HA recovery: one rename, no state on pve3
-    assert str(vmid) not in state(lab, "pve3")
-    pverep(lab, "pve3", "delete", f"{vmid}-0")
-    run_job(lab, "pve3", f"{vmid}-0")
-    lines = job_log(lab, "pve3", f"{vmid}-0")
-    assert lines[-1] == f"{vmid}-0: end replication job", lines
-    assert datasets(lab, "pve2", vmid) == set()  # replicas found via the guest's storages
-    assert datasets(lab, "pve3", vmid) == {f"subvol-{vmid}-disk-{i}" for i in (0, 1)}
+    seed_removal_after_move(lab, vmid, "subvol")  # replicas found via the guest's storages
     pverep(lab, "pve3", "create-local-job", f"{vmid}-2", "pve2")
     run_job(lab, "pve3", f"{vmid}-2")
     assert job_log(lab, "pve3", f"{vmid}-2")[-1] == f"{vmid}-2: end replication job"
