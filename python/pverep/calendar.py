@@ -205,7 +205,7 @@ _WEEKDAY_NAMES = {
     "sun": 6,
     "sunday": 6,
 }
-# ASCII only, like nom's digit1/alpha1: Python's \d would take "١٢" or fullwidth "１２" too.
+# ASCII only, like nom's digit1/alpha1 (Python's \d also takes Arabic-Indic or fullwidth digits).
 _DIGITS = re.compile(r"[0-9]+")
 _ALPHA = re.compile(r"[A-Za-z]+")
 

@@ -7,7 +7,8 @@ only for 4xx/5xx codes other than 500, as PVE's CLIHandler does) and exits non-z
 ``PVEREP_FAKEPVESH_FAULT=<path regex>=<fault>`` injects a FakePveApi fault;
 ``PVEREP_FAKEPVESH_WARN`` makes it print that warning on stderr and still succeed (the
 storage-plugin warnings behind proxmoxer issue #222). Node name: ``$PVEREP_FAKEPVESH_NODE``
-(this fake's own setting, for tests outside the lab) or the host name; root: ``$PVEREP_ROOT``; other nodes: ``PVEREP_FAKEPVESH_PEERS=node=root,…`` (in process), or
+(this fake's own setting, for tests outside the lab) or the host name; root: ``$PVEREP_ROOT``;
+other nodes: ``PVEREP_FAKEPVESH_PEERS=node=root,…`` (in process), or
 with ``PVEREP_FAKEPVESH_SSH=1`` (on a lab node) ``ssh <node> pvesh …`` as the real pvesh proxies.
 """
 
