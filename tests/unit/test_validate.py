@@ -95,3 +95,31 @@ def test_snapshot_names() -> None:
     for bad in ("1abc", "a" * 41, "a b"):
         with pytest.raises(ValidationError):
             validate.check_parent_snapname(bad)
+
+
+def test_pattern_edges() -> None:
+    """The exact edges of the spec's patterns, each of which a one-character change would move."""
+    # parent snapshot name (pve-configid, at most 40 characters)
+    assert validate.check_parent_snapname("a" * 40) == "a" * 40
+    assert validate.check_parent_snapname("a-b_c9") == "a-b_c9"
+    with pytest.raises(ValidationError, match="may only be 40 characters long"):
+        validate.check_parent_snapname("a" * 41)
+    for bad in ("a", "a.b", "_ab"):
+        with pytest.raises(ValidationError, match="invalid configuration ID"):
+            validate.check_parent_snapname(bad)
+    # storage ids: inner '-', '_', '.' allowed, the last character must be a letter or digit
+    for good in ("ab", "a_b", "a.b", "a-b", "A9", "zfs.pool_2-x"):
+        assert validate.check_storage_id(good) == good
+        assert validate.parse_volume_id(f"{good}:vm-100-disk-0") == (good, "vm-100-disk-0")
+    for bad in ("ab_", "ab.", "a_", "_ab", "ab:", "a\nb"):
+        with pytest.raises(ValidationError, match="contains illegal characters"):
+            validate.check_storage_id(bad)
+    for bad in ("ab_:vm-100-disk-0", "ab.:x", "a:x"):
+        with pytest.raises(ValidationError, match="unable to parse volume ID"):
+            validate.parse_volume_id(bad)
+    # transfer snapshot names: letters, digits, '_' and '-', 1 to 40 characters
+    for good in ("a", "A-9_z", "x" * 40):
+        assert validate.check_transfer_snapshot_name(good) == good
+    for bad in ("a.b", ".", "x" * 41, "a b", "a\n", "ä"):
+        with pytest.raises(ValidationError, match="invalid snapshot name"):
+            validate.check_transfer_snapshot_name(bad)

@@ -1,0 +1,65 @@
+"""prepare() (spec §4.3): a stale snapshot that cannot be deleted is warned about and skipped."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pverep import _core
+from pverep.engine import messages
+from pverep.engine.prepare import prepare
+from pverep.errors import PverepError
+
+VOL = "local-zfs:vm-100-disk-0"
+DS = "rpool/data/vm-100-disk-0"
+
+
+class Volumes:
+    """Real snapshot records in memory; deleting the ones in ``stuck`` fails like zfs does."""
+
+    def __init__(self, names: Sequence[str], stuck: set[str]) -> None:
+        self.snaps = [_core.SnapshotInfo(DS, n, 1000 + i, 10 + i, 100 + i) for i, n in
+                      enumerate(names)]  # fmt: skip
+        self.stuck = stuck
+        self.deleted: list[str] = []
+
+    def snapshot_info(self, volid: str) -> Sequence[_core.SnapshotInfo]:
+        assert volid == VOL
+        return [s for s in self.snaps if s.name not in self.deleted]
+
+    def delete_snapshot(self, volid: str, snap: str) -> None:
+        if snap in self.stuck:
+            raise PverepError(f"zfs error: cannot destroy snapshot {DS}@{snap}: dataset is busy\n")
+        self.deleted.append(snap)
+
+
+def test_failed_stale_delete_is_warned_and_skipped() -> None:
+    old1, old2, keep = (
+        "__replicate_100-0_100__",
+        "__replicate_100-0_200__",
+        "__replicate_100-0_300__",
+    )
+    volumes = Volumes([old1, old2, keep, "manual"], stuck={old1})
+    log: list[str] = []
+    warnings: list[str] = []
+    result = prepare(volumes, [VOL], "100-0", 300, None, log.append, warnings.append)
+    # the stuck one is reported and skipped, the next stale one is still deleted
+    assert volumes.deleted == [old2]
+    error = f"zfs error: cannot destroy snapshot {DS}@{old1}: dataset is busy\n"
+    assert warnings == [error]
+    assert log == [
+        messages.delete_stale_snapshot(old1, VOL),
+        messages.delete_stale_snapshot_error(error),
+        messages.delete_stale_snapshot(old2, VOL),
+    ]
+    assert result.cleaned == {VOL}
+    assert set(result.snapshots[VOL]) >= {keep}
+
+
+def test_volume_whose_only_stale_delete_fails_is_not_cleaned() -> None:
+    old, keep = "__replicate_100-0_100__", "__replicate_100-0_300__"
+    volumes = Volumes([old, keep], stuck={old})
+    log: list[str] = []
+    result = prepare(volumes, [VOL], "100-0", 300, None, log.append, lambda _msg: None)
+    assert volumes.deleted == []
+    assert result.cleaned == set()
+    assert log[-1].startswith("delete stale replication snapshot error: zfs error")
