@@ -117,6 +117,14 @@ def test_socket_to_socket_rate_limited_with_progress() -> None:
     assert seen, "the progress callback ran"
     assert all(x.bytes <= len(data) for x in seen)
     assert [x.bytes for x in seen] == sorted(x.bytes for x in seen)
+    # The limit held. Both bounds only get safer when the machine is slow: a loaded machine
+    # moves fewer bytes per second, never more. (5 ms: the bucket's clock starts just before
+    # the pump's own; 64 KiB: the default burst at 4 MB/s.)
+    rate, burst = 4e6, 64 << 10
+    for sample in [*seen, stats]:
+        assert sample.bytes <= rate * (sample.elapsed + 0.005) + burst, sample
+    assert stats.elapsed >= (len(data) - burst) / rate
+    assert stats.rate <= rate + burst / stats.elapsed
 
 
 def test_file_to_dev_null(tmp_path) -> None:
