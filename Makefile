@@ -10,7 +10,7 @@ PIP    := $(VENV)/bin/pip
 DEB_PACKAGES := zfs-fuse openssh-server openssh-client btrfs-progs iproute2 util-linux procps \
                 cstream pv mbuffer nftables psmisc openssl
 
-.PHONY: all sysdeps venv build test test-fast lint bench demo clean
+.PHONY: all sysdeps venv build test test-fast lint bench demo clean mutants
 all: build
 
 sysdeps:
@@ -57,6 +57,16 @@ bench: sysdeps build
 	$(PY) -m pytest -q benches --benchmark-only --benchmark-enable
 	$(PY) benches/compare_relays.py --rounds 3
 	$(PY) benches/compare_parse.py --rounds 3
+
+# Mutation testing of the core (tools/mutants.sh; not part of `make test`/CI, it is long).
+# The tools are pinned and installed here, so it runs on a fresh machine.
+MUTMUT_VERSION        := 3.8.1
+CARGO_MUTANTS_VERSION := 27.1.0
+mutants: build
+	$(PIP) install -q "mutmut==$(MUTMUT_VERSION)"
+	@.tools/bin/cargo-mutants mutants --version 2>/dev/null | grep -qx "cargo-mutants $(CARGO_MUTANTS_VERSION)" || \
+	  nice -n 10 cargo install -q --locked --version $(CARGO_MUTANTS_VERSION) --root .tools cargo-mutants
+	bash tools/mutants.sh
 
 demo: sysdeps build
 	$(PY) -m pverep.demo

@@ -72,6 +72,17 @@ fn prepare_protects_parent_and_handles_no_jobid() {
 }
 
 #[test]
+fn prepare_names_the_snapshot_it_keeps() {
+    // the name goes into pvesr's "expected snapshot <name> not present" log line
+    let rule = Prepare::new(Some("100-0"), 1_700_000_100, None);
+    assert_eq!(rule.keep_name(), Some("__replicate_100-0_1700000100__"));
+    assert_eq!(
+        Prepare::new(None, 1_700_000_100, Some("p")).keep_name(),
+        None
+    );
+}
+
+#[test]
 fn replication_snapshot_predicates() {
     assert_eq!(
         replication_snapshot_name("100-0", 17),
