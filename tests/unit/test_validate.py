@@ -104,22 +104,33 @@ def test_pattern_edges() -> None:
     assert validate.check_parent_snapname("a-b_c9") == "a-b_c9"
     with pytest.raises(ValidationError, match="may only be 40 characters long"):
         validate.check_parent_snapname("a" * 41)
-    for bad in ("a", "a.b", "_ab"):
+    for bad in ("a", "a.b", "_ab", "a\u212a"):
         with pytest.raises(ValidationError, match="invalid configuration ID"):
             validate.check_parent_snapname(bad)
     # storage ids: inner '-', '_', '.' allowed, the last character must be a letter or digit
     for good in ("ab", "a_b", "a.b", "a-b", "A9", "zfs.pool_2-x"):
         assert validate.check_storage_id(good) == good
         assert validate.parse_volume_id(f"{good}:vm-100-disk-0") == (good, "vm-100-disk-0")
-    for bad in ("ab_", "ab.", "a_", "_ab", "ab:", "a\nb"):
+    for bad in ("ab_", "ab.", "a_", "_ab", "ab:", "a\nb", "a\u212a", "\u0130b"):
         with pytest.raises(ValidationError, match="contains illegal characters"):
             validate.check_storage_id(bad)
-    for bad in ("ab_:vm-100-disk-0", "ab.:x", "a:x"):
+    for bad in ("ab_:vm-100-disk-0", "ab.:x", "a:x", "\u212ab:x"):
         with pytest.raises(ValidationError, match="unable to parse volume ID"):
             validate.parse_volume_id(bad)
     # transfer snapshot names: letters, digits, '_' and '-', 1 to 40 characters
     for good in ("a", "A-9_z", "x" * 40):
         assert validate.check_transfer_snapshot_name(good) == good
-    for bad in ("a.b", ".", "x" * 41, "a b", "a\n", "ä"):
+    for bad in ("a.b", ".", "x" * 41, "a b", "a\n", "ä", "\u212a", "a\u017f", "\u0131x"):
         with pytest.raises(ValidationError, match="invalid snapshot name"):
             validate.check_transfer_snapshot_name(bad)
+
+
+def test_only_ascii_digits_count() -> None:
+    """Python's \\d and int() take Arabic-Indic or fullwidth digits; PVE's patterns do not."""
+    for bad in ("\u0661\u0660\u0660-0", "100-\uff11", "\uff11\uff10\uff10-1"):
+        with pytest.raises(ValidationError, match="invalid replication job id"):
+            validate.parse_job_id(bad)
+    with pytest.raises(ValidationError, match="type check"):
+        validate.check_vmid("\u0661\u0660\u0660")
+    assert validate.parse_job_id("0100-007") == (100, 7)
+    assert validate.check_vmid("100") == 100

@@ -161,6 +161,17 @@ fn base_selection_ties_and_zero_creation() {
     let zero = [snap("__replicate_1-0_5__", 1, 0)];
     let remote: RemoteSnapshots = zero.iter().map(|s| (s.name, Some(s.guid))).collect();
     assert_eq!(rule.choose(&zero, Some(&remote)), BaseChoice::Missing);
+    // two snapshots taken in one txg (`zfs snapshot a@x a@y`): equal creation and createtxg;
+    // the first in listing order stays the choice, so a run's base never flips between them
+    let twins = [
+        snap("__replicate_1-0_5__", 1, 100),
+        snap("__replicate_2-0_5__", 2, 100),
+    ];
+    let remote: RemoteSnapshots = twins.iter().map(|s| (s.name, Some(s.guid))).collect();
+    assert_eq!(
+        rule.choose(&twins, Some(&remote)),
+        BaseChoice::Incremental(0)
+    );
 }
 
 #[test]
