@@ -26,14 +26,22 @@ def line(tool: str, counts: Counter[str], seconds: str) -> str:
 
 
 def rust(report: Path, seconds: str) -> list[str]:
-    outcomes = json.loads((report / "rust-outcomes.json").read_text())
-    counts: Counter[str] = Counter()
-    for outcome in outcomes["outcomes"]:
-        if outcome["scenario"] == "Baseline":
-            continue
-        summary = outcome["summary"]  # CaughtMutant, MissedMutant, Unviable, Timeout, ...
-        counts[re.sub(r"Mutant$", "", summary).lower()] += 1
-    return [line("rust/core (cargo-mutants)", counts, seconds)]
+    """Every cargo-mutants run under the report (one per `make mutants`; narrowed runs add more)."""
+    per_file: dict[str, Counter[str]] = defaultdict(Counter)
+    total: Counter[str] = Counter()
+    for path in sorted(report.glob("rust*/mutants.out/outcomes.json")):
+        for outcome in json.loads(path.read_text())["outcomes"]:
+            scenario = outcome["scenario"]
+            if not isinstance(scenario, dict):  # "Baseline"
+                continue
+            source = scenario["Mutant"]["file"]
+            summary = outcome["summary"]  # CaughtMutant, MissedMutant, Unviable, Timeout, ...
+            status = re.sub(r"Mutant$", "", summary).lower()
+            per_file[source][status] += 1
+            total[status] += 1
+    lines = [line("rust/core (cargo-mutants)", total, seconds)]
+    lines += [line(f"  {f}", c, "-") for f, c in sorted(per_file.items())]
+    return lines
 
 
 def python(report: Path, seconds: str) -> list[str]:
