@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import io
 import os
 import threading
@@ -15,13 +14,7 @@ from pverep import locking
 from pverep.errors import LockError
 from pverep.paths import Paths
 
-
-def hold(path: Path) -> int:
-    """Take the flock through a separate open file description, as another process would."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
+from .lockprobe import busy, hold
 
 
 def test_flock_timeout_text(tmp_path: Path) -> None:
@@ -47,18 +40,6 @@ def test_flock_waits_then_succeeds(tmp_path: Path) -> None:
     with locking.flock(lock, 5, stderr=err):
         pass
     assert err.getvalue() == "trying to acquire lock... OK\n"
-
-
-def busy(lock: Path) -> bool:
-    """Can another holder (a separate open file description) not take the lock now?"""
-    probe = os.open(lock, os.O_RDWR)
-    try:
-        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(probe)
-    return False
 
 
 def test_flock_is_reentrant_in_one_thread(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@ migration lock for per-guest writes. Checked while the write happens, not only b
 
 from __future__ import annotations
 
-import fcntl
 import os
 from pathlib import Path
 
@@ -14,20 +13,10 @@ from pverep.config.state import StateStore
 from pverep.errors import LockError
 from pverep.paths import Paths
 
+from .lockprobe import busy, hold
+
 TID = "local/pve2"
 ENTRY = {"last_sync": 1700000100, "last_try": 1700000100, "fail_count": 0}
-
-
-def busy(path: Path) -> bool:
-    """Is ``path`` flocked by someone else? (a separate open file description asks)"""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 @pytest.fixture
@@ -59,12 +48,6 @@ def test_locks_are_held_while_the_file_is_written(
     store.delete_guest_states(100)
     assert held[3:] == [(name, True, False)] * 2  # whole file: the state lock
     assert store.read() == {}
-
-
-def hold(path: Path) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
 
 
 @pytest.mark.parametrize("lock", ["state", "migrate"])
