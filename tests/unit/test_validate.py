@@ -134,3 +134,16 @@ def test_only_ascii_digits_count() -> None:
         validate.check_vmid("\u0661\u0660\u0660")
     assert validate.parse_job_id("0100-007") == (100, 7)
     assert validate.check_vmid("100") == 100
+
+
+def test_range_and_texts_of_ids() -> None:
+    assert validate.check_vmid("999999999") == 999_999_999
+    assert validate.check_vmid(100) == 100
+    with pytest.raises(ValidationError, match=r"^value must have a maximum value of 999999999$"):
+        validate.check_vmid(1_000_000_000)
+    with pytest.raises(ValidationError, match=r"^value must have a minimum value of 100$"):
+        validate.check_vmid(99)
+    with pytest.raises(ValidationError, match=r"^value does not match the regex pattern$"):
+        validate.check_job_id_param("0100-1")  # normalisable, but not the API's pattern
+    with pytest.raises(ValidationError, match=r"^invalid format - invalid replication job id"):
+        validate.check_job_id_param("x-1")

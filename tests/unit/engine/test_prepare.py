@@ -63,3 +63,42 @@ def test_volume_whose_only_stale_delete_fails_is_not_cleaned() -> None:
     assert volumes.deleted == []
     assert result.cleaned == set()
     assert log[-1].startswith("delete stale replication snapshot error: zfs error")
+
+
+def test_missing_last_sync_snapshot_keeps_everything_and_says_so() -> None:
+    old, other = "__replicate_100-0_100__", "__replicate_100-0_200__"
+    volumes = Volumes([old, other], stuck=set())
+    log: list[str] = []
+    result = prepare(volumes, [VOL], "100-0", 300, None, log.append, lambda _msg: None)
+    assert volumes.deleted == []
+    assert log == [messages.expected_snapshot_missing("__replicate_100-0_300__", VOL)]
+    assert log[0] == (
+        f"expected snapshot __replicate_100-0_300__ not present for {VOL}, not removing others"
+    )
+    assert set(result.snapshots[VOL]) == {old, other}
+    assert result.cleaned == set()
+
+
+def test_parent_snapshot_and_volumes_without_snapshots() -> None:
+    old, parent, keep = (
+        "__replicate_100-0_100__",
+        "__replicate_100-0_200__",
+        "__replicate_100-0_300__",
+    )
+    volumes = Volumes([old, parent, keep], stuck=set())
+    empty = Volumes([], stuck=set())
+    log: list[str] = []
+
+    class Both:
+        def snapshot_info(self, volid: str) -> Sequence[_core.SnapshotInfo]:
+            return volumes.snapshot_info(VOL) if volid == VOL else []
+
+        def delete_snapshot(self, volid: str, snap: str) -> None:
+            (volumes if volid == VOL else empty).delete_snapshot(VOL, snap)
+
+    other = "local-zfs:vm-100-disk-1"
+    result = prepare(Both(), [VOL, other], "100-0", 300, parent, log.append, lambda _m: None)
+    assert volumes.deleted == [old]  # the guest's parent snapshot is never stale
+    assert set(result.snapshots[VOL]) == {parent, keep}
+    assert result.snapshots[other] == {}  # no snapshots: nothing to do, no error
+    assert log == [messages.delete_stale_snapshot(old, VOL)]
