@@ -190,11 +190,17 @@ def test_cancel_from_another_thread(fds: Fds) -> None:
 
 def test_ctrl_c_cancels(fds: Fds) -> None:
     src_r, dst_w = fds.src_r, fds.dst_w
+    # Python's own Ctrl-C handler, also when started in the background (where the shell left
+    # SIGINT ignored and the pump would wait for input forever).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
-    with pytest.raises(CancelledError) as err:
-        core.pump(src_r, dst_w)
-    timer.join()
+    try:
+        with pytest.raises(CancelledError) as err:
+            core.pump(src_r, dst_w)
+    finally:
+        timer.join()
+        signal.signal(signal.SIGINT, previous)
     assert isinstance(err.value.__cause__, KeyboardInterrupt)
 
 
