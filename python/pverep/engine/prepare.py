@@ -29,7 +29,8 @@ class SnapshotVolumes(Protocol):
 
 
 def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    # zfs errors end with a newline already (like Perl's warn, print the line once)
+    print(msg.rstrip("\n"), file=sys.stderr, flush=True)
 
 
 @dataclass

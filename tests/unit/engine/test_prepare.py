@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
+
 from pverep import _core
 from pverep.engine import messages
 from pverep.engine.prepare import prepare
@@ -102,3 +104,11 @@ def test_parent_snapshot_and_volumes_without_snapshots() -> None:
     assert set(result.snapshots[VOL]) == {parent, keep}
     assert result.snapshots[other] == {}  # no snapshots: nothing to do, no error
     assert log == [messages.delete_stale_snapshot(old, VOL)]
+
+
+def test_default_warning_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    old, keep = "__replicate_100-0_100__", "__replicate_100-0_300__"
+    prepare(Volumes([old, keep], stuck={old}), [VOL], "100-0", 300, None, lambda _m: None)
+    captured = capsys.readouterr()
+    assert captured.err == f"zfs error: cannot destroy snapshot {DS}@{old}: dataset is busy\n"
+    assert captured.out == ""

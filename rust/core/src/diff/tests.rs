@@ -192,6 +192,10 @@ fn compare_tables_counts() {
     assert_eq!(c[0].newest_common, Some("a"));
     assert_eq!((c[1].dataset, c[1].only_local.len()), ("e", 1));
     assert_eq!((c[2].dataset, c[2].only_remote.clone()), ("f", vec!["y"]));
+    // twins of one txg (`zfs snapshot d@p d@q`): the first listed stays the newest common
+    let twins = b"d@p\t1\t5\t5\nd@q\t2\t5\t5\n";
+    let t = SnapshotTable::parse(twins).unwrap();
+    assert_eq!(compare_tables(&t, &t)[0].newest_common, Some("p"));
 }
 
 // ---- naive reference implementations, transcribed from the spec text, for property tests ----
