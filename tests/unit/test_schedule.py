@@ -213,3 +213,20 @@ def test_next_sync_uses_the_given_zone() -> None:
     assert next_sync(job, JobState(last_try=last), MEMBERS, UTC) == last + 86_400
     vienna = next_sync(job, JobState(last_try=last), MEMBERS, ZoneInfo("Europe/Vienna"))
     assert vienna == last + 86_400 - 3_600  # midnight local time is 23:00 UTC
+
+
+def test_job_status_passes_the_zone_and_refuses_unknown_types() -> None:
+    from zoneinfo import ZoneInfo
+
+    from pverep.errors import ConfigError
+
+    last = 1_704_067_200  # 2024-01-01 00:00 UTC
+    cfg = config(Job(id="900-0", target="node2", schedule="0:00", source="node1"))
+    state = {"900": {"local/node2": {"last_try": last, "last_sync": last}}}
+    for zone, due in ((UTC, last + 86_400), (ZoneInfo("Europe/Vienna"), last + 86_400 - 3_600)):
+        result, changed = job_status(cfg, state, VMLIST, MEMBERS, "node1", zone=zone)
+        assert [(s.id, s.next_sync) for s in result] == [("900-0", due)]
+        assert changed is False
+    odd = config(Job(id="900-0", target="node2", type="remote"))
+    with pytest.raises(ConfigError, match=r"^internal error - not implemented$"):
+        job_status(odd, {}, VMLIST, MEMBERS, "node1", zone=UTC)

@@ -171,3 +171,14 @@ def test_remote_answer_ids_and_helpers() -> None:
     )
     err = planner.NoCommonBase([VOL, "b:vm-100-disk-1"], "100-0")
     assert (err.volids, err.jobid) == ([VOL, "b:vm-100-disk-1"], "100-0")
+
+
+def test_volumes_missing_from_the_local_listing() -> None:
+    # a volume of the guest with no local snapshot entry at all: sent full, carries nothing
+    assert planner.storage_of("store:vm-100-disk-0:odd") == "store"
+    plan = planner.plan_transfers(
+        [VOL], {}, {}, jobid="100-0", last_sync=0, start_time=300,
+        parent_snapname=None, config_snapshots=frozenset(),
+    )  # fmt: skip
+    assert plan.bases == {VOL: None}
+    assert planner.old_snapshot_volids([VOL], {}, "100-0", 200) == ("__replicate_100-0_200__", [])
