@@ -121,6 +121,7 @@ mod tests {
         assert!(TokenBucket::new(1.0, Some(0), ms(0)).is_err());
         let b = TokenBucket::new(50e6, None, ms(0)).unwrap();
         assert_eq!(b.burst(), 500_000);
+        assert_eq!(b.rate(), 50e6); // the pump reports it in its stats
     }
 
     #[test]
