@@ -230,3 +230,14 @@ def test_job_status_passes_the_zone_and_refuses_unknown_types() -> None:
     odd = config(Job(id="900-0", target="node2", type="remote"))
     with pytest.raises(ConfigError, match=r"^internal error - not implemented$"):
         job_status(odd, {}, VMLIST, MEMBERS, "node1", zone=UTC)
+
+
+def test_job_status_skips_foreign_guests_and_reports_a_filled_source() -> None:
+    vmlist = {**VMLIST, 800: GuestLocation(800, "node2", "qemu", 1)}
+    cfg = config(Job(id="800-0", target="node3", source="node2"), Job(id="900-0", target="node2"))
+    result, changed = job_status(cfg, {}, vmlist, MEMBERS, "node1", zone=UTC)
+    assert [s.id for s in result] == ["900-0"]  # 800 lives on node2; 900's job still counts
+    assert changed is True  # 900-0 had no source: it was filled in
+    assert cfg.jobs["900-0"].source == "node1"
+    result, changed = job_status(cfg, {}, vmlist, MEMBERS, "node1", zone=UTC)
+    assert changed is False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Sequence
 
 import pytest
@@ -112,3 +114,16 @@ def test_default_warning_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> N
     captured = capsys.readouterr()
     assert captured.err == f"zfs error: cannot destroy snapshot {DS}@{old}: dataset is busy\n"
     assert captured.out == ""
+
+
+def test_warning_keeps_the_message_itself() -> None:
+    # only the line end is dropped: trailing blanks or letters belong to the message
+    class Odd(Volumes):
+        def delete_snapshot(self, volid: str, snap: str) -> None:
+            raise PverepError("cannot destroy: busy X  \n")
+
+    old, keep = "__replicate_100-0_100__", "__replicate_100-0_300__"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        prepare(Odd([old, keep], stuck=set()), [VOL], "100-0", 300, None, lambda _m: None)
+    assert err.getvalue() == "cannot destroy: busy X  \n"
