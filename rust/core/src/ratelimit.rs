@@ -129,6 +129,9 @@ mod tests {
         let mut b = TokenBucket::new(1_000_000.0, None, ms(0)).unwrap();
         let wait = b.grant(ms(0), 1 << 20).unwrap_err();
         assert_eq!(wait, Duration::from_micros(4096)); // the 4 KiB minimum quantum
+                                                       // 1 ms later 1000 tokens are there: the wait is for the 3096 still missing
+        let wait = b.grant(ms(1), 1 << 20).unwrap_err();
+        assert!((wait.as_secs_f64() - 3096e-6).abs() < 1e-9, "{wait:?}");
         let n = b.grant(ms(10), 1 << 20).unwrap();
         assert_eq!(n, 10_000);
         b.consume(n);
