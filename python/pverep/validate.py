@@ -23,6 +23,9 @@ _JOB_ID_RE = re.compile(r"([0-9]+)-([0-9]+)")  # [0-9]: \d would take any script
 #: `pve-node`: a host name label, no dots.
 NODE_RE = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?")
 
+# re.ASCII on every case-insensitive pattern: without it Python's [a-z] also matches letters
+# that case-fold to ASCII (the Kelvin sign, long s, dotless i), which Perl's patterns refuse.
+
 #: `pve-storage-id` (length >= 2 follows from the pattern).
 STORAGE_ID_RE = re.compile(r"[a-z][a-z0-9\-_.]*[a-z0-9]", re.IGNORECASE | re.ASCII)
 
@@ -37,9 +40,6 @@ CONFIGID_RE = re.compile(r"[a-z][a-z0-9_\-]+", re.IGNORECASE | re.ASCII)
 CONFIGID_MAX = 40
 
 REPLICATION_SNAPSHOT_PREFIX = "__replicate_"
-
-# re.ASCII on every case-insensitive pattern: without it Python's [a-z] also matches letters
-# that case-fold to ASCII (the Kelvin sign, long s, dotless i), which Perl's patterns refuse.
 
 
 # --- job ids ---------------------------------------------------------------------------------
