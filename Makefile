@@ -10,7 +10,7 @@ PIP    := $(VENV)/bin/pip
 DEB_PACKAGES := zfs-fuse openssh-server openssh-client btrfs-progs iproute2 util-linux procps \
                 cstream pv mbuffer nftables psmisc openssl
 
-.PHONY: all sysdeps venv build test test-fast lint bench demo clean mutants
+.PHONY: all sysdeps venv build test test-fast lint bench demo clean
 all: build
 
 sysdeps:
@@ -60,6 +60,7 @@ bench: sysdeps build
 
 # Mutation testing of the core (tools/mutants.sh; not part of `make test`/CI, it is long).
 # The tools are pinned and installed here, so it runs on a fresh machine.
+.PHONY: mutants
 MUTMUT_VERSION        := 3.8.1
 CARGO_MUTANTS_VERSION := 27.1.0
 mutants: build
