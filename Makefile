@@ -84,6 +84,17 @@ bench: sysdeps build
 	$(PY) benches/compare_budget.py --rounds 3
 	$(PY) benches/compare_cycle.py
 
+# Mutation testing of the core (tools/mutants.sh; not part of `make test`/CI, it is long).
+# The tools are pinned and installed here, so it runs on a fresh machine.
+.PHONY: mutants
+MUTMUT_VERSION        := 3.8.1
+CARGO_MUTANTS_VERSION := 27.1.0
+mutants: build
+	$(PIP) install -q "mutmut==$(MUTMUT_VERSION)"
+	@.tools/bin/cargo-mutants mutants --version 2>/dev/null | grep -qx "cargo-mutants $(CARGO_MUTANTS_VERSION)" || \
+	  nice -n 10 cargo install -q --locked --version $(CARGO_MUTANTS_VERSION) --root .tools cargo-mutants
+	bash tools/mutants.sh
+
 demo: sysdeps build
 	$(PY) -m pverep.demo
 

@@ -17,6 +17,7 @@ the machine. Every run asserts the backends agree on the result.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,7 +101,8 @@ def test_discovery_local_pvesh(benchmark, tree, reference, monkeypatch) -> None:
     pvesh.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("PVEREP_ROOT", str(base / "nodes/pve1"))
-    monkeypatch.setenv("PVEREP_NODENAME", "pve1")
+    monkeypatch.setattr(socket, "gethostname", lambda: "pve1")
+    monkeypatch.setenv("PVEREP_FAKEPVESH_NODE", "pve1")  # the pvesh fake runs as a process
     monkeypatch.setenv(
         "PVEREP_FAKEPVESH_PEERS", ",".join(f"{n}={base / 'nodes' / n}" for n in NODES[1:])
     )

@@ -3,7 +3,7 @@
 A pure-Python re-implementation of the algorithm of the proxmox-time crate that PVE uses since
 2021-12 (spec §3.7): same grammar, same accept/reject decisions, same "smallest matching second
 strictly after `last`" search, normalised through the calendar like libc's timegm/mktime.
-Error texts imitate the Rust parser's but are informational only.
+Error texts are proxmox-time's (pvesr shows them to users): the same quoted fragment and nom kind.
 
 Time zones come from zoneinfo and are injectable, so every computation is a pure function of
 (event, last, zone). Wall-clock times that do not exist or exist twice around a DST change are
@@ -24,6 +24,10 @@ from pverep.errors import ValidationError
 
 #: The default schedule of a replication job.
 DEFAULT_SCHEDULE = "*/15"
+
+#: What PVE's trim() removes (Perl's \s on a byte string). Python's str.strip() also removes
+#: the separators \x1c-\x1f and Unicode spaces, which PVE leaves in place and then rejects.
+_PERL_SPACE = " \t\n\r\f\v"
 
 #: proxmox-time gives up after this many adjustment steps (and returns "no next event").
 _MAX_STEPS = 1000
@@ -121,7 +125,7 @@ class CalendarEvent:
     @classmethod
     def parse(cls, text: str) -> CalendarEvent:
         """Parse like PVE: trim surrounding whitespace, reject empty input, then the grammar."""
-        trimmed = text.strip()
+        trimmed = text.strip(_PERL_SPACE)
         if not trimmed:
             raise CalendarEventError("unable to parse calendar event - event is empty")
         return _Parser(trimmed).event(original=text)
@@ -157,10 +161,14 @@ def parse_weekdays(text: str) -> frozenset[int]:
 
 
 class _Fail(Exception):
-    def __init__(self, pos: int, what: str) -> None:
+    """A parse failure at ``pos``; ``end`` limits the quoted text (proxmox-time quotes only the
+    word it could not parse for a bad weekday, else the rest of the input)."""
+
+    def __init__(self, pos: int, what: str, end: int | None = None) -> None:
         super().__init__(what)
         self.pos = pos
         self.what = what
+        self.end = end
 
 
 _KEYWORDS: dict[str, dict[str, ValueList]] = {
@@ -210,7 +218,8 @@ _WEEKDAY_NAMES = {
     "sun": 6,
     "sunday": 6,
 }
-_DIGITS = re.compile(r"\d+")
+# ASCII only, like nom's digit1/alpha1 (Python's \d also takes Arabic-Indic or fullwidth digits).
+_DIGITS = re.compile(r"[0-9]+")
 _ALPHA = re.compile(r"[A-Za-z]+")
 
 
@@ -220,7 +229,7 @@ class _Parser:
 
     def _error(self, fail: _Fail) -> CalendarEventError:
         return CalendarEventError(
-            f"unable to parse calendar event at '{self.s[fail.pos :]}' - {fail.what}"
+            f"unable to parse calendar event at '{self.s[fail.pos : fail.end]}' - {fail.what}"
         )
 
     def event(self, original: str) -> CalendarEvent:
@@ -283,7 +292,7 @@ class _Parser:
             raise _Fail(pos, "Nom(Alpha)")
         day = _WEEKDAY_NAMES.get(m.group().lower())
         if day is None:
-            raise _Fail(pos, 'Context("weekday")')
+            raise _Fail(pos, 'Context("weekday")', m.end())
         return day, m.end()
 
     def _weekday_range(self, pos: int) -> tuple[frozenset[int], int]:

@@ -17,23 +17,26 @@ VMID_MIN = 100
 VMID_MAX = 999_999_999
 
 #: The API's pattern for `pve-replication-job-id` (checked on user input, not in the file).
-JOB_ID_API_RE = re.compile(r"[1-9][0-9]{2,8}-\d{1,9}")
-_JOB_ID_RE = re.compile(r"(\d+)-(\d+)")
+JOB_ID_API_RE = re.compile(r"[1-9][0-9]{2,8}-[0-9]{1,9}")
+_JOB_ID_RE = re.compile(r"([0-9]+)-([0-9]+)")  # [0-9]: \d would take any script's digits
 
 #: `pve-node`: a host name label, no dots.
 NODE_RE = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?")
 
+# re.ASCII on every case-insensitive pattern: without it Python's [a-z] also matches letters
+# that case-fold to ASCII (the Kelvin sign, long s, dotless i), which Perl's patterns refuse.
+
 #: `pve-storage-id` (length >= 2 follows from the pattern).
-STORAGE_ID_RE = re.compile(r"[a-z][a-z0-9\-_.]*[a-z0-9]", re.IGNORECASE)
+STORAGE_ID_RE = re.compile(r"[a-z][a-z0-9\-_.]*[a-z0-9]", re.IGNORECASE | re.ASCII)
 
 #: `storeid:volname` as PVE::Storage::parse_volume_id splits it.
-_VOLID_RE = re.compile(r"([a-z][a-z0-9\-_.]*[a-z0-9]):(.+)", re.IGNORECASE | re.DOTALL)
+_VOLID_RE = re.compile(r"([a-z][a-z0-9\-_.]*[a-z0-9]):(.+)", re.IGNORECASE | re.ASCII | re.DOTALL)
 
 #: What `pvesm export/import` accept for -snapshot/-base (so the longest usable name is 40).
-TRANSFER_SNAPSHOT_RE = re.compile(r"[a-z0-9_\-]{1,40}", re.IGNORECASE)
+TRANSFER_SNAPSHOT_RE = re.compile(r"[a-z0-9_\-]{1,40}", re.IGNORECASE | re.ASCII)
 
 #: `pve-configid`, used for the guest's parent snapshot name (max 40 characters).
-CONFIGID_RE = re.compile(r"[a-z][a-z0-9_\-]+", re.IGNORECASE)
+CONFIGID_RE = re.compile(r"[a-z][a-z0-9_\-]+", re.IGNORECASE | re.ASCII)
 CONFIGID_MAX = 40
 
 REPLICATION_SNAPSHOT_PREFIX = "__replicate_"
@@ -85,7 +88,7 @@ def check_job_id_param(jobid: str) -> str:
 def check_vmid(value: str | int) -> int:
     """`pve-vmid`: an integer 100 … 999999999."""
     text = str(value)
-    if not re.fullmatch(r"[+-]?\d+", text.strip()):
+    if not re.fullmatch(r"[+-]?[0-9]+", text.strip()):
         raise ValidationError(f"type check ('integer') failed - got '{text}'")
     vmid = int(text)
     if vmid < VMID_MIN:

@@ -4,6 +4,7 @@ node, and one-line errors (never a traceback) for every failure."""
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,7 @@ def local_args(fake: FakeCluster) -> list[str]:
 
 @pytest.fixture(autouse=True)
 def _node(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PVEREP_NODENAME", "pve1")
+    monkeypatch.setattr(socket, "gethostname", lambda: "pve1")
     for var in ("PVEREP_API", "PVEREP_API_BACKEND", "PVEREP_ROOT"):
         monkeypatch.delenv(var, raising=False)
 

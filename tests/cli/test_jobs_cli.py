@@ -4,6 +4,7 @@ one-line errors, and no damage to existing files on bad input."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,7 +62,7 @@ class Node:
 
 @pytest.fixture
 def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Node]:
-    monkeypatch.setenv("PVEREP_NODENAME", "pve1")
+    monkeypatch.setattr(socket, "gethostname", lambda: "pve1")
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     yield Node(tmp_path)
@@ -385,7 +386,7 @@ def test_truncated_state_file_is_a_clear_error_and_kept(node: Node, capsys) -> N
 
 
 def test_missing_etc_pve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    monkeypatch.setenv("PVEREP_NODENAME", "pve1")
+    monkeypatch.setattr(socket, "gethostname", lambda: "pve1")
     app = App(paths=Paths(tmp_path / "nothing"))
     for args in (["list"], ["status"], ["create-local-job", "100-0", "pve2"], ["read", "100-0"]):
         with pytest.raises(SystemExit) as exit_:

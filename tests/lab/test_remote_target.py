@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
-
-if not (Path(__file__).parent / "conftest.py").exists():
-    pytest.skip("lab fixtures (tests/lab/conftest.py) not merged yet", allow_module_level=True)
 
 from pverep.lab import guests
 from pverep.lab.control import Lab

@@ -153,7 +153,24 @@ def test_added_disk_full_removed_disk_deleted_on_target(lab: Lab, guest: int) ->
     assert volname in datasets(lab, "pve1", vmid)  # the source's disk is not touched
 
 
-def test_rate_limit_average_within_ten_percent(lab: Lab, vmid: int) -> None:
+def stream_bytes(lab: Lab, node: str, ds: str, snap: str) -> int:
+    """The size of the full stream ``zfs send -Rpv`` makes of ``ds@snap``, counted here."""
+    proc = lab.popen(
+        node, ["zfs", "send", "-Rp", "--", f"{ds}@{snap}"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    total = 0
+    with proc.stdout:
+        while chunk := proc.stdout.read(1 << 20):
+            total += len(chunk)
+    assert proc.wait() == 0
+    return total
+
+
+def test_rate_limit_holds_measured_independently(lab: Lab, vmid: int) -> None:
+    """The rate is measured by the test (its own clock, its own byte count of the same stream),
+    not taken from pverep's log line; the log's figures are then checked against it."""
     job = f"{vmid}-0"
     rate = 20  # MB/s
     guests.create(lab, vmid, "pve1", "lxc", ["160M"])
@@ -163,19 +180,31 @@ def test_rate_limit_average_within_ten_percent(lab: Lab, vmid: int) -> None:
     started = time.monotonic()
     run_job(lab, "pve1", job, aligned=True)
     wall = time.monotonic() - started
+    snap = f"__replicate_{job}_{sync_time(job_log(lab, 'pve1', job))}__"
+    sent = stream_bytes(lab, "pve1", guests.dataset(f"subvol-{vmid}-disk-0"), snap)
+    assert sent >= 64 << 20
+    # The whole run, ssh set-up included, took at least the stream's time at the limit (less
+    # the 64 KiB burst): the limit held. A loaded machine only makes the run slower.
+    assert wall >= (sent - (64 << 10)) / (rate * 1e6), f"{sent / wall / 1e6:.2f} MB/s"
+    # pverep's summary line counts the same stream, and its own average is the limit
     summaries = [ln for ln in job_log(lab, "pve1", job) if re.search(r"copied, \d+\.\d+ s, ", ln)]
     assert len(summaries) == 1
     m = re.search(r": (\d+) bytes .* copied, ([\d.]+) s, ", summaries[0])
     assert m is not None
-    nbytes, secs = int(m.group(1)), float(m.group(2))
-    assert nbytes >= 64 << 20
-    measured = nbytes / secs / 1e6
-    assert abs(measured - rate) <= 0.1 * rate, f"{measured:.2f} MB/s"
-    total = sum(int(re.search(r": (\d+) bytes", s).group(1)) for s in summaries)  # type: ignore[union-attr]
-    assert wall >= 0.9 * total / (rate * 1e6)  # the run as a whole was not faster either
+    logged, secs = int(m.group(1)), float(m.group(2))
+    assert abs(logged - sent) <= 4096, (logged, sent)  # -v's progress lines go to stderr
+    assert secs <= wall
+    logged_rate = logged / secs / 1e6
+    # At most the limit (+10 %: the burst, and the summary's clock starting after the first
+    # grant). How close it comes to the limit is throughput, which depends on the machine's
+    # load: benches/compare_relays.py measures that against its anchors, not this test.
+    assert logged_rate <= 1.1 * rate, f"{logged_rate:.2f} MB/s"
     assert guests.checksum(lab, vmid, "pve2") == guests.checksum(lab, vmid, "pve1")
     delete_jobs_of(lab, vmid)
-    print(f"\n[figures] rate limit {rate} MB/s: measured {measured:.2f} MB/s, run {wall:.2f}s")
+    print(
+        f"\n[figures] rate limit {rate} MB/s: {sent} bytes in {wall:.2f} s wall "
+        f"({sent / wall / 1e6:.2f} MB/s end to end), pump {logged_rate:.2f} MB/s"
+    )
 
 
 def test_cut_target_mid_transfer_fails_cleanly_then_resumes(lab: Lab, guest: int) -> None:

@@ -10,6 +10,9 @@ import pytest
 from pverep.calendar import (
     CalendarEvent,
     CalendarEventError,
+    Range,
+    Repeated,
+    Single,
     compute_next_event,
     verify_calendar_event,
 )
@@ -66,11 +69,46 @@ def test_pve_common_vectors(spec: str, last: int, expected: int) -> None:
     assert nxt(spec, last) == expected
 
 
+ALL_DAYS = frozenset(range(7))
+
+
 @pytest.mark.parametrize(
-    "spec", ["0..3", "23..23:0..3", "sun..sat", "wed,mon..tue,fri", "mon */15", "Fri..Mon"]
+    ("spec", "fields"),
+    [
+        ("0..3", {"minute": (Range(0, 3),), "hour": (), "weekdays": frozenset()}),
+        ("23..23:0..3", {"hour": (Range(23, 23),), "minute": (Range(0, 3),)}),
+        ("sun..sat", {"weekdays": ALL_DAYS, "hour": (Single(0),)}),
+        ("wed,mon..tue,fri", {"weekdays": frozenset({0, 1, 2, 4})}),
+        ("mon */15", {"weekdays": frozenset({0}), "minute": (Repeated(0, 15),), "hour": ()}),
+        ("Fri..Mon", {"weekdays": frozenset({4, 5, 6, 0})}),
+        ("8..17/3:0", {"hour": (Repeated(8, 3, 17),), "minute": (Single(0),)}),
+    ],
 )
-def test_parse_ok(spec: str) -> None:
-    CalendarEvent.parse(spec)
+def test_parse_ok(spec: str, fields: dict[str, object]) -> None:
+    event = CalendarEvent.parse(spec)
+    assert {name: getattr(event, name) for name in fields} == fields
+    assert event.second == (Single(0),)
+
+
+# Range ends are inclusive: "mon..fri 8..17:0" fires at 17:00 too (2024-01-01 is a Monday).
+MON_0000 = 1704067200
+HOUR = 3600
+
+
+@pytest.mark.parametrize(
+    ("spec", "last", "expected"),
+    [
+        ("mon..fri 8..17:0", MON_0000 + 16 * HOUR, MON_0000 + 17 * HOUR),
+        ("mon..fri 8..17:0", MON_0000 + 17 * HOUR, MON_0000 + 32 * HOUR),
+        ("8..17/3:0", MON_0000 + 14 * HOUR, MON_0000 + 17 * HOUR),
+        ("8..17/3:0", MON_0000 + 17 * HOUR, MON_0000 + 32 * HOUR),
+        ("fri..mon 0:0", MON_0000, MON_0000 + 4 * 24 * HOUR),
+        ("0:10..20", MON_0000 + 19 * 60, MON_0000 + 20 * 60),
+        ("0:10..20/5", MON_0000 + 15 * 60, MON_0000 + 20 * 60),
+    ],
+)
+def test_range_ends_are_inclusive(spec: str, last: int, expected: int) -> None:
+    assert nxt(spec, last) == expected
 
 
 @pytest.mark.parametrize(
@@ -113,6 +151,34 @@ def test_error_texts() -> None:
     with pytest.raises(CalendarEventError) as err:
         CalendarEvent.parse("*/0")
     assert str(err.value) == "unable to parse calendar event at '/0' - Nom(Eof)"
+
+
+# proxmox-time's texts (pvesr shows them): a bad weekday is quoted alone, the rest of the input
+# otherwise; only ASCII digits count, and only ASCII blanks are trimmed.
+@pytest.mark.parametrize(
+    ("spec", "text"),
+    [
+        ("Daily 12:00", "at 'Daily' - Context(\"weekday\")"),
+        ("foo", "at 'foo' - Context(\"weekday\")"),
+        ("mon,tuesd 1:0", "at ',tuesd 1:0' - Nom(Eof)"),
+        ("\u0661\u0662:00", "at '\u0661\u0662:00' - Context(\"date or time specification\")"),
+        ("\uff11\uff12", "at '\uff11\uff12' - Context(\"date or time specification\")"),
+        ("1\uff12:00", "at '\uff12:00' - Nom(Eof)"),
+        ("\x1c*", "at '\x1c*' - Context(\"date or time specification\")"),
+        ("12:00\x1f", "at '\x1f' - Nom(Eof)"),
+        ("12:00\u00a0", "at '\u00a0' - Nom(Eof)"),
+        ("\u3000*/5", "at '\u3000*/5' - Context(\"date or time specification\")"),
+    ],
+)
+def test_parse_error_texts_match_proxmox_time(spec: str, text: str) -> None:
+    with pytest.raises(CalendarEventError) as err:
+        CalendarEvent.parse(spec)
+    assert str(err.value) == f"unable to parse calendar event {text}"
+
+
+@pytest.mark.parametrize("blank", [" ", "\t", "\n", "\r", "\f", "\v"])
+def test_ascii_blanks_are_trimmed(blank: str) -> None:
+    assert CalendarEvent.parse(f"{blank}12:00{blank}").hour == (Single(12),)
 
 
 def test_dst_vienna() -> None:

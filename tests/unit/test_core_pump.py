@@ -117,6 +117,14 @@ def test_socket_to_socket_rate_limited_with_progress() -> None:
     assert seen, "the progress callback ran"
     assert all(x.bytes <= len(data) for x in seen)
     assert [x.bytes for x in seen] == sorted(x.bytes for x in seen)
+    # The limit held. Both bounds only get safer when the machine is slow: a loaded machine
+    # moves fewer bytes per second, never more. (5 ms: the bucket's clock starts just before
+    # the pump's own; 64 KiB: the default burst at 4 MB/s.)
+    rate, burst = 4e6, 64 << 10
+    for sample in [*seen, stats]:
+        assert sample.bytes <= rate * (sample.elapsed + 0.005) + burst, sample
+    assert stats.elapsed >= (len(data) - burst) / rate
+    assert stats.rate <= rate + burst / stats.elapsed
 
 
 def test_file_to_dev_null(tmp_path) -> None:
@@ -182,11 +190,17 @@ def test_cancel_from_another_thread(fds: Fds) -> None:
 
 def test_ctrl_c_cancels(fds: Fds) -> None:
     src_r, dst_w = fds.src_r, fds.dst_w
+    # Python's own Ctrl-C handler, also when started in the background (where the shell left
+    # SIGINT ignored and the pump would wait for input forever).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
-    with pytest.raises(CancelledError) as err:
-        core.pump(src_r, dst_w)
-    timer.join()
+    try:
+        with pytest.raises(CancelledError) as err:
+            core.pump(src_r, dst_w)
+    finally:
+        timer.join()
+        signal.signal(signal.SIGINT, previous)
     assert isinstance(err.value.__cause__, KeyboardInterrupt)
 
 

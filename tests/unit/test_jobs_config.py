@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pverep.config import jobs
 from pverep.config.jobs import (
     ConfigStore,
     Job,
@@ -248,10 +249,18 @@ def make_root(tmp_path: Path) -> Paths:
     return Paths(tmp_path)
 
 
-def test_store_write_is_atomic_and_locked(tmp_path: Path) -> None:
+def test_store_write_is_atomic_and_locked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     paths = make_root(tmp_path)
     store = ConfigStore(paths)
     assert store.read().jobs == {}
+    locked_while_writing: list[bool] = []
+    real_write = jobs.atomic_write
+
+    def spy(path: Path, data: bytes, mode: int = 0o644) -> None:
+        locked_while_writing.append((paths.cfs_lock_dir / "file-replication_cfg").is_dir())
+        real_write(path, data, mode)
+
+    monkeypatch.setattr(jobs, "atomic_write", spy)
 
     def add(cfg: ReplicationConfig) -> None:
         cfg.jobs["100-0"] = Job(id="100-0", target="pve2", schedule="*/5", rate="10", source="pve1")
@@ -259,6 +268,7 @@ def test_store_write_is_atomic_and_locked(tmp_path: Path) -> None:
     store.modify(add)
     data = paths.replication_cfg.read_bytes()
     assert data == SPEC_EXAMPLE.split(b"\n\n")[0] + b"\n\n"
+    assert locked_while_writing == [True]  # the pmxcfs lock is held during the write
     assert not (paths.cfs_lock_dir / "file-replication_cfg").exists()
     assert [p.name for p in paths.etc_pve.iterdir() if ".tmp." in p.name] == []
 
@@ -293,3 +303,22 @@ def test_comment_blanks_survive_a_rewrite() -> None:
     assert format_config([Job(id="100-0", target="pve2", comment="0")]) == (
         b"local: 100-0\n\tcomment 0\n\ttarget pve2\n\n"
     )
+
+
+@pytest.mark.parametrize("bad", ["*/5\r", "*/5\rtarget pve9", "*/5\n\ttarget pve9", "\r"])
+def test_writer_refuses_line_breaks_in_values(tmp_path: Path, bad: str) -> None:
+    """A CR or LF in a value would start a new property line when read back: refused, and the
+    file on disk stays as it was."""
+    with pytest.raises(ConfigError, match=r"^property 'schedule' contains a line feed$"):
+        format_config([Job(id="100-0", target="pve2", schedule=bad)])
+    with pytest.raises(ConfigError, match=r"^property 'source' contains a line feed$"):
+        format_config([Job(id="100-0", target="pve2", source=bad)])
+    paths = make_root(tmp_path)
+    paths.replication_cfg.write_bytes(SPEC_EXAMPLE)
+
+    def edit(cfg: ReplicationConfig) -> None:
+        cfg.jobs["100-0"] = Job(id="100-0", target="pve2", schedule=bad)
+
+    with pytest.raises(ConfigError, match="contains a line feed"):
+        ConfigStore(paths).modify(edit)
+    assert paths.replication_cfg.read_bytes() == SPEC_EXAMPLE

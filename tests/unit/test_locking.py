@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import io
 import os
 import threading
@@ -15,24 +14,20 @@ from pverep import locking
 from pverep.errors import LockError
 from pverep.paths import Paths
 
-
-def hold(path: Path) -> int:
-    """Take the flock through a separate open file description, as another process would."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
+from .lockprobe import busy, hold
 
 
 def test_flock_timeout_text(tmp_path: Path) -> None:
     lock = tmp_path / "var/lock/pvesr.lck"
     fd = hold(lock)
     err = io.StringIO()
+    entered: list[bool] = []
     try:
         with pytest.raises(LockError) as exc, locking.flock(lock, 0.2, stderr=err):
-            pass
+            entered.append(True)
     finally:
         os.close(fd)
+    assert entered == []  # the locked code never ran
     assert str(exc.value) == f"can't lock file '{lock}' - got timeout"
     assert err.getvalue() == "trying to acquire lock... failed\n"
 
@@ -49,16 +44,14 @@ def test_flock_waits_then_succeeds(tmp_path: Path) -> None:
 
 def test_flock_is_reentrant_in_one_thread(tmp_path: Path) -> None:
     lock = tmp_path / "pve-migrate-100"
-    with locking.flock(lock, 0.2), locking.flock(lock, 0.2):
-        # still held after the inner block: another holder cannot get it
-        pass
     with locking.flock(lock, 0.2):
-        with locking.flock(lock, 0.2):
-            pass
-        probe = os.open(lock, os.O_RDWR)
-        with pytest.raises(BlockingIOError):
-            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.close(probe)
+        with locking.flock(lock, 0.2):  # re-entered at once, no timeout against itself
+            assert busy(lock)
+        assert busy(lock)  # still held after the inner block
+    assert not busy(lock)  # released with the outer block
+    with locking.flock(lock, 0.2), locking.flock(lock, 0.2):
+        assert busy(lock)
+    assert not busy(lock)
 
 
 def cfs_paths(tmp_path: Path) -> Paths:

@@ -4,6 +4,7 @@ strings in (zfs list output, replication.cfg text, manager_status JSON), typed s
 from __future__ import annotations
 
 import json
+import socket
 
 from pverep import _core
 from pverep.cluster.base import GuestLocation, Member
@@ -344,7 +345,7 @@ def test_watcher_reacts_to_recovery_on_this_node(tmp_path: object, monkeypatch: 
     from pverep.reconcile.service import watch
 
     root = Path(str(tmp_path))
-    monkeypatch.setenv("PVEREP_NODENAME", "pve2")  # type: ignore[attr-defined]
+    monkeypatch.setattr(socket, "gethostname", lambda: "pve2")  # type: ignore[attr-defined]
     paths = Paths.from_env(root)
     paths.ha_manager_status.parent.mkdir(parents=True)
     status = {"vm:100": {"state": "recovery", "node": "pve1"}}

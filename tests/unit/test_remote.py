@@ -4,6 +4,7 @@ line — against the in-memory FAKE zfs (real zfs: tests/lab)."""
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -256,7 +257,7 @@ def pve_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (etc / ".vmlist").write_text(
         json.dumps({"version": 1, "ids": {"100": {"node": "pve1", "type": "lxc", "version": 1}}})
     )
-    monkeypatch.setenv("PVEREP_NODENAME", "pve2")
+    monkeypatch.setattr(socket, "gethostname", lambda: "pve2")
     return tmp_path
 
 
@@ -380,3 +381,27 @@ def test_reconcile_clean_and_cleanup_know_a_clones_owner_and_dataset() -> None:
     done = replica_clean(target, 100, CleanRequest("100-0", (), (CLONE,)))
     assert done == [f"destroy-volume {CLONE}"]
     assert f"{P}/subvol-100-disk-0" not in shell.datasets
+
+
+def test_node_name_has_no_override_on_the_safety_path(
+    pve_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The guest lives on this node (host name pve2): an environment variable naming another
+    node must not switch off the refusal (PVEREP_NODENAME used to do exactly that)."""
+    from pverep.cli import main
+
+    (pve_root / "etc/pve/.vmlist").write_text(
+        json.dumps({"version": 1, "ids": {"100": {"node": "pve2", "type": "lxc", "version": 1}}})
+    )
+    (pve_root / "etc/pve/nodes/pve2/lxc/100.conf").write_text(
+        "rootfs: local-zfs:subvol-100-disk-0\n"
+    )
+    monkeypatch.setenv("PVEREP_NODENAME", "pve3")
+    for argv in (
+        ["prepare-local-job", "100-0", "--scan", "local-zfs", "--last_sync", "1", "--force"],
+        ["finalize-local-job", "100-0", "local-zfs:subvol-100-disk-0", "-last_sync", "5"],
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main(["--root", str(pve_root), *argv])
+        assert exc.value.code == 255
+        assert capsys.readouterr().err == "guest '100' is on local node\n"

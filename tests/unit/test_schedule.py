@@ -190,3 +190,54 @@ def test_run_order_and_pick() -> None:
     assert next_job(items, iteration=5, start_time=10_000) is not None
     assert next_job(items, iteration=1, start_time=10_000) is None  # only 160-0 left: never due
     assert next_job([st("400-0", 0, NEVER)], iteration=9, start_time=9) is None
+
+
+def test_removal_back_off_and_offline_target() -> None:
+    """A failing removal waits for an offline target, else follows the back-off table."""
+    job = Job(id="900-0", target="node2", remove_job="full")
+    assert next_sync(job, JobState(), MEMBERS) == ALWAYS
+    for fails in (1, 2, 4):
+        state = JobState(last_try=1_000_000, fail_count=fails)
+        assert next_sync(job, state, MEMBERS) == 1_000_000 + retry_delay(fails)
+        offline = {**MEMBERS, "node2": Member("node2", online=False)}
+        assert next_sync(job, state, offline) == NEVER
+        assert next_sync(job, state, {}) == 1_000_000 + retry_delay(fails)  # no such member
+    assert retry_delay(1) == 300 and retry_delay(3) == 900 and retry_delay(4) == 1800
+
+
+def test_next_sync_uses_the_given_zone() -> None:
+    from zoneinfo import ZoneInfo
+
+    job = Job(id="900-0", target="node2", schedule="0:00")
+    last = 1_704_067_200  # 2024-01-01 00:00 UTC = 01:00 in Vienna
+    assert next_sync(job, JobState(last_try=last), MEMBERS, UTC) == last + 86_400
+    vienna = next_sync(job, JobState(last_try=last), MEMBERS, ZoneInfo("Europe/Vienna"))
+    assert vienna == last + 86_400 - 3_600  # midnight local time is 23:00 UTC
+
+
+def test_job_status_passes_the_zone_and_refuses_unknown_types() -> None:
+    from zoneinfo import ZoneInfo
+
+    from pverep.errors import ConfigError
+
+    last = 1_704_067_200  # 2024-01-01 00:00 UTC
+    cfg = config(Job(id="900-0", target="node2", schedule="0:00", source="node1"))
+    state = {"900": {"local/node2": {"last_try": last, "last_sync": last}}}
+    for zone, due in ((UTC, last + 86_400), (ZoneInfo("Europe/Vienna"), last + 86_400 - 3_600)):
+        result, changed = job_status(cfg, state, VMLIST, MEMBERS, "node1", zone=zone)
+        assert [(s.id, s.next_sync) for s in result] == [("900-0", due)]
+        assert changed is False
+    odd = config(Job(id="900-0", target="node2", type="remote"))
+    with pytest.raises(ConfigError, match=r"^internal error - not implemented$"):
+        job_status(odd, {}, VMLIST, MEMBERS, "node1", zone=UTC)
+
+
+def test_job_status_skips_foreign_guests_and_reports_a_filled_source() -> None:
+    vmlist = {**VMLIST, 800: GuestLocation(800, "node2", "qemu", 1)}
+    cfg = config(Job(id="800-0", target="node3", source="node2"), Job(id="900-0", target="node2"))
+    result, changed = job_status(cfg, {}, vmlist, MEMBERS, "node1", zone=UTC)
+    assert [s.id for s in result] == ["900-0"]  # 800 lives on node2; 900's job still counts
+    assert changed is True  # 900-0 had no source: it was filled in
+    assert cfg.jobs["900-0"].source == "node1"
+    result, changed = job_status(cfg, {}, vmlist, MEMBERS, "node1", zone=UTC)
+    assert changed is False

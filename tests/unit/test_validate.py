@@ -95,3 +95,55 @@ def test_snapshot_names() -> None:
     for bad in ("1abc", "a" * 41, "a b"):
         with pytest.raises(ValidationError):
             validate.check_parent_snapname(bad)
+
+
+def test_pattern_edges() -> None:
+    """The exact edges of the spec's patterns, each of which a one-character change would move."""
+    # parent snapshot name (pve-configid, at most 40 characters)
+    assert validate.check_parent_snapname("a" * 40) == "a" * 40
+    assert validate.check_parent_snapname("a-b_c9") == "a-b_c9"
+    with pytest.raises(ValidationError, match="may only be 40 characters long"):
+        validate.check_parent_snapname("a" * 41)
+    for bad in ("a", "a.b", "_ab", "a\u212a"):
+        with pytest.raises(ValidationError, match="invalid configuration ID"):
+            validate.check_parent_snapname(bad)
+    # storage ids: inner '-', '_', '.' allowed, the last character must be a letter or digit
+    for good in ("ab", "a_b", "a.b", "a-b", "A9", "zfs.pool_2-x"):
+        assert validate.check_storage_id(good) == good
+        assert validate.parse_volume_id(f"{good}:vm-100-disk-0") == (good, "vm-100-disk-0")
+    for bad in ("ab_", "ab.", "a_", "_ab", "ab:", "a\nb", "a\u212a", "\u0130b"):
+        with pytest.raises(ValidationError, match="contains illegal characters"):
+            validate.check_storage_id(bad)
+    for bad in ("ab_:vm-100-disk-0", "ab.:x", "a:x", "\u212ab:x"):
+        with pytest.raises(ValidationError, match="unable to parse volume ID"):
+            validate.parse_volume_id(bad)
+    # transfer snapshot names: letters, digits, '_' and '-', 1 to 40 characters
+    for good in ("a", "A-9_z", "x" * 40):
+        assert validate.check_transfer_snapshot_name(good) == good
+    for bad in ("a.b", ".", "x" * 41, "a b", "a\n", "ä", "\u212a", "a\u017f", "\u0131x"):
+        with pytest.raises(ValidationError, match="invalid snapshot name"):
+            validate.check_transfer_snapshot_name(bad)
+
+
+def test_only_ascii_digits_count() -> None:
+    """Python's \\d and int() take Arabic-Indic or fullwidth digits; PVE's patterns do not."""
+    for bad in ("\u0661\u0660\u0660-0", "100-\uff11", "\uff11\uff10\uff10-1"):
+        with pytest.raises(ValidationError, match="invalid replication job id"):
+            validate.parse_job_id(bad)
+    with pytest.raises(ValidationError, match="type check"):
+        validate.check_vmid("\u0661\u0660\u0660")
+    assert validate.parse_job_id("0100-007") == (100, 7)
+    assert validate.check_vmid("100") == 100
+
+
+def test_range_and_texts_of_ids() -> None:
+    assert validate.check_vmid("999999999") == 999_999_999
+    assert validate.check_vmid(100) == 100
+    with pytest.raises(ValidationError, match=r"^value must have a maximum value of 999999999$"):
+        validate.check_vmid(1_000_000_000)
+    with pytest.raises(ValidationError, match=r"^value must have a minimum value of 100$"):
+        validate.check_vmid(99)
+    with pytest.raises(ValidationError, match=r"^value does not match the regex pattern$"):
+        validate.check_job_id_param("0100-1")  # normalisable, but not the API's pattern
+    with pytest.raises(ValidationError, match=r"^invalid format - invalid replication job id"):
+        validate.check_job_id_param("x-1")

@@ -154,8 +154,13 @@ def test_destroy_gives_up_after_six_busy_tries() -> None:
 
 
 def test_destroy_of_missing_volume_is_success() -> None:
-    pool, _ = _pool(FakeZfsShell())
-    pool.destroy_volume("vm-100-disk-9")
+    shell = FakeZfsShell()
+    shell.add("rpool/data/vm-100-disk-1", kind="volume")
+    pool, slept = _pool(shell)
+    pool.destroy_volume("vm-100-disk-9")  # zfs says "does not exist": done, no retry, no error
+    assert shell.calls == [["zfs", "destroy", "-r", "rpool/data/vm-100-disk-9"]]
+    assert slept == []
+    assert "rpool/data/vm-100-disk-1" in shell.datasets  # nothing else was touched
 
 
 def test_subvol_snapshot_records_refquota() -> None:

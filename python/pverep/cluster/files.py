@@ -1,7 +1,9 @@
 """The files backend of the Cluster interface: what pmxcfs provides under /etc/pve, read the way
 pvesr reads it.
 
-* local node: ``$PVEREP_NODENAME`` (tests, the lab) or the short host name, like PVE's nodename;
+* local node: the short host name, like PVE's nodename (no override: it decides which guests
+  live here, and a wrong value would switch off the target's "never touch a guest living on
+  this node" check; the lab's nodes have their own UTS namespace and host name);
 * vmlist: ``/etc/pve/.vmlist`` (pmxcfs' JSON); without it (a plain directory standing in for
   pmxcfs) the guest configs ``nodes/<node>/{qemu-server,lxc}/<vmid>.conf`` are scanned;
 * members: ``/etc/pve/.members`` (``nodelist``); a node that is not in a cluster has none;
@@ -14,7 +16,6 @@ Replication status and schedule-now exist only for the local node: the state fil
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import sys
@@ -41,15 +42,13 @@ from pverep.guests import parse_guest_config
 from pverep.paths import Paths
 from pverep.schedule import JobStatus
 
-NODENAME_ENV = "PVEREP_NODENAME"
-
 _CONF_NAME = re.compile(r"([1-9]\d*)\.conf")
 _GUEST_DIRS: dict[str, GuestType] = {"qemu-server": "qemu", "lxc": "lxc"}
 
 
 def local_nodename() -> str:
-    """``$PVEREP_NODENAME`` or the host name up to the first dot."""
-    name = os.environ.get(NODENAME_ENV) or socket.gethostname().split(".", 1)[0]
+    """The host name up to the first dot (PVE's nodename)."""
+    name = socket.gethostname().split(".", 1)[0]
     try:
         return validate.check_node_name(name)
     except ValidationError:

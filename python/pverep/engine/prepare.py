@@ -29,7 +29,8 @@ class SnapshotVolumes(Protocol):
 
 
 def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    # zfs errors end with a newline already (like Perl's warn, print the line once)
+    print(msg.rstrip("\n"), file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -65,10 +66,13 @@ def prepare(
                 raise
             continue
         plan = _core.plan_prepare(infos, jobid, last_sync, parent_snapname)
-        result.snapshots[volid] = dict(plan.keep.get(volid, {}))
+        # plan_prepare answers for every volid it was given, and names keep whenever it
+        # reports one missing: the fallbacks below are never used (mutants there: equivalent).
+        result.snapshots[volid] = dict(plan.keep.get(volid, {}))  # pragma: no mutate
         if volid in plan.missing_keep:
-            log(messages.expected_snapshot_missing(plan.keep_name or "", volid))
-        for snap in plan.stale.get(volid, []):
+            keep = plan.keep_name or ""  # pragma: no mutate
+            log(messages.expected_snapshot_missing(keep, volid))
+        for snap in plan.stale.get(volid, []):  # pragma: no mutate
             log(messages.delete_stale_snapshot(snap, volid))
             try:
                 volumes.delete_snapshot(volid, snap)

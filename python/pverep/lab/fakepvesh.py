@@ -6,8 +6,9 @@ JSON result (nothing for ``null``), and on failure prints the error on stderr (`
 only for 4xx/5xx codes other than 500, as PVE's CLIHandler does) and exits non-zero.
 ``PVEREP_FAKEPVESH_FAULT=<path regex>=<fault>`` injects a FakePveApi fault;
 ``PVEREP_FAKEPVESH_WARN`` makes it print that warning on stderr and still succeed (the
-storage-plugin warnings behind proxmoxer issue #222). Node name: ``$PVEREP_NODENAME``;
-root: ``$PVEREP_ROOT``; other nodes: ``PVEREP_FAKEPVESH_PEERS=node=root,…`` (in process), or
+storage-plugin warnings behind proxmoxer issue #222). Node name: ``$PVEREP_FAKEPVESH_NODE``
+(this fake's own setting, for tests outside the lab) or the host name; root: ``$PVEREP_ROOT``;
+other nodes: ``PVEREP_FAKEPVESH_PEERS=node=root,…`` (in process), or
 with ``PVEREP_FAKEPVESH_SSH=1`` (on a lab node) ``ssh <node> pvesh …`` as the real pvesh proxies.
 """
 
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         if key != "output-format":
             params[key] = value
     paths = Paths.from_env()
-    node = FilesCluster(paths).local_node()
+    node = FilesCluster(paths, os.environ.get("PVEREP_FAKEPVESH_NODE")).local_node()
     # pvesh reaches other nodes over ssh; the stand-in reads their roots in-process.
     peers = {}
     if os.environ.get("PVEREP_FAKEPVESH_SSH") == "1":

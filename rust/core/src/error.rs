@@ -79,3 +79,37 @@ impl std::error::Error for Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn display_texts_are_the_stable_ones() {
+        // the binding and the job log show these verbatim
+        let io_err = Error::io(Side::Write, io::Error::from_raw_os_error(32));
+        assert_eq!(
+            io_err.to_string(),
+            "pump write side failed: Broken pipe (os error 32)"
+        );
+        let stalled = Error::Stalled {
+            side: Side::Read,
+            seconds: 600.0,
+        };
+        assert_eq!(
+            stalled.to_string(),
+            "pump stalled: no progress on the read side for 600.0 s"
+        );
+        assert_eq!(Error::parse(3, "bad guid").to_string(), "line 3: bad guid");
+        assert_eq!(Error::Cancelled.to_string(), "pump cancelled");
+        assert_eq!(
+            (Side::Read.as_str(), Side::Write.as_str()),
+            ("read", "write")
+        );
+        // the OS error stays reachable (the binding maps its errno)
+        let source = io_err.source().and_then(|s| s.downcast_ref::<io::Error>());
+        assert_eq!(source.and_then(io::Error::raw_os_error), Some(32));
+        assert!(Error::Cancelled.source().is_none());
+    }
+}

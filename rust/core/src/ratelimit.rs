@@ -131,6 +131,7 @@ mod tests {
         assert!(TokenBucket::new(1.0, Some(0), ms(0)).is_err());
         let b = TokenBucket::new(50e6, None, ms(0)).unwrap();
         assert_eq!(b.burst(), 500_000);
+        assert_eq!(b.rate(), 50e6); // the pump reports it in its stats
     }
 
     #[test]
@@ -138,6 +139,9 @@ mod tests {
         let mut b = TokenBucket::new(1_000_000.0, None, ms(0)).unwrap();
         let wait = b.grant(ms(0), 1 << 20).unwrap_err();
         assert_eq!(wait, Duration::from_micros(4096)); // the 4 KiB minimum quantum
+                                                       // 1 ms later 1000 tokens are there: the wait is for the 3096 still missing
+        let wait = b.grant(ms(1), 1 << 20).unwrap_err();
+        assert!((wait.as_secs_f64() - 3096e-6).abs() < 1e-9, "{wait:?}");
         let n = b.grant(ms(10), 1 << 20).unwrap();
         assert_eq!(n, 10_000);
         b.consume(n);
@@ -174,6 +178,24 @@ mod tests {
         assert_eq!(b.grant(ms(50), 1 << 20).unwrap(), n / 2);
     }
 
+    #[test]
+    fn idle_time_is_capped_at_the_burst() {
+        // 1 MB/s with the default 64 KiB burst: after 10 s of idling, one grant may release
+        // the burst and no more (an uncapped bucket would hand out 10 MB at once).
+        let mut b = TokenBucket::new(1e6, None, ms(0)).unwrap();
+        assert_eq!(b.burst(), 64 << 10);
+        let n = b.grant(Duration::from_secs(10), 64 << 20).unwrap();
+        assert_eq!(n, 64 << 10);
+        b.consume(n);
+        assert!(b.grant(Duration::from_secs(10), 64 << 20).is_err());
+        // and from there on the rate, not the idle time, sets the pace
+        let n = b.grant(Duration::from_secs(10) + ms(10), 64 << 20).unwrap();
+        assert_eq!(n, 10_000);
+        // an explicit burst is the cap too
+        let mut b = TokenBucket::new(1e6, Some(5_000), ms(0)).unwrap();
+        assert_eq!(b.grant(Duration::from_secs(3), 1 << 20), Ok(5_000));
+    }
+
     proptest! {
         /// Whatever the sender does, bytes moved by time t never exceed rate * t + burst.
         #[test]
@@ -196,6 +218,38 @@ mod tests {
                 }
                 let bound = rate * now.as_secs_f64() + limit_burst;
                 prop_assert!(moved as f64 <= bound + 1.0, "moved {} > bound {}", moved, bound);
+            }
+        }
+
+        /// In every window [t0, t1], not only from t = 0, the bytes moved stay within
+        /// rate * (t1 - t0) + burst: idle time must not build up a credit beyond the burst.
+        #[test]
+        fn every_window_stays_within_rate_plus_burst(
+            rate in 1_000.0f64..1e9,
+            burst in prop::option::of(1u64..(1 << 20)),
+            steps in prop::collection::vec((0u64..2_000_000_000, 0u64..(8 << 20)), 1..120),
+        ) {
+            let mut b = TokenBucket::new(rate, burst, Duration::ZERO).unwrap();
+            let limit_burst = b.burst() as f64;
+            let mut now = Duration::ZERO;
+            // (time of the grant, bytes moved before it, bytes moved after it)
+            let mut history: Vec<(f64, u64, u64)> = Vec::new();
+            let mut moved = 0u64;
+            for (advance_ns, want) in steps {
+                now += Duration::from_nanos(advance_ns);
+                if let Ok(n) = b.grant(now, want) {
+                    b.consume(n);
+                    history.push((now.as_secs_f64(), moved, moved + n));
+                    moved += n;
+                }
+            }
+            for (i, &(t0, before, _)) in history.iter().enumerate() {
+                for &(t1, _, after) in &history[i..] {
+                    let bound = rate * (t1 - t0) + limit_burst;
+                    let in_window = (after - before) as f64;
+                    prop_assert!(in_window <= bound + 1.0,
+                        "{} bytes in [{}, {}] > {}", in_window, t0, t1, bound);
+                }
             }
         }
     }

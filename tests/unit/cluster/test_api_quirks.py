@@ -160,7 +160,8 @@ def local_api(
     pvesh.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("PVEREP_ROOT", str(fake_cluster.paths.root))
-    monkeypatch.setenv("PVEREP_NODENAME", "pve1")
+    monkeypatch.setattr(socket, "gethostname", lambda: "pve1")
+    monkeypatch.setenv("PVEREP_FAKEPVESH_NODE", "pve1")  # the pvesh fake runs as a process
     roots = ",".join(f"{n}={tmp_path / 'nodes' / n}" for n in NODES[1:])
     monkeypatch.setenv("PVEREP_FAKEPVESH_PEERS", roots)
     return ApiCluster(ApiSettings(backend="local", timeout=20).validate())

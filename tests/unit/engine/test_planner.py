@@ -151,3 +151,44 @@ def test_remote_prepare_last_json_line_wins_like_pvesr() -> None:
     }
     with pytest.raises(planner.RemotePrepareError, match="invalid result"):
         planner.parse_remote_prepare(f"{last}\nnot json\n")
+
+
+@pytest.mark.parametrize(
+    ("bad", "text"),
+    [
+        ("not json", "invalid result: "),
+        ("[1]", "result is not an object"),
+        ('{"a": 5}', "bad entry for 'a'"),
+        ('{"a": {"s": {"x": 1}}}', "bad snapshot id for 'a@s'"),
+        ('{"a": {"s": {"id": "x"}}}', "bad snapshot id for 'a@s'"),
+    ],
+)
+def test_bad_remote_answer_texts(bad: str, text: str) -> None:
+    with pytest.raises(planner.RemotePrepareError) as err:
+        planner.parse_remote_prepare(bad)
+    assert str(err.value).startswith(f"prepare remote node failed - {text}")
+
+
+def test_remote_answer_ids_and_helpers() -> None:
+    answer = f'\n{{"{VOL}": {{"a": {{"id": "42", "timestamp": 1}}, "b": {{"id": 7}}, "c": 1}}}}\n'
+    assert planner.parse_remote_prepare(answer) == {VOL: {"a": 42, "b": 7, "c": None}}
+    assert planner.storage_of("local-zfs:base-100-disk-0/vm-101-disk-0") == "local-zfs"
+    assert planner.storeids_of(["b:x", "a:y", "b:z"]) == ["a", "b"]
+    keep = {VOL: {"__replicate_100-0_200__": rep(200)}, "other:vm-100-disk-1": {}}
+    assert planner.old_snapshot_volids([VOL, "other:vm-100-disk-1"], keep, "100-0", 200) == (
+        "__replicate_100-0_200__",
+        [VOL],
+    )
+    err = planner.NoCommonBase([VOL, "b:vm-100-disk-1"], "100-0")
+    assert (err.volids, err.jobid) == ([VOL, "b:vm-100-disk-1"], "100-0")
+
+
+def test_volumes_missing_from_the_local_listing() -> None:
+    # a volume of the guest with no local snapshot entry at all: sent full, carries nothing
+    assert planner.storage_of("store:vm-100-disk-0:odd") == "store"
+    plan = planner.plan_transfers(
+        [VOL], {}, {}, jobid="100-0", last_sync=0, start_time=300,
+        parent_snapname=None, config_snapshots=frozenset(),
+    )  # fmt: skip
+    assert plan.bases == {VOL: None}
+    assert planner.old_snapshot_volids([VOL], {}, "100-0", 200) == ("__replicate_100-0_200__", [])

@@ -72,6 +72,17 @@ fn prepare_protects_parent_and_handles_no_jobid() {
 }
 
 #[test]
+fn prepare_names_the_snapshot_it_keeps() {
+    // the name goes into pvesr's "expected snapshot <name> not present" log line
+    let rule = Prepare::new(Some("100-0"), 1_700_000_100, None);
+    assert_eq!(rule.keep_name(), Some("__replicate_100-0_1700000100__"));
+    assert_eq!(
+        Prepare::new(None, 1_700_000_100, Some("p")).keep_name(),
+        None
+    );
+}
+
+#[test]
 fn replication_snapshot_predicates() {
     assert_eq!(
         replication_snapshot_name("100-0", 17),
@@ -150,6 +161,17 @@ fn base_selection_ties_and_zero_creation() {
     let zero = [snap("__replicate_1-0_5__", 1, 0)];
     let remote: RemoteSnapshots = zero.iter().map(|s| (s.name, Some(s.guid))).collect();
     assert_eq!(rule.choose(&zero, Some(&remote)), BaseChoice::Missing);
+    // two snapshots taken in one txg (`zfs snapshot a@x a@y`): equal creation and createtxg;
+    // the first in listing order stays the choice, so a run's base never flips between them
+    let twins = [
+        snap("__replicate_1-0_5__", 1, 100),
+        snap("__replicate_2-0_5__", 2, 100),
+    ];
+    let remote: RemoteSnapshots = twins.iter().map(|s| (s.name, Some(s.guid))).collect();
+    assert_eq!(
+        rule.choose(&twins, Some(&remote)),
+        BaseChoice::Incremental(0)
+    );
 }
 
 #[test]
@@ -170,6 +192,10 @@ fn compare_tables_counts() {
     assert_eq!(c[0].newest_common, Some("a"));
     assert_eq!((c[1].dataset, c[1].only_local.len()), ("e", 1));
     assert_eq!((c[2].dataset, c[2].only_remote.clone()), ("f", vec!["y"]));
+    // twins of one txg (`zfs snapshot d@p d@q`): the first listed stays the newest common
+    let twins = b"d@p\t1\t5\t5\nd@q\t2\t5\t5\n";
+    let t = SnapshotTable::parse(twins).unwrap();
+    assert_eq!(compare_tables(&t, &t)[0].newest_common, Some("p"));
 }
 
 // ---- naive reference implementations, transcribed from the spec text, for property tests ----
