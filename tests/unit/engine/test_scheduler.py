@@ -29,6 +29,7 @@ class FakeRunner:
     lock_busy_until: int = 0
     calls: list[tuple[str, int, int, int]] = field(default_factory=list)
     attempts: int = 0
+    log_line: str | None = None  # printed through the logfunc, as the real runner's lines are
 
     def run_replication(
         self,
@@ -39,6 +40,9 @@ class FakeRunner:
         verbose: bool = False,
     ) -> list[str]:
         self.attempts += 1
+        if self.log_line is not None:
+            assert callable(logfunc)
+            logfunc(self.log_line)
         if self.attempts <= self.lock_busy_until:
             raise LockError(
                 f"can't lock file '/var/lock/pve-manager/pve-migrate-{job.guest}' - got timeout"
@@ -177,29 +181,12 @@ def test_notification_thinning(count: int, expected: bool) -> None:
     assert should_notify(count) is expected
 
 
-@dataclass
-class LoggingRunner(FakeRunner):
-    """Prints one job-log line through the logfunc it is handed, as the real runner does."""
-
-    def run_replication(
-        self,
-        job: JobLike,
-        iteration: int,
-        start_time: int,
-        logfunc: object = None,
-        verbose: bool = False,
-    ) -> list[str]:
-        assert callable(logfunc)
-        logfunc("start replication job")
-        return super().run_replication(job, iteration, start_time, logfunc, verbose)
-
-
 @pytest.mark.parametrize(("workers", "expected"), [(1, "start replication job"), (4, None)])
 def test_verbose_lines_name_their_job_only_when_jobs_run_at_once(
     workers: int, expected: str | None
 ) -> None:
     jobs = [FakeJob("900-1", 900, "node2"), FakeJob("901-1", 901, "node2")]
-    runner = LoggingRunner({})
+    runner = FakeRunner({}, log_line="start replication job")
     sched = make(jobs, runner, [], max_workers=workers)
     lines: list[str] = []
     sched.run_jobs(now=900, logfunc=lines.append)
