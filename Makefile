@@ -28,14 +28,14 @@ sysdeps:
 # The OpenZFS lab engine (tests/openzfs): QEMU from bookworm-backports, virtiofsd built by
 # cargo into /var/cache/pverep/virtiofsd. Only `make test` needs it (not `make demo`).
 OZ_FILES := python/pverep/lab/openzfs/files
-test: sysdeps-openzfs openzfs-image
+test: sysdeps sysdeps-openzfs openzfs-image
 sysdeps-openzfs:
 	@$(OZ_FILES)/host-backports.sh
 	@$(OZ_FILES)/build-virtiofsd.sh
 
 # The guest image (cached; rebuilt only when its inputs change), with progress lines here
 # rather than inside pytest's captured output.
-openzfs-image: build sysdeps-openzfs
+openzfs-image: sysdeps build sysdeps-openzfs
 	@$(PY) -m pverep.lab.openzfs.image
 
 $(VENV)/.stamp: pyproject.toml
