@@ -38,6 +38,9 @@ CONFIGID_MAX = 40
 
 REPLICATION_SNAPSHOT_PREFIX = "__replicate_"
 
+#: A zfs ``receive_resume_token``: ``<version>-<checksum>-<length>-<compressed nvlist>`` (hex).
+RESUME_TOKEN_RE = re.compile(r"[0-9]{1,3}-[0-9a-f]{1,64}-[0-9a-f]{1,16}-[0-9a-f]{2,65536}")
+
 
 # --- job ids ---------------------------------------------------------------------------------
 
@@ -124,6 +127,13 @@ def check_transfer_snapshot_name(name: str) -> str:
     if not TRANSFER_SNAPSHOT_RE.fullmatch(name):
         raise ValidationError(f"invalid snapshot name '{name}'")
     return name
+
+
+def check_resume_token(token: str) -> str:
+    """A ``receive_resume_token`` as zfs prints it (it ends up in ``zfs send -t``'s argv)."""
+    if not RESUME_TOKEN_RE.fullmatch(token):
+        raise ValidationError("invalid receive resume token")
+    return token
 
 
 def check_parent_snapname(name: str) -> str:

@@ -29,6 +29,7 @@ __all__ = [
     "SnapshotInfo",
     "TransferPlan",
     "old_snapshot_volids",
+    "parse_prepare_info",
     "parse_remote_prepare",
     "plan_prepare",
     "plan_transfers",
@@ -72,8 +73,11 @@ def removal_scan_storages(sorted_volids: Iterable[str], storeid_list: Iterable[s
     return sorted({storage_of(v) for v in sorted_volids} | set(storeid_list))
 
 
-def parse_remote_prepare(stdout: str) -> dict[str, dict[str, int | None]]:
-    """The JSON line of ``prepare-local-job`` → volid → snapshot → guid (None for legacy ``1``)."""
+#: A pverep target's own part of the answer (engine/remote.py; volids always contain ':').
+PVEREP_INFO_KEY = "pverep"
+
+
+def _prepare_answer(stdout: str) -> dict[str, object]:
     line = next((ln for ln in stdout.splitlines() if ln.strip()), None)
     if line is None:
         raise RemotePrepareError("prepare remote node failed - no result")
@@ -83,6 +87,19 @@ def parse_remote_prepare(stdout: str) -> dict[str, dict[str, int | None]]:
         raise RemotePrepareError(f"prepare remote node failed - invalid result: {err}") from None
     if not isinstance(data, dict):
         raise RemotePrepareError("prepare remote node failed - result is not an object")
+    return data
+
+
+def parse_prepare_info(stdout: str) -> dict[str, object]:
+    """The pverep-only part of a prepare answer (empty from a stock peer)."""
+    info = _prepare_answer(stdout).get(PVEREP_INFO_KEY)
+    return info if isinstance(info, dict) else {}
+
+
+def parse_remote_prepare(stdout: str) -> dict[str, dict[str, int | None]]:
+    """The JSON line of ``prepare-local-job`` → volid → snapshot → guid (None for legacy ``1``)."""
+    data = _prepare_answer(stdout)
+    data.pop(PVEREP_INFO_KEY, None)
     result: dict[str, dict[str, int | None]] = {}
     for volid, snaps in data.items():
         if not isinstance(snaps, dict):

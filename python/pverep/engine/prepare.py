@@ -9,7 +9,7 @@ does: a volume that does not exist aborts after the earlier ones were cleaned.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -48,9 +48,12 @@ def prepare(
     parent_snapname: str | None,
     log: Log,
     warn: Log = _stderr,
+    keep: Mapping[str, str] | None = None,
 ) -> PrepareResult:
-    """Delete this job's stale replication snapshots on ``volids`` and report what is left."""
+    """Delete this job's stale replication snapshots on ``volids`` and report what is left.
+    ``keep``: volid → one snapshot not to delete (the base of a partial receive to resume)."""
     result = PrepareResult()
+    keep = keep or {}
     for volid in volids:
         infos = {volid: list(volumes.snapshot_info(volid))}
         plan = _core.plan_prepare(infos, jobid, last_sync, parent_snapname)
@@ -58,6 +61,8 @@ def prepare(
         if volid in plan.missing_keep:
             log(messages.expected_snapshot_missing(plan.keep_name or "", volid))
         for snap in plan.stale.get(volid, []):
+            if keep.get(volid) == snap:
+                continue
             log(messages.delete_stale_snapshot(snap, volid))
             try:
                 volumes.delete_snapshot(volid, snap)

@@ -10,13 +10,15 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from pverep import _core
 from pverep.config.storage import StorageConfig
 from pverep.engine.importclaim import ImportClaim, ImportRegistry
+from pverep.engine.planner import PVEREP_INFO_KEY
 from pverep.engine.prepare import Log, prepare
 from pverep.errors import PverepError, ValidationError
+from pverep.storage.streamform import ImportMode
 from pverep.storage.volumes import Volumes
 from pverep.storage.zfs import ZfsPool
 from pverep.transport.base import LineSink
@@ -96,8 +98,13 @@ def prepare_local_job(
     last_sync: int = 0,
     parent_snapname: str | None = None,
     force: bool = False,
+    partial: dict[str, str] | None = None,
 ) -> dict[str, dict[str, _core.SnapshotInfo]]:
-    """§5.2: clean this job's stale snapshots and volumes; report what the target has."""
+    """§5.2: clean this job's stale snapshots and volumes; report what the target has.
+
+    ``partial`` (pverep-only, a dict to fill): the resume token of every wanted volume with a
+    kept partial receive; a partial receive on a volume the guest no longer sends is
+    discarded (it holds no completed snapshot, so nothing the source still has is lost)."""
     if not volids and not force:
         raise PverepError("no volumes specified")
     jobid = check_job_id_param(jobid)
@@ -117,6 +124,8 @@ def prepare_local_job(
     present: list[str] = []
     for storeid in sorted(storages):
         present += target.volumes.list_images(storeid, vmid)
+    if partial is not None:
+        _partial_receives(target, jobid, present, wanted, partial)
 
     result = prepare(target.volumes, present, jobid, last_sync, parent_snapname, target.log)
     snapshots = result.snapshots
@@ -131,18 +140,52 @@ def prepare_local_job(
         target.log(f"{jobid}: delete stale volume '{volid}'")
         target.volumes.free(volid)
         snapshots.pop(volid, None)
+    for volid in partial or {}:
+        if not snapshots.get(volid):  # a partial first sync is no replica yet: report the token
+            snapshots.pop(volid, None)
     return snapshots
 
 
-def format_prepare_result(snapshots: Mapping[str, Mapping[str, _core.SnapshotInfo]]) -> str:
-    """The one stdout line: ``{"<volid>":{"<snap>":{"id":"<guid>","timestamp":"<epoch>"}}}``."""
-    doc = {
+def _partial_receives(
+    target: TargetNode,
+    jobid: str,
+    present: Sequence[str],
+    wanted: set[str],
+    partial: dict[str, str],
+) -> None:
+    for volid in sorted(set(present) | wanted):
+        storeid, volname = parse_volume_id(volid)
+        pool = target.volumes.pool(storeid)
+        token = pool.resume_token(volname)
+        if token is None:
+            continue
+        if volid in wanted:
+            partial[volid] = token
+        elif pool.abort_partial(volname):
+            target.log(f"{jobid}: discard partial receive of '{volid}' (no longer replicated)")
+
+
+def prepare_info(target: TargetNode, partial: Mapping[str, str]) -> dict[str, object]:
+    """What a pverep target adds to its prepare answer when asked: its zfs stream features
+    and the kept partial receives."""
+    return {"zfs": target.volumes.flags.caps.to_json(), "partial": dict(partial)}
+
+
+def format_prepare_result(
+    snapshots: Mapping[str, Mapping[str, _core.SnapshotInfo]],
+    info: Mapping[str, object] | None = None,
+) -> str:
+    """The one stdout line: ``{"<volid>":{"<snap>":{"id":"<guid>","timestamp":"<epoch>"}}}``
+    (plus ``"pverep":{…}`` when the source asked for it)."""
+    doc: dict[str, object] = {
         volid: {
             name: {"id": str(info.guid), "timestamp": str(info.creation)}
             for name, info in snaps.items()
         }
         for volid, snaps in snapshots.items()
     }
+    if info is not None:
+        doc[PVEREP_INFO_KEY] = dict(info)
     return json.dumps(doc, separators=(",", ":"))
 
 
@@ -178,6 +221,8 @@ class ImportPlan:
     base: str | None
     allow_rename: bool
     delete_snapshot: str | None
+    #: pverep-only options (resumable / raw / resuming / discard / prune).
+    mode: ImportMode = field(default_factory=ImportMode)
     #: This import's registration as the one import of the volume (see ``claimed_import``).
     claim: ImportClaim | None = None
 
@@ -191,6 +236,7 @@ def validate_import(
     base: str | None = None,
     allow_rename: bool = False,
     delete_snapshot: str | None = None,
+    mode: ImportMode | None = None,
 ) -> ImportPlan:
     """Validate an import without touching zfs: format, snapshot names, storage, owner
     (refusing a guest living on this node: ``zfs recv -F`` would roll back or overwrite its
@@ -199,6 +245,9 @@ def validate_import(
     _snap(snapshot)
     base = _snap(base)
     delete_snapshot = _snap(delete_snapshot)
+    mode = mode or ImportMode()
+    for name in mode.prune:
+        _snap(name)
     storeid, volname = parse_volume_id(volid)
     target.storage.check_enabled(storeid, target.node)
     pool = target.volumes.pool(storeid)
@@ -206,12 +255,12 @@ def validate_import(
     if owner is None:
         raise PverepError(f"volume '{volid}' has wrong owner")
     refuse_local_guest(target, owner)
-    return ImportPlan(pool, volname, base, allow_rename, delete_snapshot)
+    return ImportPlan(pool, volname, base, allow_rename, delete_snapshot, mode)
 
 
 def check_import(plan: ImportPlan) -> None:
     """The plugin's pre-checks (base exists / volume does not)."""
-    plan.pool.check_import(plan.volname, plan.base, plan.allow_rename)
+    plan.pool.check_import(plan.volname, plan.base, plan.allow_rename, plan.mode)
 
 
 @contextlib.contextmanager
@@ -248,6 +297,7 @@ def run_import(
         on_stderr=on_stderr,
         stall_timeout=stall_timeout,
         on_receiver=None if plan.claim is None else plan.claim.set_receiver,
+        mode=plan.mode,
     )
     if plan.delete_snapshot is not None:
         pool.delete_snapshot(parse_volume_id(imported)[1], plan.delete_snapshot)
@@ -266,6 +316,7 @@ def import_volume(
     delete_snapshot: str | None = None,
     on_stderr: LineSink | None = None,
     stall_timeout: float | None = DEFAULT_IMPORT_STALL_TIMEOUT,
+    mode: ImportMode | None = None,
 ) -> str:
     """§5.7 ``import`` from an already open fd: validate, claim the volume, check, receive."""
     plan = validate_import(
@@ -276,6 +327,7 @@ def import_volume(
         base=base,
         allow_rename=allow_rename,
         delete_snapshot=delete_snapshot,
+        mode=mode,
     )
     with claimed_import(target, plan) as claimed:
         return run_import(claimed, stdin, on_stderr=on_stderr, stall_timeout=stall_timeout)
