@@ -124,8 +124,9 @@ def prepare_local_job(
     present: list[str] = []
     for storeid in sorted(storages):
         present += target.volumes.list_images(storeid, vmid)
-    if partial is not None:
-        _partial_receives(target, jobid, present, wanted, partial)
+    if partial is not None and _partial_receives(target, jobid, present, wanted, partial):
+        # a discarded partial first receive took its dataset with it
+        present = [v for s in sorted(storages) for v in target.volumes.list_images(s, vmid)]
 
     result = prepare(target.volumes, present, jobid, last_sync, parent_snapname, target.log)
     snapshots = result.snapshots
@@ -152,7 +153,9 @@ def _partial_receives(
     present: Sequence[str],
     wanted: set[str],
     partial: dict[str, str],
-) -> None:
+) -> bool:
+    """Fill ``partial`` with the wanted volumes' tokens; True if a receive was discarded."""
+    discarded = False
     for volid in sorted(set(present) | wanted):
         storeid, volname = parse_volume_id(volid)
         pool = target.volumes.pool(storeid)
@@ -163,6 +166,8 @@ def _partial_receives(
             partial[volid] = token
         elif pool.abort_partial(volname):
             target.log(f"{jobid}: discard partial receive of '{volid}' (no longer replicated)")
+            discarded = True
+    return discarded
 
 
 def prepare_info(target: TargetNode, partial: Mapping[str, str]) -> dict[str, object]:
