@@ -121,3 +121,8 @@ def resume_discarded(volid: str, reason: str) -> str:
 def stream_form(volid: str, form: str) -> str:
     """pverep only: which stream form carries a volume when it is not pvesr's."""
     return f"stream form for '{volid}': {form}"
+
+
+def partial_kept(volid: str, node: str) -> str:
+    """pverep only: a broken transfer's partial receive stays on the target for resuming."""
+    return f"partial receive of '{volid}' kept on '{node}' - the next run resumes it"

@@ -27,6 +27,10 @@ from pverep.errors import PverepError
 from pverep.validate import is_replication_snapshot
 
 
+class PartialTransferError(PverepError):
+    """A transfer broke and the target kept its partial receive (pverep targets only)."""
+
+
 class JobLike(Protocol):
     """The job fields the engine reads (config/jobs.py's Job has them)."""
 
@@ -227,7 +231,15 @@ def _sync(
         # a partial receive kept there needs this run's snapshot to be continued (pverep)
         kept = in_flight if in_flight is not None and target.keeps_partial(in_flight) else None
         _delete_snapshots(env, [v for v in created if v != kept], sync, log)
-        raise
+        if kept is None:
+            raise
+        error = sys.exc_info()[1]
+        if not isinstance(error, PverepError):
+            raise
+        # the job's state (pverep status) says so, and the next run resumes instead of resending
+        note = messages.partial_kept(kept, target.node)
+        log(note)
+        raise PartialTransferError(f"{error} - {note}") from error
 
     # the new sync is on record before the previous common snapshot goes (§9.3, 2021-11)
     env.record_sync_end(start_time)

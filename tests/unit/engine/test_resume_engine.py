@@ -95,7 +95,7 @@ def test_broken_transfer_keeps_its_snapshot_and_the_next_run_resumes(tmp_path: P
     assert names(world) == [snap(1000)]
 
     target.fail_transfer = VOL
-    with pytest.raises(PverepError):
+    with pytest.raises(PverepError, match=f"failed - partial receive of '{VOL}' kept on 'node2'"):
         run(world, state, 2000)
     assert names(world) == [snap(1000), snap(2000)]  # kept: the target continues it
     assert state.last_sync == 1000
