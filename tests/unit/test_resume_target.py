@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from pverep.config.storage import parse_storage_cfg
 from pverep.engine import remote
 from pverep.engine.planner import parse_prepare_info, parse_remote_prepare
 from pverep.errors import PverepError
 from pverep.storage.streamform import ImportMode
-from pverep.storage.volumes import Volumes
-from pverep.storage.zfs import ZfsFlags, ZfsRunner
 from pverep.storage.zfscaps import ZfsCaps
+from tests.unit.test_remote import make_target as remote_target
 from tests.unit.test_zfscaps import OPENZFS, TOKEN
 from tests.unit.zfs_fake import FakeZfsShell
 
-CFG = "zfspool: local-zfs\n\tpool rpool/data\n\tcontent images,rootdir\n"
 P = "rpool/data"
 JOB = "100-0"
 SNAP = "__replicate_100-0_1000__"
@@ -25,16 +22,7 @@ SNAP = "__replicate_100-0_1000__"
 def make_target(
     shell: FakeZfsShell, caps: ZfsCaps = OPENZFS
 ) -> tuple[remote.TargetNode, list[str]]:
-    lines: list[str] = []
-    storage = parse_storage_cfg(CFG)
-    target = remote.TargetNode(
-        node="pve2",
-        storage=storage,
-        volumes=Volumes(storage, ZfsRunner(shell), flags=ZfsFlags.from_caps(caps)),
-        guest_node={100: "pve1"}.get,
-        log=lines.append,
-    )
-    return target, lines
+    return remote_target(shell, caps=caps)
 
 
 def partial(shell: FakeZfsShell, name: str, *snaps: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 from pverep.engine.ports import LogFunc
 from pverep.engine.replicate import replicate
 from pverep.errors import PverepError
-from tests.unit.engine.fakes import FakeJob, FakeState, FakeTarget, World
+from tests.unit.engine.fakes import FakeJob, FakeState, FakeTarget, FakeVolumes, World
 
 VOL = "local-zfs:vm-900-disk-1"
 JOB = "900-0"
@@ -49,9 +49,18 @@ class ResumingTarget(FakeTarget):
             self.sent.append(("resume", done, ()))
         return done
 
-    def transfer(self, volid: str, *, snapshot: str, base: str | None, **kw: object) -> None:
-        prune = tuple(kw.get("prune", ()))  # type: ignore[arg-type]
-        self.sent.append((snapshot, base, prune))
+    def transfer(
+        self,
+        volid: str,
+        *,
+        snapshot: str,
+        base: str | None,
+        rate_bps: int | None,
+        insecure: bool,
+        log: LogFunc,
+        prune: Sequence[str] = (),
+    ) -> None:
+        self.sent.append((snapshot, base, tuple(prune)))
         if self.fail_transfer == volid:
             self.partial[volid] = snapshot
             raise PverepError(f"transfer of '{volid}' failed")
@@ -61,6 +70,18 @@ class ResumingTarget(FakeTarget):
         return True
 
 
+class RecordingVolumes(FakeVolumes):
+    """Notes each local snapshot deletion in the target's ``order`` list."""
+
+    def __init__(self, order: list[str]) -> None:
+        super().__init__()
+        self.order = order
+
+    def delete_snapshot(self, volid: str, snap: str) -> None:
+        self.order.append(f"local delete {snap}")
+        super().delete_snapshot(volid, snap)
+
+
 def run(world: World, state: FakeState, t: int) -> list[str]:
     lines: list[str] = []
 
@@ -68,15 +89,6 @@ def run(world: World, state: FakeState, t: int) -> list[str]:
         state.last_sync = start
 
     env = world.env(record)
-    original = env.volumes.delete_snapshot
-    target = world.targets["node2"]
-    assert isinstance(target, ResumingTarget)
-
-    def delete(volid: str, name: str) -> None:
-        target.order.append(f"local delete {name}")
-        original(volid, name)
-
-    env.volumes.delete_snapshot = delete  # type: ignore[method-assign]
     replicate(env, FakeJob(JOB, 900, "node2"), state, t, lines.append)
     return lines
 
@@ -85,14 +97,20 @@ def names(world: World) -> list[str]:
     return [s.name for s in world.volumes.snapshot_info(VOL)]
 
 
-def test_broken_transfer_keeps_its_snapshot_and_the_next_run_resumes(tmp_path: Path) -> None:
-    world = World(tmp_path, disks=[VOL])
+def first_sync(tmp_path: Path, target: ResumingTarget) -> tuple[World, FakeState]:
+    """A world with one disk replicated once (at 1000) to ``target``."""
+    world = World(tmp_path, volumes=RecordingVolumes(target.order), disks=[VOL])
     world.volumes.register(VOL)
-    target = ResumingTarget("node2")
     world.targets["node2"] = target
     state = FakeState()
     run(world, state, 1000)
     assert names(world) == [snap(1000)]
+    return world, state
+
+
+def test_broken_transfer_keeps_its_snapshot_and_the_next_run_resumes(tmp_path: Path) -> None:
+    target = ResumingTarget("node2")
+    world, state = first_sync(tmp_path, target)
 
     target.fail_transfer = VOL
     with pytest.raises(PverepError, match=f"failed - partial receive of '{VOL}' kept on 'node2'"):
@@ -105,23 +123,17 @@ def test_broken_transfer_keeps_its_snapshot_and_the_next_run_resumes(tmp_path: P
     run(world, state, 3000)
     # asked first, so the local prepare does not delete the snapshot being resumed
     assert target.order[0] == "remote prepare"
-    assert (
-        f"local delete {snap(2000)}"
-        not in target.order[: target.order.index("local delete " + snap(1000))]
-    )
+    # the kept snapshot is deleted once, after the resume and the previous sync snapshot
+    assert target.order[-2:] == [f"local delete {snap(1000)}", f"local delete {snap(2000)}"]
     assert target.sent[-2:] == [("resume", snap(2000), ()), (snap(3000), snap(2000), ())]
     assert names(world) == [snap(3000)]  # the kept snapshot went once the sync was recorded
     assert state.last_sync == 3000
 
 
 def test_a_stock_target_keeps_pvesrs_order_and_cleanup(tmp_path: Path) -> None:
-    world = World(tmp_path, disks=[VOL])
-    world.volumes.register(VOL)
     target = ResumingTarget("node2", resume_capable=False)
     target.keeps_partial = lambda volid: False  # type: ignore[method-assign]
-    world.targets["node2"] = target
-    state = FakeState()
-    run(world, state, 1000)
+    world, state = first_sync(tmp_path, target)
     target.fail_transfer = VOL
     with pytest.raises(PverepError):
         run(world, state, 2000)
@@ -129,12 +141,8 @@ def test_a_stock_target_keeps_pvesrs_order_and_cleanup(tmp_path: Path) -> None:
 
 
 def test_snapshots_gone_on_the_source_are_pruned_on_incrementals(tmp_path: Path) -> None:
-    world = World(tmp_path, disks=[VOL])
-    world.volumes.register(VOL)
     target = ResumingTarget("node2")
-    world.targets["node2"] = target
-    state = FakeState()
-    run(world, state, 1000)
+    world, state = first_sync(tmp_path, target)
     original = target.prepare
 
     def prepare_with_extra(jobid: str, volids: Sequence[str], **kw: object) -> str:
