@@ -508,9 +508,10 @@ class ZfsPool:
             failure = self._unencrypted_replica(ds)
         if failure is not None:
             if mode.resumable and self.resume_token(volname) is not None:
-                log.warning("keeping the partial receive of '%s' to resume it", ds)
-                on_stderr_line = on_stderr or (lambda line: None)
-                on_stderr_line(f"keeping the partial receive of '{ds}' to resume it")
+                kept = f"keeping the partial receive of '{ds}' to resume it"
+                log.info("%s", kept)
+                if on_stderr is not None:  # the source's job log shows the importer's stderr
+                    on_stderr(kept)
             else:
                 self._cleanup_failed_import(ds, base)
             raise failure
