@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import pytest
 
 from pverep.engine.resume import ResumeCheckError, parse_resume_check
@@ -9,6 +12,7 @@ from pverep.errors import ValidationError
 from pverep.storage.streamform import StreamForm, StreamFormError, choose_stream_form
 from pverep.storage.zfs import ZfsFlags, recv_abort_argv, recv_argv, resume_send_argv, send_argv
 from pverep.storage.zfscaps import ZfsCaps, parse_caps
+from pverep.transport.base import CommandResult
 from tests.unit.zfs_fake import FakeZfsShell
 
 # zfs-fuse 0.7's usage lines, as its binary carries them
@@ -154,3 +158,42 @@ def test_resume_check_refuses_another_datasets_token() -> None:
         parse_resume_check(TOKEN, "rpool/data/vm-100-disk-1", DRY_RUN)
     with pytest.raises(ResumeCheckError, match="no snapshot"):
         parse_resume_check(TOKEN, "rpool/data/vm-100-disk-0", "size\t5\n")
+
+
+class UsageShell:
+    """Prints the given usage texts for ``zfs send`` / ``zfs receive``; counts the calls."""
+
+    def __init__(self, node: str) -> None:
+        self._node = node
+        self.calls = 0
+
+    @property
+    def node(self) -> str:
+        return self._node
+
+    def run(self, argv: Sequence[str], *, timeout: float | None = None) -> CommandResult:
+        self.calls += 1
+        text = OPENZFS_SEND if argv[1] == "send" else OPENZFS_RECV
+        return CommandResult(list(argv), 2, b"", text.encode())
+
+
+def test_caps_are_cached_per_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pverep.storage import zfscaps
+
+    binary = tmp_path / "bin" / "zfs"
+    binary.parent.mkdir()
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    monkeypatch.setenv("PATH", str(binary.parent))
+    cache = tmp_path / "run" / "zfs-caps.json"
+
+    first = UsageShell("n1")
+    assert zfscaps.local_caps(first, cache) == OPENZFS  # type: ignore[arg-type]
+    assert first.calls == 2 and cache.exists()
+    again = UsageShell("n2")  # another process (another node name: no in-process cache)
+    assert zfscaps.local_caps(again, cache) == OPENZFS  # type: ignore[arg-type]
+    assert again.calls == 0
+    binary.write_text("#!/bin/sh\n# upgraded\n")  # a new binary is asked again
+    upgraded = UsageShell("n3")
+    zfscaps.local_caps(upgraded, cache)  # type: ignore[arg-type]
+    assert upgraded.calls == 2

@@ -75,8 +75,9 @@ def _target(app: App, *, probe: bool = True) -> remote.TargetNode:
     finalize needs no stream features and skips the two calls)."""
     node = app.cluster().local_node()
     storage = read_storage_cfg(str(app.paths.storage_cfg), warn=_stderr)
-    flags = ZfsFlags.from_caps(local_caps(LocalShell(node))) if probe else ZfsFlags()
-    volumes = Volumes(storage, ZfsRunner(LocalShell(node)), flags=flags)
+    shell = LocalShell(node)
+    flags = ZfsFlags.from_caps(local_caps(shell, app.paths.zfs_caps_cache)) if probe else ZfsFlags()
+    volumes = Volumes(storage, ZfsRunner(shell), flags=flags)
     return remote.TargetNode(
         node=node,
         storage=storage,

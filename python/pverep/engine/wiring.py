@@ -188,7 +188,7 @@ class Node:
             multiplex=os.environ.get(SSH_MULTIPLEX_ENV, "1") != "0",
         )
         local = LocalShell(self.local_node)
-        caps = local_caps(local)
+        caps = local_caps(local, self.paths.zfs_caps_cache)
         storage = self.storage()
         volumes = Volumes(storage, ZfsRunner(local), flags=ZfsFlags.from_caps(caps))
 
@@ -226,7 +226,7 @@ class Node:
 def build_env(paths: Paths, node: Node, record_sync_end_fn: Callable[[int], None]) -> ReplicateEnv:
     storage = node.storage()
     dc = read_transport(paths.datacenter_cfg)
-    flags = ZfsFlags.from_caps(local_caps(LocalShell(node.local_node)))
+    flags = ZfsFlags.from_caps(local_caps(LocalShell(node.local_node), paths.zfs_caps_cache))
     store = ConfigStore(paths)
 
     def delete_job(jobid: str) -> None:
