@@ -3,6 +3,8 @@ the lab's OpenZFS engine): tokens in the prepare answer, discarding, pre-checks,
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pverep.engine import remote
@@ -11,6 +13,7 @@ from pverep.errors import PverepError
 from pverep.storage.streamform import ImportMode
 from pverep.storage.zfscaps import ZfsCaps
 from tests.unit.test_remote import make_target as remote_target
+from tests.unit.test_remote import pve_root  # noqa: F401 - the fixture
 from tests.unit.test_zfscaps import OPENZFS, TOKEN
 from tests.unit.zfs_fake import FakeZfsShell
 
@@ -130,3 +133,32 @@ def test_prune_names_are_validated_before_zfs_is_touched() -> None:
             target, "local-zfs:vm-100-disk-0", "zfs", mode=ImportMode(prune=("a;b",))
         )
     assert shell.calls == []
+
+
+def test_the_source_argv_parses_into_the_same_mode_on_the_target(
+    pve_root: Path,  # noqa: F811 - the fixture imported above
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """What PeerCommands sends is what `pverep import` understands (one line, no traceback)."""
+    from pverep.cli import main
+    from pverep.transport.peer import PeerCommands
+
+    seen: list[ImportMode] = []
+
+    def capture(*args: object, mode: ImportMode | None = None, **kw: object) -> None:
+        assert mode is not None
+        seen.append(mode)
+        raise PverepError("captured")
+
+    monkeypatch.setattr(remote, "validate_import", capture)
+    sent = ImportMode(resumable=True, raw=True, resuming=True, discard_partial=True,
+                      prune=("a", "b"))  # fmt: skip
+    argv = PeerCommands().import_("local-zfs:vm-100-disk-0", "s", "b", "-", sent)
+    with pytest.raises(SystemExit):
+        main(["--root", str(pve_root), *argv[1:]])
+    assert seen == [sent]
+    assert capsys.readouterr().err == "captured\n"
+    with pytest.raises(SystemExit):
+        main(["--root", str(pve_root), "prepare-local-job", "100-0", "--pverep-info", "maybe"])
+    assert capsys.readouterr().err == "pverep-info: type check ('boolean') failed - got 'maybe'\n"
