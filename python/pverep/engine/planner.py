@@ -77,7 +77,21 @@ def removal_scan_storages(sorted_volids: Iterable[str], storeid_list: Iterable[s
 PVEREP_INFO_KEY = "pverep"
 
 
-def _prepare_answer(stdout: str) -> dict[str, object]:
+def parse_prepare_info(stdout: str) -> dict[str, object]:
+    """The pverep-only part of a prepare answer (empty from a stock peer). Tolerant: a bad
+    answer is parse_remote_prepare's to report; the last line that is JSON counts."""
+    data: object = None
+    for line in stdout.splitlines():
+        try:
+            data = json.loads(line) if line.strip() else data
+        except ValueError:
+            continue
+    info = data.get(PVEREP_INFO_KEY) if isinstance(data, dict) else None
+    return info if isinstance(info, dict) else {}
+
+
+def parse_remote_prepare(stdout: str) -> dict[str, dict[str, int | None]]:
+    """The JSON line of ``prepare-local-job`` → volid → snapshot → guid (None for legacy ``1``)."""
     line = next((ln for ln in stdout.splitlines() if ln.strip()), None)
     if line is None:
         raise RemotePrepareError("prepare remote node failed - no result")
@@ -87,19 +101,7 @@ def _prepare_answer(stdout: str) -> dict[str, object]:
         raise RemotePrepareError(f"prepare remote node failed - invalid result: {err}") from None
     if not isinstance(data, dict):
         raise RemotePrepareError("prepare remote node failed - result is not an object")
-    return data
-
-
-def parse_prepare_info(stdout: str) -> dict[str, object]:
-    """The pverep-only part of a prepare answer (empty from a stock peer)."""
-    info = _prepare_answer(stdout).get(PVEREP_INFO_KEY)
-    return info if isinstance(info, dict) else {}
-
-
-def parse_remote_prepare(stdout: str) -> dict[str, dict[str, int | None]]:
-    """The JSON line of ``prepare-local-job`` → volid → snapshot → guid (None for legacy ``1``)."""
-    data = _prepare_answer(stdout)
-    data.pop(PVEREP_INFO_KEY, None)
+    data.pop(PVEREP_INFO_KEY, None)  # a pverep target's own part (parse_prepare_info)
     result: dict[str, dict[str, int | None]] = {}
     for volid, snaps in data.items():
         if not isinstance(snaps, dict):
