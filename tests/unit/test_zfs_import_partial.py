@@ -15,12 +15,13 @@ from pverep.config.storage import StorageDef
 from pverep.errors import PverepError
 from pverep.storage.streamform import ImportMode
 from pverep.storage.zfs import ZfsError, ZfsFlags, ZfsPool, ZfsRunner
-from pverep.storage.zfscaps import ZfsCaps
+from pverep.storage.zfscaps import ZfsCaps, parse_caps
 from pverep.transport.base import CommandResult
 from tests.unit.test_zfs_import_end import STREAM, FakeRecvShell
-from tests.unit.test_zfscaps import OPENZFS, TOKEN
+from tests.unit.test_zfscaps import OPENZFS, OPENZFS_RECV, PROXMOX_SEND, TOKEN
 
 DS = "rpool/data/vm-100-disk-0"
+PROXMOX = parse_caps(PROXMOX_SEND, OPENZFS_RECV)
 
 
 class PropsShell(FakeRecvShell):
@@ -114,11 +115,18 @@ def test_unencrypted_replica_under_encrypted_parent_is_refused_and_removed() -> 
     assert cleanups(shell) == [["zfs", "destroy", "-r", "--", DS]]
 
 
-def test_raw_stream_keeps_its_own_encryption() -> None:
+@pytest.mark.parametrize("caps", [OPENZFS, PROXMOX])
+def test_raw_stream_keeps_its_own_encryption(caps: ZfsCaps) -> None:
     props = {("encryption", "rpool/data"): "aes-256-gcm", ("encryption", DS): "aes-256-gcm"}
     shell = PropsShell(len(STREAM), 0, props)
-    assert do_import(shell, ImportMode(raw=True), None) == "local-zfs:vm-100-disk-0"
+    assert do_import(shell, ImportMode(raw=True), None, caps) == "local-zfs:vm-100-disk-0"
     assert shell.recv_argv == ["zfs", "recv", "-F", "--", DS]
+
+
+def test_proxmox_zfsutils_receive_like_pvesm() -> None:
+    shell = PropsShell(len(STREAM), 0, {})
+    assert do_import(shell, ImportMode(), "a", PROXMOX) == "local-zfs:vm-100-disk-0"
+    assert shell.recv_argv == ["zfs", "recv", "-F", "-x", "encryption", "--", DS]
 
 
 def test_encrypted_parent_and_a_zfs_without_x_refuses_before_receiving() -> None:

@@ -459,8 +459,10 @@ class ZfsPool:
         if mode.prune:
             self._prune(ds, base, mode.prune)
         parent_encrypted = self.encryption(self.pool) not in ("off", "-")
-        exclude = self.flags.encryption_aware or (
-            parent_encrypted and not mode.raw and self.flags.caps.recv_exclude
+        # a raw stream keeps the source's encryption: never strip it (pvesm's -x is for the
+        # non-raw -RpvU stream, which then takes the parent's encryption)
+        exclude = not mode.raw and (
+            self.flags.encryption_aware or (parent_encrypted and self.flags.caps.recv_exclude)
         )
         if parent_encrypted and not mode.raw and not exclude:
             raise PverepError(
