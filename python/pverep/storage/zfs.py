@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from pverep import _core
 from pverep.config.storage import StorageDef, parse_volname
-from pverep.errors import PverepError
+from pverep.errors import PverepError, ValidationError
 from pverep.storage.streamform import ImportMode, StreamForm
 from pverep.storage.zfscaps import ZfsCaps
 from pverep.transport import streamend
@@ -400,7 +400,13 @@ class ZfsPool:
         except ZfsError:
             return None
         token = value.strip()
-        return None if token in ("", "-") else check_resume_token(token)
+        if token in ("", "-"):
+            return None
+        try:
+            return check_resume_token(token)
+        except ValidationError:  # never seen from zfs; then it is not ours to pass on
+            log.warning("ignoring an unexpected receive_resume_token on %s", volname)
+            return None
 
     def abort_partial(self, volname: str) -> bool:
         """``zfs recv -A``: True if partial state was discarded."""
@@ -424,8 +430,8 @@ class ZfsPool:
     def _prune(self, ds: str, base: str | None, names: Sequence[str]) -> None:
         """Destroy snapshots the source no longer has (what ``recv -F`` of an ``-R -I`` stream
         does); never the base of this very stream."""
-        present = {info.name for info in _core.parse_snapshot_list(
-            self.runner.run(snapshot_list_argv(ds))).get(ds, [])}  # fmt: skip
+        listing = _core.parse_snapshot_list(self.runner.run(snapshot_list_argv(ds)))
+        present = {info.name for info in listing.get(ds, [])}
         for name in names:
             if name == base or name not in present:
                 continue
