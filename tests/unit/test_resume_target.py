@@ -162,3 +162,15 @@ def test_the_source_argv_parses_into_the_same_mode_on_the_target(
     with pytest.raises(SystemExit):
         main(["--root", str(pve_root), "prepare-local-job", "100-0", "--pverep-info", "maybe"])
     assert capsys.readouterr().err == "pverep-info: type check ('boolean') failed - got 'maybe'\n"
+
+
+def test_a_token_that_is_no_token_is_ignored_not_passed_on() -> None:
+    shell = FakeZfsShell()
+    shell.add(f"{P}/vm-100-disk-0", SNAP)
+    shell.datasets[f"{P}/vm-100-disk-0"].props["receive_resume_token"] = "1-2-3; reboot"
+    target, _ = make_target(shell)
+    found: dict[str, str] = {}
+    remote.prepare_local_job(
+        target, JOB, ["local-zfs:vm-100-disk-0"], last_sync=1000, partial=found
+    )
+    assert found == {}
