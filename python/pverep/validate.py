@@ -32,14 +32,14 @@ _VOLID_RE = re.compile(r"([a-z][a-z0-9\-_.]*[a-z0-9]):(.+)", re.IGNORECASE | re.
 #: What `pvesm export/import` accept for -snapshot/-base (so the longest usable name is 40).
 TRANSFER_SNAPSHOT_RE = re.compile(r"[a-z0-9_\-]{1,40}", re.IGNORECASE)
 
+#: A zfs ``receive_resume_token``: ``<version>-<checksum>-<length>-<compressed nvlist>`` (hex).
+RESUME_TOKEN_RE = re.compile(r"[0-9]{1,3}-[0-9a-f]{1,64}-[0-9a-f]{1,16}-[0-9a-f]{2,65536}")
+
 #: `pve-configid`, used for the guest's parent snapshot name (max 40 characters).
 CONFIGID_RE = re.compile(r"[a-z][a-z0-9_\-]+", re.IGNORECASE)
 CONFIGID_MAX = 40
 
 REPLICATION_SNAPSHOT_PREFIX = "__replicate_"
-
-#: A zfs ``receive_resume_token``: ``<version>-<checksum>-<length>-<compressed nvlist>`` (hex).
-RESUME_TOKEN_RE = re.compile(r"[0-9]{1,3}-[0-9a-f]{1,64}-[0-9a-f]{1,16}-[0-9a-f]{2,65536}")
 
 
 # --- job ids ---------------------------------------------------------------------------------
