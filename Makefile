@@ -9,8 +9,9 @@ PIP    := $(VENV)/bin/pip
 # Debian packages the lab, the tests and the benches need.
 DEB_PACKAGES := zfs-fuse openssh-server openssh-client btrfs-progs iproute2 util-linux procps \
                 cstream pv mbuffer nftables psmisc openssl
+DEB_PACKAGES += python3 dpkg-dev binutils lintian systemd man-db  # make deb: target interpreter, dpkg-shlibdeps, strip; its test: lintian, systemd-analyze, man
 
-.PHONY: all sysdeps venv build test test-fast lint bench demo clean
+.PHONY: all sysdeps venv build test test-fast lint bench demo clean deb
 all: build
 
 sysdeps:
@@ -37,11 +38,15 @@ build: venv
 lint: build
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -q -- -D warnings
-	$(VENV)/bin/ruff check python tests benches
-	$(VENV)/bin/ruff format --check python tests benches
+	$(VENV)/bin/ruff check python tests benches packaging
+	$(VENV)/bin/ruff format --check python tests benches packaging
 	$(VENV)/bin/mypy
 
-test: sysdeps build
+# The Debian package for Proxmox VE 8 (Debian 12): dist/pverep_<version>_amd64.deb.
+deb: sysdeps build
+	$(PY) packaging/deb/build.py --out dist
+
+test: sysdeps build deb
 	cargo test -q -p pverep-core
 	$(PY) -m mypy.stubtest pverep._core
 	$(MAKE) --no-print-directory lint
@@ -49,7 +54,7 @@ test: sysdeps build
 
 # Quick loop while developing: no lab, no lint.
 test-fast: build
-	$(PY) -m pytest -q -m "not lab"
+	$(PY) -m pytest -q -m "not lab and not deb"
 
 # pytest-benchmark suites, then the standalone side-by-side comparisons (relays, rate-limit
 # accuracy, parse+diff against pure Python); each prints its verdicts. A few minutes in all.
@@ -62,4 +67,4 @@ demo: sysdeps build
 	$(PY) -m pverep.demo
 
 clean:
-	rm -rf $(VENV) target .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) target dist .pytest_cache .mypy_cache .ruff_cache

@@ -12,6 +12,11 @@ from pathlib import Path
 
 ROOT_ENV = "PVEREP_ROOT"
 
+#: The guest hookscript as the Debian package installs it (``pverep install-hookscript`` copies
+#: it onto a snippets storage). A file of the installation, not of the node's data: ``--root``
+#: does not move it.
+SHIPPED_HOOKSCRIPT = Path("/usr/share/pverep/pverep-hookscript")
+
 
 @dataclass(frozen=True)
 class Paths:
@@ -105,6 +110,18 @@ class Paths:
         node, so that a newer import can find and supersede a stale one. Under /run: a
         reboot ends every import, and so must forget them."""
         return self._p("/run/pverep/imports")
+
+    # --- running guests ---
+    def qemu_pidfile(self, vmid: int) -> Path:
+        return self._p(f"/var/run/qemu-server/{vmid}.pid")
+
+    def qga_socket(self, vmid: int) -> Path:
+        """The VM's QEMU guest agent channel (a unix socket QEMU serves)."""
+        return self._p(f"/var/run/qemu-server/{vmid}.qga")
+
+    def ct_cgroup(self, vmid: int) -> Path:
+        """A running container's cgroup v2 directory (what LXC creates on PVE)."""
+        return self._p(f"/sys/fs/cgroup/lxc/{vmid}")
 
     @property
     def zfs_caps_cache(self) -> Path:

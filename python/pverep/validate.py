@@ -41,6 +41,10 @@ CONFIGID_MAX = 40
 
 REPLICATION_SNAPSHOT_PREFIX = "__replicate_"
 
+#: A snippet's file name (``<storeid>:snippets/<name>``): one path component, no blanks, no
+#: leading dot (stricter than PVE's ``[^/\s]+``: it becomes a file name pverep writes).
+SNIPPET_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,127}")
+
 
 # --- job ids ---------------------------------------------------------------------------------
 
@@ -109,6 +113,12 @@ def check_storage_id(storeid: str) -> str:
     if not STORAGE_ID_RE.fullmatch(storeid):
         raise ValidationError(f"storage ID '{storeid}' contains illegal characters")
     return storeid
+
+
+def check_snippet_name(name: str) -> str:
+    if not SNIPPET_NAME_RE.fullmatch(name):
+        raise ValidationError(f"invalid snippet name '{name}'")
+    return name
 
 
 def parse_volume_id(volid: str) -> tuple[str, str]:

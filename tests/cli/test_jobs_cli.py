@@ -13,6 +13,8 @@ import pytest
 from pverep.cli import App, main
 from pverep.paths import Paths
 
+from .clihelp import run_cli
+
 SPEC_CFG = (
     b"local: 100-0\n\ttarget pve2\n\trate 10\n\tschedule */5\n\tsource pve1\n\n"
     b"local: 101-1\n\tcomment nightly%3A db\n\tdisable\n\ttarget pve3\n\tremove_job full\n"
@@ -54,13 +56,7 @@ class Node:
         self.app = App(paths=self.paths, clock=lambda: NOW)
 
     def run(self, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-        code = 0
-        try:
-            main(list(args), self.app)
-        except SystemExit as exit_:
-            code = int(exit_.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
+        return run_cli(self.app, capsys, *args)
 
 
 @pytest.fixture

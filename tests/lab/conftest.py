@@ -44,7 +44,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -89,13 +89,32 @@ def api(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabApi]:
 def vmid(lab: Lab) -> Iterator[int]:
     new = next(_vmids)
     yield new
-    for _node, _type, conf in [guest_configs(lab.config.etc_pve).get(new, ("", "", None))]:
+    remove_guest(lab, new)
+
+
+@pytest.fixture
+def vmids(lab: Lab) -> Iterator[Callable[[], int]]:
+    """``vmids()`` hands out a fresh VMID per call; all are cleaned up like ``vmid``'s."""
+    handed: list[int] = []
+
+    def fresh() -> int:
+        handed.append(next(_vmids))
+        return handed[-1]
+
+    yield fresh
+    for new in handed:
+        remove_guest(lab, new)
+
+
+def remove_guest(lab: Lab, vmid: int) -> None:
+    """Remove the guest's config and destroy its datasets on every node."""
+    for _node, _type, conf in [guest_configs(lab.config.etc_pve).get(vmid, ("", "", None))]:
         if conf is not None:
             conf.unlink()
     lab.refresh_vmlist()
     for node in lab.nodes:
         for prefix in ("subvol", "vm"):
             for disk in range(4):
-                name = guests.dataset(f"{prefix}-{new}-disk-{disk}")
+                name = guests.dataset(f"{prefix}-{vmid}-disk-{disk}")
                 if lab.exec(node, ["zfs", "list", "-H", "-o", "name", name]).returncode == 0:
                     lab.exec(node, ["zfs", "destroy", "-r", name], check=True)

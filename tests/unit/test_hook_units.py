@@ -20,7 +20,7 @@ def test_units_verify(tmp_path: Path) -> None:
     stand_in.write_text("#!/bin/sh\n")
     stand_in.chmod(0o755)
     units = sorted(HOOKS.glob("*.service")) + sorted(HOOKS.glob("*.timer"))
-    assert len(units) == 3
+    assert len(units) == 5
     for unit in units:
         text = unit.read_text()
         assert unit.suffix != ".service" or "ExecStart=/usr/bin/pverep " in text

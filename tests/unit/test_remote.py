@@ -309,3 +309,77 @@ def test_cli_messages_are_one_line_on_stderr(
         out, err = capsys.readouterr()
         assert exc.value.code == 255
         assert out == "" and err == message + "\n"
+
+
+CLONE = "local-zfs:base-99-disk-0/subvol-100-disk-0"
+
+
+def test_prepare_keeps_a_linked_clones_replica_and_answers_under_its_volid() -> None:
+    # The replica of a clone arrives as a plain dataset; the source names it by its clone volid.
+    shell = FakeZfsShell()
+    shell.add(f"{P}/subvol-100-disk-0", "__replicate_100-0_1000__")
+    target, log = make_target(shell)
+    result = remote.prepare_local_job(target, "100-0", [CLONE], last_sync=1000)
+    assert f"{P}/subvol-100-disk-0" in shell.datasets  # not destroyed as "stale"
+    assert list(result) == [CLONE]
+    assert list(result[CLONE]) == ["__replicate_100-0_1000__"]
+    assert log == []
+
+
+def test_prepare_lists_a_clone_on_the_target_under_its_clone_volid() -> None:
+    # where the target's dataset is itself a clone of the template's disk (as on the source)
+    shell = FakeZfsShell()
+    shell.add(f"{P}/base-99-disk-0", "__base__")
+    shell.add(
+        f"{P}/subvol-100-disk-0", "__replicate_100-0_7__", origin=f"{P}/base-99-disk-0@__base__"
+    )
+    target, _ = make_target(shell)
+    result = remote.prepare_local_job(target, "100-0", ["local-zfs:subvol-100-disk-0"], last_sync=7)
+    assert list(result) == ["local-zfs:subvol-100-disk-0"]
+    assert f"{P}/subvol-100-disk-0" in shell.datasets
+    removal = remote.prepare_local_job(
+        target, "100-0", [], scan=["local-zfs"], last_sync=1, force=True
+    )
+    assert removal == {}
+    assert f"{P}/subvol-100-disk-0" not in shell.datasets  # a removal still cleans it
+    assert f"{P}/base-99-disk-0" in shell.datasets  # the template's disk is not guest 100's
+
+
+def test_prepare_destroys_a_clone_replica_the_source_no_longer_sends() -> None:
+    shell = FakeZfsShell()
+    shell.add(f"{P}/subvol-100-disk-0", "__replicate_100-0_1000__")
+    shell.add(f"{P}/subvol-100-disk-1", "__replicate_100-0_1000__")
+    target, log = make_target(shell)
+    result = remote.prepare_local_job(
+        target, "100-0", ["local-zfs:base-99-disk-0/subvol-100-disk-1"], last_sync=1000
+    )
+    assert list(result) == ["local-zfs:base-99-disk-0/subvol-100-disk-1"]
+    assert f"{P}/subvol-100-disk-0" not in shell.datasets
+    assert log == ["100-0: delete stale volume 'local-zfs:subvol-100-disk-0'"]
+
+
+def test_finalize_and_import_accept_clone_volids() -> None:
+    shell = FakeZfsShell()
+    shell.add(f"{P}/subvol-100-disk-0", "__replicate_100-0_1__", "__replicate_100-0_2__")
+    target, _ = make_target(shell)
+    remote.finalize_local_job(target, "100-0", [CLONE], last_sync=2)
+    assert shell.snapshot_names(f"{P}/subvol-100-disk-0") == ["__replicate_100-0_2__"]
+    plan = remote.validate_import(target, CLONE, "zfs", snapshot="__replicate_100-0_3__")
+    assert plan.pool.dataset(plan.volname) == f"{P}/subvol-100-disk-0"
+
+
+def test_reconcile_clean_and_cleanup_know_a_clones_owner_and_dataset() -> None:
+    from pverep.reconcile.orphans import volume_owner
+    from pverep.reconcile.target import CleanRequest, replica_clean
+    from pverep.storage.clones import spelled_keys
+
+    assert volume_owner(CLONE) == 100  # the clone's guest, not the template 99
+    assert volume_owner("local-zfs:base-99-disk-0") == 99
+    listed = {"local-zfs:subvol-100-disk-0": 1, "local-zfs:vm-7-disk-0": 2}
+    assert spelled_keys(listed, [CLONE]) == {CLONE: 1, "local-zfs:vm-7-disk-0": 2}
+    shell = FakeZfsShell()
+    shell.add(f"{P}/subvol-100-disk-0", "__replicate_100-0_1__")
+    target, _ = make_target(shell)
+    done = replica_clean(target, 100, CleanRequest("100-0", (), (CLONE,)))
+    assert done == [f"destroy-volume {CLONE}"]
+    assert f"{P}/subvol-100-disk-0" not in shell.datasets

@@ -69,6 +69,24 @@ def test_parse_image_list() -> None:
         ("vm-102-disk-0", 102, 1024, "raw"),
     ]
     assert images[3].origin == "rpool/data/base-9-disk-0@__base__"
+    # ZFSPoolPlugin::list_images: a linked clone of <base>@__base__ is "<base>/<name>"
+    assert [i.volname for i in images] == [
+        "vm-100-disk-0", "subvol-101-disk-0", "subvol-101-disk-1", "base-9-disk-0/vm-102-disk-0",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("origin", "volname"),
+    [
+        (None, "vm-1-disk-0"),
+        ("rpool/data/base-9-disk-0@__base__", "base-9-disk-0/vm-1-disk-0"),
+        ("rpool/data/base-9-disk-0@snap1", "vm-1-disk-0"),  # not the template snapshot
+        ("tank/base-9-disk-0@__base__", "vm-1-disk-0"),  # another pool
+        ("rpool/data/x/base-9-disk-0@__base__", "vm-1-disk-0"),  # not a direct child
+    ],
+)
+def test_clone_volname(origin: str | None, volname: str) -> None:
+    assert zfs.clone_volname("vm-1-disk-0", origin, "rpool/data") == volname
 
 
 # --- the wrapper against real processes ---------------------------------------------------------

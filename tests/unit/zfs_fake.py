@@ -21,6 +21,7 @@ class FakeDataset:
     snapshots: list[tuple[str, int, int, int]] = field(default_factory=list)  # name,guid,txg,ts
     busy: int = 0  # how many destroy attempts fail with "dataset is busy"
     props: dict[str, str] = field(default_factory=dict)  # zfs get -Hp -o value <prop>
+    origin: str = "-"  # a clone's origin snapshot (zfs list's "-" for none)
 
 
 class FakeZfsShell:
@@ -37,8 +38,10 @@ class FakeZfsShell:
     def node(self) -> str:
         return self._node
 
-    def add(self, name: str, *snaps: str, kind: str = "filesystem", busy: int = 0) -> None:
-        ds = self.datasets.setdefault(name, FakeDataset(kind=kind, busy=busy))
+    def add(
+        self, name: str, *snaps: str, kind: str = "filesystem", busy: int = 0, origin: str = "-"
+    ) -> None:
+        ds = self.datasets.setdefault(name, FakeDataset(kind=kind, busy=busy, origin=origin))
         for snap in snaps:
             self._snap(ds, snap)
 
@@ -79,7 +82,7 @@ class FakeZfsShell:
             for name, ds in self.datasets.items():
                 if name.rpartition("/")[0] == pool:
                     size = str(ds.size) if ds.kind == "volume" else "-"
-                    rows.append(f"{name}\t{size}\t-\t{ds.kind}\t{ds.refquota}\n")
+                    rows.append(f"{name}\t{size}\t{ds.origin}\t{ds.kind}\t{ds.refquota}\n")
             return self._ok(a, "".join(rows))
         if verb == "snapshot":
             name, _, snap = a[2].partition("@")

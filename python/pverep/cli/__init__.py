@@ -7,6 +7,7 @@ CLIHandler does); tracebacks are reserved for bugs.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 import click
 
+import pverep
 from pverep.apiconfig import ApiSettings
 from pverep.cli.apiopts import api_options, resolve_api_settings
 from pverep.cluster import Cluster, GuestLocation, open_cluster
@@ -67,6 +69,9 @@ class App:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    pverep.__version__, "--version", prog_name="pverep", message="%(prog)s %(version)s"
+)
 @click.option(
     "--root",
     type=click.Path(file_okay=False),
@@ -88,7 +93,12 @@ def cli(ctx: click.Context, /, root: str | None, **api: str | None) -> None:
 
 def _register() -> None:
     # Verb modules import ``cli`` and decorate onto it; importing them registers the verbs.
-    from pverep.cli import guests, jobs, lab, reconcile, remote, run  # noqa: F401
+    from pverep.cli import guests, jobs, reconcile, remote, run, setup  # noqa: F401
+
+    # The lab (fake API server, fake pvesh) is test infrastructure: the Debian package does
+    # not ship it, so on a production node there is no `pverep lab` verb at all.
+    if importlib.util.find_spec("pverep.lab") is not None:
+        from pverep.cli import lab  # noqa: F401
 
 
 def main(argv: list[str] | None = None, app: App | None = None) -> None:

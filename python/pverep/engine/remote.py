@@ -18,6 +18,7 @@ from pverep.engine.importclaim import ImportClaim, ImportRegistry
 from pverep.engine.planner import PVEREP_INFO_KEY
 from pverep.engine.prepare import Log, prepare
 from pverep.errors import PverepError, ValidationError
+from pverep.storage.clones import spelled_as
 from pverep.storage.streamform import ImportMode
 from pverep.storage.volumes import Volumes
 from pverep.storage.zfs import ZfsPool
@@ -121,12 +122,10 @@ def prepare_local_job(
         storages.add(check_wanted_volume(target, vmid, volid))
         wanted.add(volid)
 
-    present: list[str] = []
-    for storeid in sorted(storages):
-        present += target.volumes.list_images(storeid, vmid)
+    present = _present_images(target, storages, vmid, volids)
     if partial is not None and _partial_receives(target, jobid, present, wanted, partial):
         # a discarded partial first receive took its dataset with it
-        present = [v for s in sorted(storages) for v in target.volumes.list_images(s, vmid)]
+        present = _present_images(target, storages, vmid, volids)
 
     result = prepare(target.volumes, present, jobid, last_sync, parent_snapname, target.log)
     snapshots = result.snapshots
@@ -145,6 +144,18 @@ def prepare_local_job(
         if not snapshots.get(volid):  # a partial first sync is no replica yet: report the token
             snapshots.pop(volid, None)
     return snapshots
+
+
+def _present_images(
+    target: TargetNode, storages: set[str], vmid: int, volids: Sequence[str]
+) -> list[str]:
+    """The guest's images on the scanned storages. A linked clone's replica is listed as a
+    plain volume: answer (and keep it) under the clone volid the source asked for, or it
+    would be destroyed as stale (storage/clones)."""
+    present: list[str] = []
+    for storeid in sorted(storages):
+        present += target.volumes.list_images(storeid, vmid)
+    return spelled_as(present, volids)
 
 
 def _partial_receives(

@@ -262,16 +262,16 @@ def _snapshot_all(
     env: ReplicateEnv, guest: GuestView, volids: Sequence[str], sync: str, log: LogFunc
 ) -> list[str]:
     created: list[str] = []
-    if guest.freezefs:
-        log(messages.freeze())
-        env.freeze(guest)
     error: BaseException | None = None
     try:
+        if guest.freezefs:
+            log(messages.freeze())
+            env.freeze(guest)
         for volid in volids:
             log(messages.create_snapshot(sync, volid))
             env.volumes.snapshot(volid, sync)
             created.append(volid)
-    except BaseException as err:  # thaw first, whatever went wrong
+    except BaseException as err:  # thaw first, whatever went wrong (even in the freeze)
         error = err
     if guest.freezefs:
         log(messages.thaw())

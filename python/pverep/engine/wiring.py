@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from pverep.cluster import GuestLocation
@@ -35,6 +36,7 @@ from pverep.engine.scheduler import JobStatus, Scheduler
 from pverep.engine.target import ShellTarget
 from pverep.engine.transfer import DEFAULT_STALL_TIMEOUT
 from pverep.errors import ConfigError, PverepError
+from pverep.freeze.guest import FreezeSettings, GuestFreezer
 from pverep.guests import get_replicatable_volumes, parse_guest_config
 from pverep.locking import flock
 from pverep.paths import Paths
@@ -58,6 +60,10 @@ SSH_MULTIPLEX_ENV = "PVEREP_SSH_MULTIPLEX"
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def _stdout(msg: str) -> None:
+    print(msg, flush=True)
 
 
 def stall_timeout() -> float | None:
@@ -138,14 +144,14 @@ def _tid(job: JobLike) -> str:
 def _running(paths: Paths, vmtype: str, vmid: int) -> int:
     """QEMU: the pid from /var/run/qemu-server/<vmid>.pid if alive; CT: its cgroup exists."""
     if vmtype == "qemu":
-        pidfile = paths.root / f"var/run/qemu-server/{vmid}.pid"
+        pidfile = paths.qemu_pidfile(vmid)
         try:
             pid = int(pidfile.read_text().split()[0])
             os.kill(pid, 0)
             return pid
         except (OSError, ValueError, IndexError):
             return 0
-    return 1 if (paths.root / f"sys/fs/cgroup/lxc/{vmid}").is_dir() else 0
+    return 1 if paths.ct_cgroup(vmid).is_dir() else 0
 
 
 @dataclass
@@ -168,16 +174,22 @@ class Node:
         conf = parse_guest_config(path.read_text(encoding="utf-8"), vmtype)
         volids = get_replicatable_volumes(self.storage(), vmid, conf, cleanup=cleanup)
         running = _running(self.paths, vmtype, vmid)
+        kind = "VM" if vmtype == "qemu" else "CT"
         return GuestView(
             vmid=vmid,
-            kind="VM" if vmtype == "qemu" else "CT",
+            kind=kind,
             running=running,
-            # No guest agent and no CT freezer here: snapshots are crash-consistent (README).
-            freezefs=False,
+            freezefs=self.freezer.needed(kind, vmid, running, conf.current.get("agent")),
             volids=tuple(volids),
             parent=conf.parent,
             snapshots=frozenset(conf.snapshots),
         )
+
+    @cached_property
+    def freezer(self) -> GuestFreezer:
+        """Read once per pverep process: a thaw never depends on reading pverep.conf again."""
+        settings = FreezeSettings.read(self.paths.pverep_conf)
+        return GuestFreezer(self.paths, settings, info=_stdout, warn=_stderr)
 
     def connect(self, node: str, network: str | None) -> ShellTarget:
         member = self.cluster.members().get(node)
@@ -244,6 +256,8 @@ def build_env(paths: Paths, node: Node, record_sync_end_fn: Callable[[int], None
         storage_exists=lambda sid: sid in storage.storages,
         delete_job=delete_job,
         record_sync_end=record_sync_end_fn,
+        freeze=lambda guest: node.freezer.freeze(guest.kind, guest.vmid),
+        thaw=lambda guest: node.freezer.thaw(guest.kind, guest.vmid),
     )
 
 

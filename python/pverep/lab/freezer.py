@@ -89,7 +89,29 @@ def thaw_all(cfg: LabConfig) -> None:
                 (path / "cgroup.freeze").write_text("0\n")
 
 
+def _v2_root() -> Path | None:
+    """The cgroup v2 hierarchy: the root on a v2 host, ``unified`` on a hybrid one."""
+    for root in (CGROUP_ROOT, CGROUP_ROOT / "unified"):
+        if (root / "cgroup.controllers").exists():
+            return root
+    return None
+
+
+def remove_container_views(cfg: LabConfig) -> None:
+    """The per-node cgroup v2 views lab/containers.py made (``<v2 root>/<lab cgroup>/…``),
+    deepest first; containers.stop normally removes them, this is for a crashed test."""
+    root = _v2_root()
+    top = None if root is None else root / cfg.cgroup_name
+    if top is None or not top.is_dir():
+        return
+    dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
+    for path in [*dirs, top]:
+        with contextlib.suppress(OSError):
+            path.rmdir()
+
+
 def remove(cfg: LabConfig) -> None:
+    remove_container_views(cfg)
     base = _base(cfg)
     if base is None or not base[0].is_dir():
         return

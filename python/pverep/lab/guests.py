@@ -21,6 +21,8 @@ DATA = f"{POOL}/data"
 _SIZE_RE = re.compile(r"^[1-9][0-9]*[KMGT]?$")
 _DISK_KEY_RE = re.compile(r"^(rootfs|mp\d+|scsi\d+|virtio\d+|sata\d+|ide\d+|efidisk0|tpmstate0)$")
 DEFAULT_WRITE_BYTES = 1 << 20
+#: The snapshot a template's disk is cloned from (PVE's ZFSPoolPlugin).
+BASE_SNAPSHOT = "__base__"
 
 
 @dataclass(frozen=True)
@@ -135,16 +137,16 @@ def _mountpoint(lab: Lab, node: str, volname: str, fresh: bool = False) -> str |
     kernel may still serve file data it cached over FUSE (zfs-fuse changes the files behind
     its back; OpenZFS, in the kernel, does not have this problem).
     """
-    dataset = f"{DATA}/{volname}"
-    got = lab.exec(node, ["zfs", "get", "-H", "-o", "value", "mountpoint,mounted", dataset])
+    name = dataset(volname)
+    got = lab.exec(node, ["zfs", "get", "-H", "-o", "value", "mountpoint,mounted", name])
     if got.returncode != 0:
         return None
     mountpoint, mounted = got.stdout.split()
     if mounted == "yes" and fresh:
-        lab.exec(node, ["zfs", "umount", dataset], check=True)
+        lab.exec(node, ["zfs", "umount", name], check=True)
         mounted = "no"
     if mounted != "yes":
-        lab.exec(node, ["zfs", "mount", dataset], check=True)
+        lab.exec(node, ["zfs", "mount", name], check=True)
     return str(mountpoint)
 
 
@@ -203,4 +205,60 @@ def checksum(lab: Lab, vmid: int, node: str | None = None) -> dict[str, str | No
 
 
 def dataset(volname: str) -> str:
-    return f"{DATA}/{volname}"
+    """The dataset of a volume name; a linked clone ``<base>/<name>`` lives in ``DATA/<name>``."""
+    return f"{DATA}/{volname.rsplit('/', 1)[-1]}"
+
+
+def create_linked_clone(
+    lab: Lab, template: int, vmid: int, node: str, vmtype: str, size: str = "64M"
+) -> Guest:
+    """A template's disk ``base-<template>-disk-0`` (with data, snapshot ``__base__``) and a
+    guest ``vmid`` whose only disk is a ``zfs clone`` of it, named as PVE names linked clones
+    (``local-zfs:base-<template>-disk-0/<vm|subvol>-<vmid>-disk-0``). No template config is
+    written: only the clone is a guest here. Destroy with ``destroy_template_disk``."""
+    cfg = lab.config
+    cfg.check_node(node)
+    check_vmid(template)
+    check_vmid(vmid)
+    if vmtype not in ("lxc", "qemu"):
+        raise LabError(f"bad guest type {vmtype!r} (lxc or qemu)")
+    if vmid in guest_configs(cfg.etc_pve):
+        raise LabError(f"guest {vmid} exists already")
+    prefix = "subvol" if vmtype == "lxc" else "vm"
+    base = f"base-{template}-disk-0"
+    lab.exec(node, ["zfs", "create", "-o", f"refquota={size}", dataset(base)], check=True)
+    path = _mountpoint(lab, node, base)
+    if path is None:
+        raise LabError(f"template disk {base} is missing on {node}")
+    lab.exec(
+        node, ["dd", "if=/dev/urandom", f"of={path}/template.bin", "bs=64K", "count=16",
+               "conv=fsync", "status=none"], check=True,
+    )  # fmt: skip
+    lab.exec(node, ["zfs", "snapshot", f"{dataset(base)}@{BASE_SNAPSHOT}"], check=True)
+    clone = f"{prefix}-{vmid}-disk-0"
+    lab.exec(
+        node, ["zfs", "clone", "-o", f"refquota={size}", f"{dataset(base)}@{BASE_SNAPSHOT}",
+               dataset(clone)], check=True,
+    )  # fmt: skip
+    volumes = [(f"{base}/{clone}", size)]
+    text = lxc_config(vmid, volumes) if vmtype == "lxc" else qemu_config(vmid, volumes)
+    sub = "lxc" if vmtype == "lxc" else "qemu-server"
+    write_atomic(cfg.etc_pve / "nodes" / node / sub / f"{vmid}.conf", text, mode=0o640)
+    lab.refresh_vmlist()
+    return find(lab, vmid)
+
+
+def copy_template_disk(lab: Lab, template: int, src: str, dst: str) -> None:
+    """Receive ``base-<template>-disk-0@__base__`` on ``dst`` as it is on ``src`` (same guid),
+    as replicating the template itself would: a clone's stream needs its origin there."""
+    snap = f"{dataset(f'base-{template}-disk-0')}@{BASE_SNAPSHOT}"
+    stream = lab.exec(src, ["zfs", "send", "-p", snap], check=True, text=False).stdout
+    lab.exec(dst, ["zfs", "recv", "--", snap.partition("@")[0]], input=stream, check=True,
+             text=False)  # fmt: skip
+
+
+def destroy_template_disk(lab: Lab, template: int, node: str) -> None:
+    """Destroy ``base-<template>-disk-0`` on ``node`` with every clone of it (``-R``)."""
+    name = dataset(f"base-{template}-disk-0")
+    if lab.exec(node, ["zfs", "list", "-H", "-o", "name", name]).returncode == 0:
+        lab.exec(node, ["zfs", "destroy", "-R", name], check=True)

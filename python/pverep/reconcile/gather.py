@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pverep.cluster.files import FilesCluster
 from pverep.config.jobs import ConfigStore, Job
@@ -22,6 +22,7 @@ from pverep.reconcile.ha import HaService, parse_manager_status
 from pverep.reconcile.model import ClusterView, GuestFacts, ReplicaSet
 from pverep.reconcile.planner import effective_jobs
 from pverep.reconcile.target import parse_replica_info
+from pverep.storage.clones import spelled_keys
 from pverep.storage.volumes import Volumes
 from pverep.storage.zfs import ZfsRunner
 from pverep.transport.base import CommandResult, Shell
@@ -154,6 +155,15 @@ def query_replicas(node: Node, target: str, vmid: int, scan: Sequence[str]) -> R
     return ReplicaSet(target, vmid, volumes, guest_local=local)
 
 
+def _spelled_as_guest(replicas: ReplicaSet, facts: GuestFacts) -> ReplicaSet:
+    """Replicas of linked clones under the clone volids the guest config uses (a target lists
+    them as plain volumes; storage/clones.py), so the planner compares like with like."""
+    if replicas.volumes is None:
+        return replicas
+    wanted = (*facts.volids, *facts.cleanup_volids)
+    return replace(replicas, volumes=spelled_keys(replicas.volumes, wanted))
+
+
 def gather_view(node: Node, only_vmid: int | None = None) -> ClusterView:
     jobs = ConfigStore(node.paths, node.warn).read()
     job_list = [jobs.jobs[i] for i in jobs.sorted_ids()]
@@ -183,7 +193,8 @@ def gather_view(node: Node, only_vmid: int | None = None) -> ClusterView:
                 continue
             key = (eff.target, vmid)
             if key not in replicas:
-                replicas[key] = query_replicas(node, eff.target, vmid, zfs.get(eff.target, ()))
+                found = query_replicas(node, eff.target, vmid, zfs.get(eff.target, ()))
+                replicas[key] = _spelled_as_guest(found, guests[vmid])
     return ClusterView(
         local_node=node.local_node,
         vmlist=vmlist,

@@ -22,7 +22,8 @@ _OWNER = re.compile(r"^(?:vm|base|subvol|basevol)-([1-9][0-9]*)-\S+$")
 
 
 def volume_owner(volid: str) -> int | None:
-    m = _OWNER.match(volid.split(":", 1)[-1])
+    """The guest owning the image: a linked clone ``base-<X>-…/vm-<Y>-…`` belongs to Y."""
+    m = _OWNER.match(volid.split(":", 1)[-1].rsplit("/", 1)[-1])
     return int(m.group(1)) if m else None
 
 

@@ -17,6 +17,7 @@ from pverep._core import SnapshotInfo
 from pverep.engine.remote import TargetNode, refuse_local_guest
 from pverep.errors import PverepError, ValidationError
 from pverep.reconcile.planner import snapshot_job
+from pverep.storage.clones import same_volume
 from pverep.validate import (
     check_job_id_param,
     check_storage_id,
@@ -124,7 +125,7 @@ def replica_clean(target: TargetNode, vmid: int, req: CleanRequest) -> list[str]
     for volid in req.destroy:
         _owned(target, vmid, volid)
         storeid, _ = parse_volume_id(volid)
-        if volid not in target.volumes.list_images(storeid, vmid):
+        if not any(same_volume(volid, v) for v in target.volumes.list_images(storeid, vmid)):
             continue
         snaps = target.volumes.snapshot_info(volid)
         if not any(allowed(s.name) for s in snaps):

@@ -64,7 +64,8 @@ class Volumes:
         pool.destroy_volume(volname)
 
     def list_images(self, storeid: str, vmid: int | None = None) -> list[str]:
-        """Volids of the images on ``storeid`` (owned by ``vmid``), sorted like vdisk_list."""
+        """Volids of the images on ``storeid`` (owned by ``vmid``), sorted like vdisk_list;
+        linked clones as ``<storeid>:<base>/<name>``, as PVE names them."""
         pool = self.pool(storeid)
         images: list[ZfsImage] = pool.list_images(vmid)
-        return sorted((pool.volid(img.name) for img in images), key=str.lower)
+        return sorted((pool.volid(img.volname) for img in images), key=str.lower)

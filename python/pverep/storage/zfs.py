@@ -32,6 +32,8 @@ DESTROY_TRIES = 6
 _SEND_NOISE = "WARNING: no-preserve-encryption flag set, sending dataset"
 #: Image names the plugin lists (everything else in the pool is ignored).
 IMAGE_NAME_RE = r"^(vm|base|subvol|basevol)-(\d+)-(\S+)$"
+#: The snapshot of a template's disk that linked clones are made from (ZFSPoolPlugin).
+BASE_SNAPSHOT = "__base__"
 
 
 class ZfsError(PverepError):
@@ -146,6 +148,23 @@ class ZfsImage:
     size: int
     format: str  # raw (zvol) | subvol (filesystem)
     origin: str | None
+    #: The volume name PVE uses: ``<base>/<name>`` for a linked clone of ``<base>@__base__``
+    #: in the same pool (that is the volid in the clone's guest config), else ``name``.
+    volname: str
+
+
+def clone_volname(name: str, origin: str | None, pool: str) -> str:
+    """ZFSPoolPlugin::list_images' naming: a dataset cloned from ``<pool>/<base>@__base__``
+    is ``<base>/<name>``; any other origin (a clone of some other snapshot) is plain ``name``."""
+    if origin is None:
+        return name
+    parent, sep, base_snap = origin.rpartition("@")
+    if not sep or base_snap != BASE_SNAPSHOT:
+        return name
+    pool_part, sep, base = parent.rpartition("/")
+    if not sep or pool_part != pool or not base or any(c.isspace() for c in base):
+        return name
+    return f"{base}/{name}"
 
 
 def parse_image_list(text: str, pool: str) -> list[ZfsImage]:
@@ -172,7 +191,10 @@ def parse_image_list(text: str, pool: str) -> list[ZfsImage]:
             fmt = "subvol"
         else:
             size, fmt = _int(volsize), "raw"
-        images.append(ZfsImage(name, int(m.group(2)), size, fmt, None if origin == "-" else origin))
+        source = None if origin == "-" else origin
+        images.append(
+            ZfsImage(name, int(m.group(2)), size, fmt, source, clone_volname(name, source, pool))
+        )
     return images
 
 
