@@ -176,15 +176,18 @@ def test_a_token_that_is_no_token_is_ignored_not_passed_on() -> None:
     assert found == {}
 
 
-def test_a_linked_clones_partial_receive_is_reported_under_its_clone_volid() -> None:
-    clone = "local-zfs:base-99-disk-0/vm-100-disk-0"
+def test_a_partial_receive_is_reported_under_the_spelling_the_source_asked_for() -> None:
+    """The target lists a clone as ``<base>/<name>``; a source asking for the plain volid (or
+    the other way round) names the same dataset: its partial receive is wanted, not
+    discarded as no longer replicated."""
+    plain = "local-zfs:vm-100-disk-0"
     shell = FakeZfsShell()
     shell.add(f"{P}/base-99-disk-0", "__base__")
     shell.add(f"{P}/vm-100-disk-0", SNAP, origin=f"{P}/base-99-disk-0@__base__")
     shell.datasets[f"{P}/vm-100-disk-0"].props["receive_resume_token"] = TOKEN
     target, log = make_target(shell)
     found: dict[str, str] = {}
-    snaps = remote.prepare_local_job(target, JOB, [clone], last_sync=1000, partial=found)
-    assert found == {clone: TOKEN}  # wanted, so kept: not discarded as "no longer replicated"
-    assert list(snaps) == [clone] and log == []
+    snaps = remote.prepare_local_job(target, JOB, [plain], last_sync=1000, partial=found)
+    assert found == {plain: TOKEN}
+    assert list(snaps) == [plain] and log == []
     assert not any(c[1:3] == ["recv", "-A"] for c in shell.calls)
