@@ -10,8 +10,9 @@ PIP    := $(VENV)/bin/pip
 DEB_PACKAGES := zfs-fuse openssh-server openssh-client btrfs-progs iproute2 util-linux procps \
                 cstream pv mbuffer nftables psmisc openssl
 DEB_PACKAGES += python3 dpkg-dev binutils lintian systemd man-db  # make deb: target interpreter, dpkg-shlibdeps, strip; its test: lintian, systemd-analyze, man
+DEB_PACKAGES += mmdebstrap e2fsprogs  # the OpenZFS lab engine's guest image (pverep.lab.openzfs)
 
-.PHONY: all sysdeps venv build test test-fast lint bench demo clean deb
+.PHONY: all sysdeps venv build test test-fast lint bench demo clean deb sysdeps-openzfs test-openzfs
 all: build
 
 sysdeps:
@@ -22,6 +23,14 @@ sysdeps:
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+
+# The OpenZFS lab engine (tests/openzfs): QEMU from bookworm-backports, virtiofsd built by
+# cargo into /var/cache/pverep/virtiofsd. Only `make test` needs it (not `make demo`).
+OZ_FILES := python/pverep/lab/openzfs/files
+test: sysdeps-openzfs
+sysdeps-openzfs:
+	@$(OZ_FILES)/host-backports.sh
+	@$(OZ_FILES)/build-virtiofsd.sh
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,9 +61,13 @@ test: sysdeps build deb
 	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -q
 
+# The real-OpenZFS tier alone (QEMU guests; builds the cached guest image on first use).
+test-openzfs: sysdeps build
+	$(PY) -m pytest -q tests/openzfs
+
 # Quick loop while developing: no lab, no lint.
 test-fast: build
-	$(PY) -m pytest -q -m "not lab and not deb"
+	$(PY) -m pytest -q -m "not lab and not deb and not openzfs"
 
 # pytest-benchmark suites, then the standalone side-by-side comparisons (relays, rate-limit
 # accuracy, parse+diff against pure Python); each prints its verdicts. A few minutes in all.

@@ -111,3 +111,34 @@ def delete_jobs_of(lab: Lab, vmid: int) -> None:
         if not skip:
             out.append(line)
     cfg.write_text("\n".join(out) + ("\n" if out else ""))
+
+
+def run_and_cut_target(
+    lab: Lab, source: str, target: str, jobid: str, stall: int, after: float, limit: float
+) -> tuple[subprocess.Popen[str], float]:
+    """Start ``pverep run --id`` on ``source``, cut ``target`` ``after`` s into its first
+    incremental sync, wait until the run ends (at most ``limit`` s), heal. Returns the run's
+    process and how long after the cut it failed."""
+    import os
+
+    align()
+    env = {**os.environ, "PVEREP_STALL_TIMEOUT": str(stall)}
+    proc = lab.popen(source, ["pverep", "run", "--id", jobid], env=env,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + limit
+        while not any(" incremental sync " in ln for ln in job_log(lab, source, jobid)):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        time.sleep(after)
+        cut_at = time.monotonic()
+        lab.cut(target)
+        try:
+            proc.communicate(timeout=limit)
+            failed_after = time.monotonic() - cut_at
+        finally:
+            lab.heal(target)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc, failed_after

@@ -23,6 +23,7 @@ from .replhelp import (
     job_log,
     pverep,
     remove_disk_from_config,
+    run_and_cut_target,
     run_job,
     snapshots,
     sshd_accepts,
@@ -182,28 +183,7 @@ def test_cut_target_mid_transfer_fails_cleanly_then_resumes(lab: Lab, guest: int
     run_job(lab, "pve1", job)
     s1 = f"__replicate_{job}_{sync_time(job_log(lab, 'pve1', job))}__"
     guests.write(lab, vmid, 24 << 20)
-    time.sleep(1.05 - (time.time() % 1))
-    import os
-
-    env = {**os.environ, "PVEREP_STALL_TIMEOUT": "3"}
-    proc = lab.popen("pve1", ["pverep", "run", "--id", job], env=env,
-                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while not any(" incremental sync " in ln for ln in job_log(lab, "pve1", job)):
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.2)
-        time.sleep(1.5)
-        cut_at = time.monotonic()
-        lab.cut("pve2")
-        try:
-            _, _err = proc.communicate(timeout=60)
-            failed_after = time.monotonic() - cut_at
-        finally:
-            lab.heal("pve2")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc, failed_after = run_and_cut_target(lab, "pve1", "pve2", job, 3, 1.5, 60)
     assert proc.returncode != 0
     lines = job_log(lab, "pve1", job)
     s2 = f"__replicate_{job}_{sync_time(lines)}__"

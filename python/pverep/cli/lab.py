@@ -42,15 +42,24 @@ def lab(ctx: click.Context, lab_dir: str | None) -> None:
 
 @lab.command()
 @click.argument("count", type=click.IntRange(1, 50), default=3)
+@click.option(
+    "--zfs",
+    "engine",
+    type=click.Choice(["fuse", "openzfs"]),
+    default="fuse",
+    show_default=True,
+    help="fuse: namespaces with zfs-fuse (fast). openzfs: every node a QEMU/TCG guest with "
+    "real OpenZFS 2.3 (zvols, resume tokens; the first run builds the guest image).",
+)
 @_dir_option
 @click.pass_context
-def up(ctx: click.Context, count: int, lab_dir: str | None) -> None:
+def up(ctx: click.Context, count: int, engine: str, lab_dir: str | None) -> None:
     """Create a fresh lab of COUNT nodes (default 3), replacing any earlier one."""
     the_lab = _lab(ctx, lab_dir)
-    seconds = the_lab.up(count)
+    seconds = the_lab.up(count, engine)
     cfg = the_lab.config
     click.echo(
-        f"lab up: {count} node(s) in {seconds:.2f}s "
+        f"lab up: {count} {engine} node(s) in {seconds:.2f}s "
         f"(dir {cfg.dir}, net {cfg.subnet}.0/24 on {cfg.bridge})",
         err=True,
     )

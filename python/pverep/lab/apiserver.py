@@ -58,7 +58,7 @@ def start(lab: Lab, node: str, port: int = PORT) -> Server:
         proc = subprocess.Popen(  # lab.popen with our log; nsenter forks the server inside
             lab.exec_argv(
                 node,
-                [lab.config.python, "-m", "pverep.lab.fakeapi", "--node", node,
+                [*lab.python_argv, "-m", "pverep.lab.fakeapi", "--node", node,
                  "--listen", f"{ip}:{port}"],
             ),
             env=lab.node_env(node),

@@ -30,6 +30,7 @@ POOL = "rpool"
 POOL_SIZE = 512 * 1024 * 1024  # sparse file vdev (zfs-fuse needs at least 64M)
 ARC_MB = 64  # zfs-fuse max-arc-size per node daemon
 CONFIG_FILE = "lab.json"
+ENGINES = ("fuse", "openzfs")
 _NODE_RE = re.compile(rf"^{NODE_PREFIX}([1-9][0-9]?)$")
 #: Host dirs each node covers with a mount of its own (nodeinit): per node (a tmpfs or a dir in
 #: the node dir; /var/run and /var/lock are symlinks into /run) ...
@@ -105,6 +106,8 @@ class LabConfig:
     nodes: tuple[str, ...]
     net_index: int
     python: str = field(default_factory=lambda: sys.executable)
+    #: "fuse" (namespaces + zfs-fuse) or "openzfs" (QEMU/TCG guests, pverep.lab.openzfs)
+    engine: str = "fuse"
 
     # --- names in the host's global namespaces, all derived from net_index ---
     @property
@@ -175,6 +178,7 @@ class LabConfig:
                 nodes=tuple(str(n) for n in data["nodes"]),
                 net_index=int(data["net_index"]),
                 python=str(data["python"]),
+                engine=str(data.get("engine", "fuse")),
             )
         except FileNotFoundError:
             raise LabError(f"lab {lab_dir} is down (run: pverep lab up)") from None

@@ -22,6 +22,7 @@ from typing import Any
 from pverep.lab import clusterfs, freezer, hostdirs, network, runpaths, sshsetup, zfs_compat
 from pverep.lab.config import (
     ARC_MB,
+    ENGINES,
     MAX_NODES,
     POOL,
     POOL_SIZE,
@@ -30,6 +31,9 @@ from pverep.lab.config import (
     default_dir,
     node_name,
 )
+from pverep.lab.openzfs import engine as openzfs_engine
+from pverep.lab.openzfs import image as openzfs_image
+from pverep.lab.openzfs import vm as openzfs_vm
 from pverep.lab.procs import ProcRecord, load_records
 
 #: Marks a directory as a lab dir; ``down`` deletes nothing that lacks it.
@@ -77,7 +81,20 @@ class Lab:
             cfg = self.config
         except LabError:
             return False
-        return all(self._init_record(cfg, n) is not None for n in cfg.nodes)
+        return all(self._node_running(cfg, n) for n in cfg.nodes)
+
+    def _node_running(self, cfg: LabConfig, node: str) -> bool:
+        if cfg.engine == "openzfs":
+            return openzfs_vm.running(openzfs_engine.vm_dir(cfg, node))
+        return self._init_record(cfg, node) is not None
+
+    @property
+    def python_argv(self) -> list[str]:
+        """How to run this checkout's Python on a node (``[*python_argv, "-m", ...]``)."""
+        cfg = self.config
+        if cfg.engine == "openzfs":
+            return [f"{clusterfs.NODE_RUN}/bin/python"]
+        return [cfg.python]
 
     def _init_record(self, cfg: LabConfig, node: str) -> ProcRecord | None:
         rec = load_records(cfg.node_dir(node) / "procs.json").get("init")
@@ -98,6 +115,9 @@ class Lab:
         out = []
         for node in cfg.nodes:
             rec = self._init_record(cfg, node)
+            if cfg.engine == "openzfs":
+                rec = openzfs_vm.processes(openzfs_engine.vm_dir(cfg, node)).get("qemu")
+                rec = rec if rec is not None and rec.is_running() else None
             nd = cfg.node_dir(node)
             flags = []
             if node in cut:
@@ -114,10 +134,21 @@ class Lab:
         return out
 
     # ------------------------------------------------------------------ exec
-    def exec_argv(self, node: str, argv: Sequence[str], cwd: str | None = None) -> list[str]:
-        """The host argv that runs ``argv`` on ``node`` (for Popen pipelines)."""
+    def exec_argv(
+        self,
+        node: str,
+        argv: Sequence[str],
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        """The host argv that runs ``argv`` on ``node`` (for Popen pipelines). ``env``: extra
+        variables for the command (the namespace engine passes the whole environment)."""
         if not argv:
             raise LabError("no command given")
+        cfg = self.config
+        if cfg.engine == "openzfs":
+            cfg.check_node(node)
+            return openzfs_engine.ssh_argv(cfg, node, argv, cwd, _env_delta(env))
         pid = self.init_pid(node)
         base = [*NSENTER, "--target", str(pid), "--"]
         if cwd is None:  # entering the mount namespace leaves us in its /
@@ -137,8 +168,9 @@ class Lab:
     def popen(
         self, node: str, argv: Sequence[str], cwd: str | None = None, **kwargs: Any
     ) -> subprocess.Popen[Any]:
-        env = self.node_env(node, kwargs.pop("env", None))
-        return subprocess.Popen(self.exec_argv(node, argv, cwd), env=env, **kwargs)
+        given = kwargs.pop("env", None)
+        env = self.node_env(node, given)
+        return subprocess.Popen(self.exec_argv(node, argv, cwd, given), env=env, **kwargs)
 
     def exec(
         self,
@@ -157,7 +189,7 @@ class Lab:
         if input is not None and text and isinstance(input, bytes):
             text = False
         return subprocess.run(
-            self.exec_argv(node, argv, cwd),
+            self.exec_argv(node, argv, cwd, env),
             input=input,
             check=check,
             capture_output=capture,
@@ -168,27 +200,42 @@ class Lab:
         )
 
     # ------------------------------------------------------------------ up
-    def up(self, count: int = 3) -> float:
-        """(Re)create a fresh lab with ``count`` nodes; returns the seconds it took."""
+    def up(self, count: int = 3, engine: str = "fuse") -> float:
+        """(Re)create a fresh lab with ``count`` nodes; returns the seconds it took.
+        ``engine``: "fuse" (namespaces, zfs-fuse) or "openzfs" (QEMU guests, real OpenZFS)."""
         if not 1 <= count <= MAX_NODES:
             raise LabError(f"node count must be 1..{MAX_NODES}")
-        _check_host()
+        if engine not in ENGINES:
+            raise LabError(f"bad lab engine {engine!r} ({' or '.join(ENGINES)})")
         start = time.monotonic()
+        if engine == "openzfs":
+            openzfs_engine.check_host()
+            # before the machine lock: a first build takes minutes
+            image = openzfs_image.ensure_image()
+        else:
+            _check_host()
         with hostdirs.machine_lock():
             self._teardown()
             self._refuse_foreign_dir()
             self.dir.mkdir(parents=True, exist_ok=True)
             (self.dir / MARKER).touch()
             cfg = LabConfig(
-                self.dir, tuple(node_name(i) for i in range(1, count + 1)), network.free_net_index()
+                self.dir,
+                tuple(node_name(i) for i in range(1, count + 1)),
+                network.free_net_index(),
+                engine=engine,
             )
             cfg.save()
             hostdirs.register(self.dir)
             try:
                 network.create_bridge(cfg.bridge, cfg.host_ip)
-                hostdirs.ensure_mount_points()
-                self._write_files(cfg)
-                self._start_nodes(cfg)
+                if engine == "openzfs":
+                    openzfs_engine.write_files(cfg)
+                    openzfs_engine.start_nodes(cfg, image)
+                else:
+                    hostdirs.ensure_mount_points()
+                    self._write_files(cfg)
+                    self._start_nodes(cfg)
             except BaseException:
                 _print_logs(cfg)
                 self._teardown()
@@ -270,11 +317,14 @@ class Lab:
             cfg: LabConfig | None = self.config
         except LabError:
             cfg = None
-        if cfg is not None:
+        if cfg is not None and cfg.engine == "openzfs":
+            openzfs_engine.stop_nodes(cfg)
+        elif cfg is not None:
             freezer.thaw_all(cfg)
         records = [
             rec
-            for procs in sorted(self.dir.glob("nodes/*/procs.json"))
+            for pattern in ("nodes/*/procs.json", "nodes/*/vm/procs.json")
+            for procs in sorted(self.dir.glob(pattern))
             for rec in load_records(procs).values()
         ]
         for rec in records:
@@ -309,16 +359,22 @@ class Lab:
         """Link down, and pmxcfs-like quorum: /etc/pve goes read-only where quorum is lost."""
         with self._locked() as cfg:
             cfg.check_node(node)
-            network.set_link(cfg.veth(node), up=False)
             cut = cfg.cut_nodes() | {node}
+            if cfg.engine == "openzfs":
+                openzfs_engine.set_cut(cfg, cut)
+            else:
+                network.set_link(cfg.veth(node), up=False)
             cfg.cut_file.write_text("".join(f"{n}\n" for n in sorted(cut)))
             self._apply_quorum(cfg)
 
     def heal(self, node: str) -> None:
         with self._locked() as cfg:
             cfg.check_node(node)
-            network.set_link(cfg.veth(node), up=True)
             cut = cfg.cut_nodes() - {node}
+            if cfg.engine == "openzfs":
+                openzfs_engine.set_cut(cfg, cut)
+            else:
+                network.set_link(cfg.veth(node), up=True)
             cfg.cut_file.write_text("".join(f"{n}\n" for n in sorted(cut)))
             self._apply_quorum(cfg)
             self._flush_neighbours(cfg)
@@ -326,6 +382,9 @@ class Lab:
     def _flush_neighbours(self, cfg: LabConfig) -> None:
         # ARP entries that failed while the link was down would make the first connections
         # after `heal` fail with "No route to host" for a few seconds.
+        if cfg.engine == "openzfs":
+            openzfs_engine.flush_neighbours(cfg)
+            return
         for node in cfg.nodes:
             rec = self._init_record(cfg, node)
             if rec is not None:
@@ -336,6 +395,9 @@ class Lab:
                 )  # fmt: skip
 
     def _apply_quorum(self, cfg: LabConfig) -> None:
+        if cfg.engine == "openzfs":
+            openzfs_engine.apply_quorum(cfg)
+            return
         clusterfs.write_members(cfg)
         for node, quorate in clusterfs.quorate_nodes(cfg).items():
             rec = self._init_record(cfg, node)
@@ -354,7 +416,10 @@ class Lab:
         """Limit the node's link to ``rate`` (tc syntax, e.g. ``8mbit``); None removes it."""
         cfg = self.config
         cfg.check_node(node)
-        network.shape(cfg.veth(node), self.init_pid(node), rate)
+        if cfg.engine == "openzfs":
+            openzfs_engine.shape(cfg, node, rate)
+        else:
+            network.shape(cfg.veth(node), self.init_pid(node), rate)
         marker = cfg.node_dir(node) / "shaped"
         if rate is None:
             marker.unlink(missing_ok=True)
@@ -370,7 +435,10 @@ class Lab:
     def _set_frozen(self, node: str, frozen: bool) -> None:
         cfg = self.config
         cfg.check_node(node)
-        freezer.set_frozen(cfg, node, frozen, self.init_pid(node))
+        if cfg.engine == "openzfs":
+            openzfs_engine.set_frozen(cfg, node, frozen)
+        else:
+            freezer.set_frozen(cfg, node, frozen, self.init_pid(node))
         marker = cfg.node_dir(node) / "frozen"
         if frozen:
             marker.touch()
@@ -391,6 +459,15 @@ def _check_host() -> None:
     if not Path("/dev/fuse").exists():
         raise LabError("/dev/fuse is missing (zfs-fuse needs FUSE)")
     runpaths.hidden_paths(runpaths.needed_paths())  # fail here, in one line, if uncarriable
+
+
+def _env_delta(env: Mapping[str, str] | None) -> dict[str, str]:
+    """The variables of an explicit ``env`` that differ from ours: what a command reached by
+    ssh must be given (ssh does not carry the environment)."""
+    if env is None:
+        return {}
+    skip = {"PATH", "HOME", "PWD", "OLDPWD", "SHLVL", "_"}
+    return {k: v for k, v in env.items() if k not in skip and os.environ.get(k) != v}
 
 
 def _host_path() -> str:

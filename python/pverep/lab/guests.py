@@ -1,7 +1,8 @@
 """Guests for tests and the demo: realistic configs in /etc/pve and their disks as datasets.
 
-Containers get ``subvol-<vmid>-disk-<n>`` as on PVE. zfs-fuse has no zvols, so VM disks
-``vm-<vmid>-disk-<n>`` are filesystems here (with a refquota of the disk size).
+Containers get ``subvol-<vmid>-disk-<n>`` as on PVE. VM disks ``vm-<vmid>-disk-<n>`` are
+sparse zvols (``zfs create -s -V``, as PVE's zfspool plugin with ``sparse``) on the OpenZFS
+engine; zfs-fuse has no zvols, so there they are filesystems with a refquota of the disk size.
 """
 
 from __future__ import annotations
@@ -121,13 +122,33 @@ def create(lab: Lab, vmid: int, node: str, vmtype: str, sizes: list[str]) -> Gue
         raise LabError(f"guest {vmid} exists already")
     prefix = "subvol" if vmtype == "lxc" else "vm"
     volumes = [(f"{prefix}-{vmid}-disk-{n}", size) for n, size in enumerate(sizes or ["1G"])]
+    zvols = vmtype == "qemu" and cfg.engine == "openzfs"
     for volname, size in volumes:
-        lab.exec(node, ["zfs", "create", "-o", f"refquota={size}", f"{DATA}/{volname}"], check=True)
+        if zvols:
+            lab.exec(node, ["zfs", "create", "-s", "-V", size, f"{DATA}/{volname}"], check=True)
+        else:
+            lab.exec(
+                node, ["zfs", "create", "-o", f"refquota={size}", f"{DATA}/{volname}"], check=True
+            )
+    if zvols:  # /dev/zvol/... links appear through udev
+        lab.exec(node, ["udevadm", "settle", "--timeout=60"], check=True)
     text = lxc_config(vmid, volumes) if vmtype == "lxc" else qemu_config(vmid, volumes)
     sub = "lxc" if vmtype == "lxc" else "qemu-server"
     write_atomic(cfg.etc_pve / "nodes" / node / sub / f"{vmid}.conf", text, mode=0o640)
     lab.refresh_vmlist()
     return find(lab, vmid)
+
+
+def _zvol_device(lab: Lab, node: str, volname: str) -> tuple[str, int] | None:
+    """(/dev/zvol path, size in bytes) when the volume is a zvol on ``node``, else None."""
+    dataset = f"{DATA}/{volname}"
+    got = lab.exec(node, ["zfs", "get", "-Hp", "-o", "value", "type,volsize", dataset])
+    values = got.stdout.split()
+    if got.returncode != 0 or len(values) != 2 or values[0] != "volume":
+        return None
+    device = f"/dev/zvol/{dataset}"
+    lab.exec(node, ["udevadm", "settle", "--timeout=60"])
+    return device, int(values[1])
 
 
 def _mountpoint(lab: Lab, node: str, volname: str, fresh: bool = False) -> str | None:
@@ -158,6 +179,17 @@ def write(lab: Lab, vmid: int, nbytes: int = DEFAULT_WRITE_BYTES) -> Guest:
     guest = find(lab, vmid)
     rng = random.Random()  # noqa: S311 - test data, not secrets
     for volname in guest.volumes:
+        zvol = _zvol_device(lab, guest.node, volname)
+        if zvol is not None:
+            device, volsize = zvol
+            offset = rng.randint(0, max(0, volsize - nbytes))
+            lab.exec(
+                guest.node,
+                ["dd", f"of={device}", "bs=64K", "iflag=fullblock", "oflag=seek_bytes",
+                 f"seek={offset}", "conv=notrunc,fsync", "status=none"],
+                input=rng.randbytes(min(nbytes, volsize)), check=True,
+            )  # fmt: skip
+            continue
         path = _mountpoint(lab, guest.node, volname)
         if path is None:
             raise LabError(f"disk {volname} of guest {vmid} is missing on {guest.node}")
@@ -195,11 +227,16 @@ def checksum(lab: Lab, vmid: int, node: str | None = None) -> dict[str, str | No
     where = lab.config.check_node(node) if node else guest.node
     out: dict[str, str | None] = {}
     for volname in guest.volumes:
+        zvol = _zvol_device(lab, where, volname)
+        if zvol is not None:  # a block device: the digest of its whole content
+            got = lab.exec(where, ["sha256sum", zvol[0]], check=True)
+            out[f"{STORAGE}:{volname}"] = got.stdout.split()[0]
+            continue
         path = _mountpoint(lab, where, volname, fresh=True)
         if path is None:
             out[f"{STORAGE}:{volname}"] = None
             continue
-        got = lab.exec(where, [lab.config.python, "-m", "pverep.lab.digest", path], check=True)
+        got = lab.exec(where, [*lab.python_argv, "-m", "pverep.lab.digest", path], check=True)
         out[f"{STORAGE}:{volname}"] = got.stdout.split()[0]
     return out
 
