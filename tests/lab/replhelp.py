@@ -114,11 +114,18 @@ def delete_jobs_of(lab: Lab, vmid: int) -> None:
 
 
 def run_and_cut_target(
-    lab: Lab, source: str, target: str, jobid: str, stall: int, after: float, limit: float
+    lab: Lab,
+    source: str,
+    target: str,
+    jobid: str,
+    stall: int,
+    after: float,
+    limit: float,
+    phase: str = " incremental sync ",
 ) -> tuple[subprocess.Popen[str], float]:
     """Start ``pverep run --id`` on ``source``, cut ``target`` ``after`` s into its first
-    incremental sync, wait until the run ends (at most ``limit`` s), heal. Returns the run's
-    process and how long after the cut it failed."""
+    ``phase`` job-log line (an incremental sync by default), wait until the run ends (at most
+    ``limit`` s), heal. Returns the run's process and how long after the cut it failed."""
     import os
 
     align()
@@ -127,7 +134,7 @@ def run_and_cut_target(
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         deadline = time.monotonic() + limit
-        while not any(" incremental sync " in ln for ln in job_log(lab, source, jobid)):
+        while not any(phase in ln for ln in job_log(lab, source, jobid)):
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.2)
         time.sleep(after)

@@ -170,7 +170,7 @@ def _partial_receives(
     for volid in sorted(set(present) | wanted):
         storeid, volname = parse_volume_id(volid)
         pool = target.volumes.pool(storeid)
-        token = pool.resume_token(volname)
+        token = _settled_token(target, pool, volname)
         if token is None:
             continue
         if volid in wanted:
@@ -179,6 +179,18 @@ def _partial_receives(
             target.log(f"{jobid}: discard partial receive of '{volid}' (no longer replicated)")
             discarded = True
     return discarded
+
+
+def _settled_token(target: TargetNode, pool: ZfsPool, volname: str) -> str | None:
+    """The volume's resume token once no import of it runs any more. An import still
+    running here belongs to a run that gave up (a partition leaves it alive until its stall
+    timeout); zfs saves the partial state only when that receive ends, so it is stopped
+    first, as a superseding import would (importclaim; safe for the same reason: the source
+    holds the guest's lock for its whole run, so this prepare's run is the only live one)."""
+    if target.imports is None or not pool.flags.caps.resume_target:
+        return pool.resume_token(volname)
+    with target.imports.claim(pool.dataset(volname)):
+        return pool.resume_token(volname)
 
 
 def prepare_info(target: TargetNode, partial: Mapping[str, str]) -> dict[str, object]:
