@@ -48,6 +48,12 @@ def job_log(lab: Lab, node: str, jobid: str) -> list[str]:
     return [STAMP_RE.sub("", line) for line in text.splitlines()]
 
 
+def _log_so_far(lab: Lab, node: str, jobid: str) -> list[str]:
+    """The job log while a first run may not have created it yet (then: no lines)."""
+    res = lab.exec(node, ["cat", f"/var/log/pve/replicate/{jobid}"])
+    return res.stdout.splitlines() if res.returncode == 0 else []
+
+
 def state(lab: Lab, node: str) -> dict[str, Any]:
     res = lab.exec(node, ["cat", "/var/lib/pve-manager/pve-replication-state.json"])
     return json.loads(res.stdout) if res.returncode == 0 and res.stdout.strip() else {}
@@ -134,7 +140,7 @@ def run_and_cut_target(
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         deadline = time.monotonic() + limit
-        while not any(phase in ln for ln in job_log(lab, source, jobid)):
+        while not any(phase in ln for ln in _log_so_far(lab, source, jobid)):
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.2)
         time.sleep(after)
