@@ -8,18 +8,22 @@ the very stream a full resend would send (``zfs send … | wc -c`` on the source
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import time
 
 from pverep.lab import guests
 from pverep.lab.control import Lab
-from tests.lab.replhelp import delete_jobs_of, job_log, pverep, run_and_cut_target, run_job, state
+from tests.lab.replhelp import align, delete_jobs_of, job_log, pverep, run_job, state
 from tests.openzfs.test_openzfs_replication import assert_replica_equal, repl_guids
 
-SUMMARY_RE = re.compile(r": (\d+) bytes .* copied, ([\d.]+) s, ")
+#: dd's closing line (fractional seconds; the progress lines show whole seconds and "% of")
+SUMMARY_RE = re.compile(r": (\d+) bytes .* copied, (\d+\.\d+) s, ")
+PROGRESS_RE = re.compile(r"copied, \d+ s, .*, (\d+)% of ")
 RESUMING_RE = re.compile(r"resuming '([^']+)' \((\S+)\) at (\d+) of (\d+|unknown) bytes")
 PAYLOAD = 32 << 20  # written into a 40M zvol: about 32 MiB to send
-RATE = "3"  # MB/s: about 11 s for the payload, so "half way" is a few seconds wide
+RATE = "2"  # MB/s: about 17 s for the payload, so "half way" is a few seconds wide
 
 
 def moved(lines: list[str]) -> int:
@@ -43,8 +47,33 @@ def token_on(lab: Lab, node: str, ds: str) -> str:
 
 
 def cut_half_way(lab: Lab, job: str, phase: str) -> float:
+    """Run the job on pve1 and partition pve2 off once the progress lines of the ``phase``
+    transfer pass half way; heal after the run failed. Returns the run's wall time."""
+    align()
     started = time.monotonic()
-    proc, _ = run_and_cut_target(lab, "pve1", "pve2", job, 5, 5.5, 300, phase=phase)
+    env = {**os.environ, "PVEREP_STALL_TIMEOUT": "5"}
+    proc = lab.popen("pve1", ["pverep", "run", "--id", job], env=env,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert time.monotonic() < deadline and proc.poll() is None, "no half way seen"
+            res = lab.exec("pve1", ["cat", f"/var/log/pve/replicate/{job}"])
+            lines = res.stdout.splitlines() if res.returncode == 0 else []
+            at = next((i for i, ln in enumerate(lines) if phase in ln), None)
+            if at is not None and any(
+                (m := PROGRESS_RE.search(ln)) and int(m.group(1)) >= 50 for ln in lines[at:]
+            ):
+                break
+            time.sleep(0.5)
+        lab.cut("pve2")
+        try:
+            proc.communicate(timeout=300)
+        finally:
+            lab.heal("pve2")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode != 0
     return time.monotonic() - started
 
