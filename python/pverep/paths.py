@@ -124,6 +124,12 @@ class Paths:
         return self._p(f"/sys/fs/cgroup/lxc/{vmid}")
 
     @property
+    def zfs_caps_cache(self) -> Path:
+        """pverep's own: what this node's zfs binary said it supports (storage/zfscaps.py),
+        keyed by the binary. Under /run: asked again after a reboot."""
+        return self._p("/run/pverep/zfs-caps.json")
+
+    @property
     def pverep_conf(self) -> Path:
         return self._p("/etc/pverep/pverep.conf")
 

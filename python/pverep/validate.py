@@ -35,6 +35,9 @@ _VOLID_RE = re.compile(r"([a-z][a-z0-9\-_.]*[a-z0-9]):(.+)", re.IGNORECASE | re.
 #: What `pvesm export/import` accept for -snapshot/-base (so the longest usable name is 40).
 TRANSFER_SNAPSHOT_RE = re.compile(r"[a-z0-9_\-]{1,40}", re.IGNORECASE | re.ASCII)
 
+#: A zfs ``receive_resume_token``: ``<version>-<checksum>-<length>-<compressed nvlist>`` (hex).
+RESUME_TOKEN_RE = re.compile(r"[0-9]{1,3}-[0-9a-f]{1,64}-[0-9a-f]{1,16}-[0-9a-f]{2,65536}")
+
 #: `pve-configid`, used for the guest's parent snapshot name (max 40 characters).
 CONFIGID_RE = re.compile(r"[a-z][a-z0-9_\-]+", re.IGNORECASE | re.ASCII)
 CONFIGID_MAX = 40
@@ -137,6 +140,13 @@ def check_transfer_snapshot_name(name: str) -> str:
     if not TRANSFER_SNAPSHOT_RE.fullmatch(name):
         raise ValidationError(f"invalid snapshot name '{name}'")
     return name
+
+
+def check_resume_token(token: str) -> str:
+    """A ``receive_resume_token`` as zfs prints it (it ends up in ``zfs send -t``'s argv)."""
+    if not RESUME_TOKEN_RE.fullmatch(token):
+        raise ValidationError("invalid receive resume token")
+    return token
 
 
 def check_parent_snapname(name: str) -> str:

@@ -15,7 +15,8 @@ from pverep.config.storage import parse_storage_cfg
 from pverep.engine import remote
 from pverep.errors import PverepError
 from pverep.storage.volumes import Volumes
-from pverep.storage.zfs import ZfsRunner
+from pverep.storage.zfs import ZfsFlags, ZfsRunner
+from pverep.storage.zfscaps import ZfsCaps
 from tests.unit.zfs_fake import FakeZfsShell
 
 STORAGE_CFG = """zfspool: local-zfs
@@ -42,14 +43,16 @@ P = "rpool/data"
 
 
 def make_target(
-    shell: FakeZfsShell, guests: dict[int, str] | None = None
+    shell: FakeZfsShell, guests: dict[int, str] | None = None, caps: ZfsCaps | None = None
 ) -> tuple[remote.TargetNode, list[str]]:
+    """``caps``: what the target's zfs says it supports (default: zfs-fuse, nothing)."""
     lines: list[str] = []
     storage = parse_storage_cfg(STORAGE_CFG)
+    flags = ZfsFlags.from_caps(caps or ZfsCaps())
     target = remote.TargetNode(
         node="pve2",
         storage=storage,
-        volumes=Volumes(storage, ZfsRunner(shell), sleep=lambda _: None),
+        volumes=Volumes(storage, ZfsRunner(shell), flags=flags, sleep=lambda _: None),
         guest_node=(guests or {100: "pve1"}).get,
         log=lines.append,
     )

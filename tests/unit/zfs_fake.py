@@ -20,6 +20,7 @@ class FakeDataset:
     refquota: str = "none"
     snapshots: list[tuple[str, int, int, int]] = field(default_factory=list)  # name,guid,txg,ts
     busy: int = 0  # how many destroy attempts fail with "dataset is busy"
+    props: dict[str, str] = field(default_factory=dict)  # zfs get -Hp -o value <prop>
     origin: str = "-"  # a clone's origin snapshot (zfs list's "-" for none)
 
 
@@ -111,8 +112,20 @@ class FakeZfsShell:
             name, _, snap = a[4].partition("@")
             ok = name in self.datasets and (not snap or snap in self.snapshot_names(name))
             return self._ok(a, a[4]) if ok else self._fail(a, "dataset does not exist")
+        if verb == "get" and a[2:5] == ["-Hp", "-o", "value"]:
+            ds = self.datasets.get(a[6])
+            if ds is None:
+                return self._fail(a, f"cannot open '{a[6]}': dataset does not exist")
+            return self._ok(a, ds.props.get(a[5], "-") + "\n")
         if verb == "get":
             return self._ok(a, self.datasets[a[-1]].refquota + "\n")
+        if verb == "recv" and a[2] == "-A":
+            ds = self.datasets.get(a[-1])
+            if ds is None or ds.props.pop("receive_resume_token", None) is None:
+                return self._fail(a, f"'{a[-1]}' does not have any resumable receive state")
+            if not ds.snapshots:  # a partial first receive: the dataset goes with its state
+                del self.datasets[a[-1]]
+            return self._ok(a)
         if verb == "set":
             self.props[a[3]] = a[2]
             return self._ok(a)

@@ -27,12 +27,12 @@ from pverep.engine import remote
 from pverep.engine.importclaim import ImportRegistry
 from pverep.engine.peerkind import PEER_INFO_VERB
 from pverep.errors import ConfigError, ValidationError
+from pverep.storage.streamform import ImportMode
 from pverep.storage.volumes import Volumes
 from pverep.storage.zfs import ZfsFlags, ZfsRunner
+from pverep.storage.zfscaps import local_caps
 from pverep.transport import LocalShell, tcp
 
-#: Set to 1 on nodes whose zfs speaks ``send -U`` / ``recv -x encryption`` (zfsutils ≥ 2.4.1).
-ENCRYPTION_AWARE_ENV = "PVEREP_ZFS_ENCRYPTION_AWARE"
 #: Seconds without input before an import aborts its receive (default 600; 0 = never).
 IMPORT_STALL_TIMEOUT_ENV = "PVEREP_IMPORT_STALL_TIMEOUT"
 
@@ -74,11 +74,14 @@ def _guest_node_lookup(app: App, node: str) -> Callable[[int], str | None]:
     return lookup
 
 
-def _target(app: App) -> remote.TargetNode:
+def _target(app: App, *, probe: bool = True) -> remote.TargetNode:
+    """This node as a target. ``probe``: ask the local zfs what it supports (storage/zfscaps;
+    finalize needs no stream features and skips the two calls)."""
     node = app.cluster().local_node()
     storage = read_storage_cfg(str(app.paths.storage_cfg), warn=_stderr)
-    flags = ZfsFlags(encryption_aware=os.environ.get(ENCRYPTION_AWARE_ENV) == "1")
-    volumes = Volumes(storage, ZfsRunner(LocalShell(node)), flags=flags)
+    shell = LocalShell(node)
+    flags = ZfsFlags.from_caps(local_caps(shell, app.paths.zfs_caps_cache)) if probe else ZfsFlags()
+    volumes = Volumes(storage, ZfsRunner(shell), flags=flags)
     return remote.TargetNode(
         node=node,
         storage=storage,
@@ -114,6 +117,12 @@ def _split_list(values: Sequence[str]) -> list[str]:
 @click.option("--last_sync", "-last_sync", "last_sync", default="0", help="Last sync time.")
 @click.option("--parent_snapname", "-parent_snapname", "parent_snapname", default=None)
 @click.option("--force", "-force", "force", is_flag=False, flag_value="1", default="0")
+@click.option(
+    "--pverep-info", "-pverep-info", "pverep_info", is_flag=False, flag_value="1",
+    default="0",
+    help="pverep only: add this node's zfs stream features and kept partial receives "
+    "(resume tokens) to the answer, under the key 'pverep'.",
+)  # fmt: skip
 @click.pass_obj
 def prepare_local_job(
     app: App,
@@ -123,18 +132,24 @@ def prepare_local_job(
     last_sync: str,
     parent_snapname: str | None,
     force: str,
+    pverep_info: str,
 ) -> None:
     """Prepare for replication job (called by the source; prints one JSON line)."""
+    with_info = _bool("pverep-info", pverep_info)
+    target = _target(app, probe=with_info)
+    partial: dict[str, str] | None = {} if with_info else None
     result = remote.prepare_local_job(
-        _target(app),
+        target,
         jobid,
         list(volids),
         scan=_split_list(scan),
         last_sync=_uint("last_sync", last_sync),
         parent_snapname=parent_snapname,
         force=_bool("force", force),
+        partial=partial,
     )
-    click.echo(remote.format_prepare_result(result))
+    info = None if partial is None else remote.prepare_info(target, partial)
+    click.echo(remote.format_prepare_result(result, info))
 
 
 @cli.command("finalize-local-job")
@@ -145,7 +160,7 @@ def prepare_local_job(
 def finalize_local_job(app: App, jobid: str, volids: tuple[str, ...], last_sync: str) -> None:
     """Finalize a replication job (called by the source; logs on stderr)."""
     remote.finalize_local_job(
-        _target(app), jobid, list(volids), last_sync=_uint("last_sync", last_sync)
+        _target(app, probe=False), jobid, list(volids), last_sync=_uint("last_sync", last_sync)
     )
 
 
@@ -217,6 +232,52 @@ def _stream_arguments(command: _F) -> _F:
     return command
 
 
+def _pverep_import_options(command: _F) -> _F:
+    """Import options only a pverep source sends (a stock pvesm has none of them)."""
+    decorators = [
+        click.option(
+            "--resumable", "-resumable", "resumable", is_flag=False, flag_value="1",
+            default="0",
+            help="pverep only: receive with 'zfs recv -s'; a broken transfer keeps its "
+            "partial state for resuming.",
+        ),
+        click.option(
+            "--raw", "-raw", "raw", is_flag=False, flag_value="1", default="0",
+            help="pverep only: the stream is a raw send (zfs send -w) of an encrypted disk.",
+        ),
+        click.option(
+            "--resume", "-resume", "resume", is_flag=False, flag_value="1", default="0",
+            help="pverep only: the stream continues this volume's partial receive "
+            "(zfs send -t).",
+        ),
+        click.option(
+            "--discard-partial", "-discard-partial", "discard_partial", is_flag=False,
+            flag_value="1", default="0",
+            help="pverep only: discard a partial receive first (zfs recv -A).",
+        ),
+        click.option(
+            "--prune", "-prune", "prune", multiple=True,
+            help="pverep only: snapshots gone on the source, destroyed here before "
+            "receiving (comma-separated; never the base).",
+        ),
+    ]  # fmt: skip
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+def _import_mode(
+    resumable: str, raw: str, resume: str, discard_partial: str, prune: Sequence[str]
+) -> ImportMode:
+    return ImportMode(
+        resumable=_bool("resumable", resumable),
+        raw=_bool("raw", raw),
+        resuming=_bool("resume", resume),
+        discard_partial=_bool("discard-partial", discard_partial),
+        prune=tuple(_split_list(prune)),
+    )
+
+
 @cli.command("import")
 @_stream_arguments
 @click.option("--delete-snapshot", "-delete-snapshot", "delete_snapshot", default=None)
@@ -224,6 +285,7 @@ def _stream_arguments(command: _F) -> _F:
     "--allow-rename", "-allow-rename", "allow_rename", is_flag=False, flag_value="1",
     default="0",
 )  # fmt: skip
+@_pverep_import_options
 @click.pass_obj
 def import_(
     app: App,
@@ -235,6 +297,11 @@ def import_(
     with_snapshots: str,
     delete_snapshot: str | None,
     allow_rename: str,
+    resumable: str,
+    raw: str,
+    resume: str,
+    discard_partial: str,
+    prune: tuple[str, ...],
 ) -> None:
     """Import a volume stream (pvesm import): '-' stdin, tcp://<ip|cidr>, unix://<path>, file."""
     _bool("with-snapshots", with_snapshots)  # accepted for pvesm compatibility; zfs ignores it
@@ -248,6 +315,7 @@ def import_(
         base=base,
         allow_rename=_bool("allow-rename", allow_rename),
         delete_snapshot=delete_snapshot,
+        mode=_import_mode(resumable, raw, resume, discard_partial, prune),
     )
     with remote.claimed_import(target, plan) as claimed, _import_source(filename) as fd:
         volid = remote.run_import(claimed, fd, on_stderr=_stderr, stall_timeout=stall_timeout)

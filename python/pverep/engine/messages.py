@@ -110,3 +110,24 @@ def no_common_base(volids: Iterable[str], jobid: str) -> str:
 
 def start_before_last_sync(start_time: int, last_sync: int) -> str:
     return f"start time before last sync ({start_time} <= {last_sync}) - abort sync"
+
+
+def resuming(volid: str, snap: str, done: int, estimate: int | None) -> str:
+    """pverep only: a transfer continues a kept partial receive (``zfs send -t``)."""
+    total = f"{done + estimate}" if estimate is not None else "unknown"
+    return f"resuming '{volid}' ({snap}) at {done} of {total} bytes"
+
+
+def resume_discarded(volid: str, reason: str) -> str:
+    """pverep only: a kept partial receive cannot be continued; it is discarded on the target."""
+    return f"cannot resume '{volid}' ({reason}) - discarding the partial receive"
+
+
+def stream_form(volid: str, form: str) -> str:
+    """pverep only: which stream form carries a volume when it is not pvesr's."""
+    return f"stream form for '{volid}': {form}"
+
+
+def partial_kept(volid: str, node: str) -> str:
+    """pverep only: a broken transfer's partial receive stays on the target for resuming."""
+    return f"partial receive of '{volid}' kept on '{node}' - the next run resumes it"

@@ -29,6 +29,7 @@ __all__ = [
     "SnapshotInfo",
     "TransferPlan",
     "old_snapshot_volids",
+    "parse_prepare_info",
     "parse_remote_prepare",
     "plan_prepare",
     "plan_transfers",
@@ -73,6 +74,23 @@ def removal_scan_storages(sorted_volids: Iterable[str], storeid_list: Iterable[s
     return sorted({storage_of(v) for v in sorted_volids} | set(storeid_list))
 
 
+#: A pverep target's own part of the answer (engine/remote.py; volids always contain ':').
+PVEREP_INFO_KEY = "pverep"
+
+
+def parse_prepare_info(stdout: str) -> dict[str, object]:
+    """The pverep-only part of a prepare answer (empty from a stock peer). Tolerant: a bad
+    answer is parse_remote_prepare's to report; the last line that is JSON counts."""
+    data: object = None
+    for line in stdout.splitlines():
+        try:
+            data = json.loads(line) if line.strip() else data
+        except ValueError:
+            continue
+    info = data.get(PVEREP_INFO_KEY) if isinstance(data, dict) else None
+    return info if isinstance(info, dict) else {}
+
+
 def parse_remote_prepare(stdout: str) -> dict[str, dict[str, int | None]]:
     """The JSON line of ``prepare-local-job`` → volid → snapshot → guid (None for legacy ``1``).
 
@@ -94,6 +112,7 @@ def parse_remote_prepare(stdout: str) -> dict[str, dict[str, int | None]]:
         raise RemotePrepareError("prepare remote node failed - no result")
     if not isinstance(data, dict):
         raise RemotePrepareError("prepare remote node failed - result is not an object")
+    data.pop(PVEREP_INFO_KEY, None)  # a pverep target's own part (parse_prepare_info)
     result: dict[str, dict[str, int | None]] = {}
     for volid, snaps in data.items():
         if not isinstance(snaps, dict):

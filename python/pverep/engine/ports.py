@@ -56,8 +56,27 @@ class Target(Protocol):
         rate_bps: int | None,
         insecure: bool,
         log: LogFunc,
+        prune: Sequence[str] = (),
     ) -> None:
-        """storage_migrate (§5.6): send ``volid@snapshot`` (incremental from ``base``)."""
+        """storage_migrate (§5.6): send ``volid@snapshot`` (incremental from ``base``).
+        ``prune``: target snapshots the source no longer has (a stream form without -R
+        removes them explicitly)."""
+
+    # Resumable transfers (pverep targets only; a stock target has none of this).
+    @property
+    def resume_capable(self) -> bool:
+        """The target may keep partial receives: ask it before the local prepare."""
+
+    def check_resumes(self, volids: Sequence[str], log: LogFunc) -> dict[str, str]:
+        """After prepare: volid → snapshot a usable partial receive continues."""
+
+    def resume(
+        self, volid: str, *, rate_bps: int | None, insecure: bool, log: LogFunc
+    ) -> str | None:
+        """Continue ``volid``'s partial receive; the snapshot it completed, or None."""
+
+    def keeps_partial(self, volid: str) -> bool:
+        """A broken transfer of ``volid`` leaves a partial receive to continue."""
 
     def close(self) -> None: ...
 

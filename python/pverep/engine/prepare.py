@@ -9,7 +9,7 @@ does: a volume that does not exist aborts after the earlier ones were cleaned.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -49,15 +49,18 @@ def prepare(
     parent_snapname: str | None,
     log: Log,
     warn: Log = _stderr,
+    keep: Mapping[str, str] | None = None,
     *,
     missing_ok: bool = False,
 ) -> PrepareResult:
     """Delete this job's stale replication snapshots on ``volids`` and report what is left.
 
+    ``keep``: volid → one snapshot not to delete (the base of a partial receive to resume).
     ``missing_ok``: a volume whose dataset does not exist here is skipped (a job removal on a
     node that never had the disks has nothing to clean there); otherwise it aborts, as pvesr.
     """
     result = PrepareResult()
+    keep = keep or {}
     for volid in volids:
         try:
             infos = {volid: list(volumes.snapshot_info(volid))}
@@ -70,9 +73,11 @@ def prepare(
         # reports one missing: the fallbacks below are never used (mutants there: equivalent).
         result.snapshots[volid] = dict(plan.keep.get(volid, {}))  # pragma: no mutate
         if volid in plan.missing_keep:
-            keep = plan.keep_name or ""  # pragma: no mutate
-            log(messages.expected_snapshot_missing(keep, volid))
+            expected = plan.keep_name or ""  # pragma: no mutate
+            log(messages.expected_snapshot_missing(expected, volid))
         for snap in plan.stale.get(volid, []):  # pragma: no mutate
+            if keep.get(volid) == snap:
+                continue
             log(messages.delete_stale_snapshot(snap, volid))
             try:
                 volumes.delete_snapshot(volid, snap)

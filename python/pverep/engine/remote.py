@@ -10,14 +10,16 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from pverep import _core
 from pverep.config.storage import StorageConfig
 from pverep.engine.importclaim import ImportClaim, ImportRegistry
+from pverep.engine.planner import PVEREP_INFO_KEY
 from pverep.engine.prepare import Log, prepare
 from pverep.errors import PverepError, ValidationError
 from pverep.storage.clones import spelled_as
+from pverep.storage.streamform import ImportMode
 from pverep.storage.volumes import Volumes
 from pverep.storage.zfs import ZfsPool
 from pverep.transport.base import LineSink
@@ -97,8 +99,13 @@ def prepare_local_job(
     last_sync: int = 0,
     parent_snapname: str | None = None,
     force: bool = False,
+    partial: dict[str, str] | None = None,
 ) -> dict[str, dict[str, _core.SnapshotInfo]]:
-    """§5.2: clean this job's stale snapshots and volumes; report what the target has."""
+    """§5.2: clean this job's stale snapshots and volumes; report what the target has.
+
+    ``partial`` (pverep-only, a dict to fill): the resume token of every wanted volume with a
+    kept partial receive; a partial receive on a volume the guest no longer sends is
+    discarded (it holds no completed snapshot, so nothing the source still has is lost)."""
     if not volids and not force:
         raise PverepError("no volumes specified")
     jobid = check_job_id_param(jobid)
@@ -115,12 +122,10 @@ def prepare_local_job(
         storages.add(check_wanted_volume(target, vmid, volid))
         wanted.add(volid)
 
-    present: list[str] = []
-    for storeid in sorted(storages):
-        present += target.volumes.list_images(storeid, vmid)
-    # A linked clone's replica is listed here as a plain volume: answer (and keep it) under
-    # the clone volid the source asked for, or it would be destroyed as stale (storage/clones).
-    present = spelled_as(present, volids)
+    present = _present_images(target, storages, vmid, volids)
+    if partial is not None and _partial_receives(target, jobid, present, wanted, partial):
+        # a discarded partial first receive took its dataset with it
+        present = _present_images(target, storages, vmid, volids)
 
     result = prepare(target.volumes, present, jobid, last_sync, parent_snapname, target.log)
     snapshots = result.snapshots
@@ -135,18 +140,80 @@ def prepare_local_job(
         target.log(f"{jobid}: delete stale volume '{volid}'")
         target.volumes.free(volid)
         snapshots.pop(volid, None)
+    for volid in partial or {}:
+        if not snapshots.get(volid):  # a partial first sync is no replica yet: report the token
+            snapshots.pop(volid, None)
     return snapshots
 
 
-def format_prepare_result(snapshots: Mapping[str, Mapping[str, _core.SnapshotInfo]]) -> str:
-    """The one stdout line: ``{"<volid>":{"<snap>":{"id":"<guid>","timestamp":"<epoch>"}}}``."""
-    doc = {
+def _present_images(
+    target: TargetNode, storages: set[str], vmid: int, volids: Sequence[str]
+) -> list[str]:
+    """The guest's images on the scanned storages. A linked clone's replica is listed as a
+    plain volume: answer (and keep it) under the clone volid the source asked for, or it
+    would be destroyed as stale (storage/clones)."""
+    present: list[str] = []
+    for storeid in sorted(storages):
+        present += target.volumes.list_images(storeid, vmid)
+    return spelled_as(present, volids)
+
+
+def _partial_receives(
+    target: TargetNode,
+    jobid: str,
+    present: Sequence[str],
+    wanted: set[str],
+    partial: dict[str, str],
+) -> bool:
+    """Fill ``partial`` with the wanted volumes' tokens; True if a receive was discarded."""
+    discarded = False
+    for volid in sorted(set(present) | wanted):
+        storeid, volname = parse_volume_id(volid)
+        pool = target.volumes.pool(storeid)
+        token = _settled_token(target, pool, volname)
+        if token is None:
+            continue
+        if volid in wanted:
+            partial[volid] = token
+        elif pool.abort_partial(volname):
+            target.log(f"{jobid}: discard partial receive of '{volid}' (no longer replicated)")
+            discarded = True
+    return discarded
+
+
+def _settled_token(target: TargetNode, pool: ZfsPool, volname: str) -> str | None:
+    """The volume's resume token once no import of it runs any more. An import still
+    running here belongs to a run that gave up (a partition leaves it alive until its stall
+    timeout); zfs saves the partial state only when that receive ends, so it is stopped
+    first, as a superseding import would (importclaim; safe for the same reason: the source
+    holds the guest's lock for its whole run, so this prepare's run is the only live one)."""
+    if target.imports is None or not pool.flags.caps.resume_target:
+        return pool.resume_token(volname)
+    with target.imports.claim(pool.dataset(volname)):
+        return pool.resume_token(volname)
+
+
+def prepare_info(target: TargetNode, partial: Mapping[str, str]) -> dict[str, object]:
+    """What a pverep target adds to its prepare answer when asked: its zfs stream features
+    and the kept partial receives."""
+    return {"zfs": target.volumes.flags.caps.to_json(), "partial": dict(partial)}
+
+
+def format_prepare_result(
+    snapshots: Mapping[str, Mapping[str, _core.SnapshotInfo]],
+    info: Mapping[str, object] | None = None,
+) -> str:
+    """The one stdout line: ``{"<volid>":{"<snap>":{"id":"<guid>","timestamp":"<epoch>"}}}``
+    (plus ``"pverep":{…}`` when the source asked for it)."""
+    doc: dict[str, object] = {
         volid: {
             name: {"id": str(info.guid), "timestamp": str(info.creation)}
             for name, info in snaps.items()
         }
         for volid, snaps in snapshots.items()
     }
+    if info is not None:
+        doc[PVEREP_INFO_KEY] = dict(info)
     return json.dumps(doc, separators=(",", ":"))
 
 
@@ -182,6 +249,8 @@ class ImportPlan:
     base: str | None
     allow_rename: bool
     delete_snapshot: str | None
+    #: pverep-only options (resumable / raw / resuming / discard / prune).
+    mode: ImportMode = field(default_factory=ImportMode)
     #: This import's registration as the one import of the volume (see ``claimed_import``).
     claim: ImportClaim | None = None
 
@@ -195,6 +264,7 @@ def validate_import(
     base: str | None = None,
     allow_rename: bool = False,
     delete_snapshot: str | None = None,
+    mode: ImportMode | None = None,
 ) -> ImportPlan:
     """Validate an import without touching zfs: format, snapshot names, storage, owner
     (refusing a guest living on this node: ``zfs recv -F`` would roll back or overwrite its
@@ -203,6 +273,9 @@ def validate_import(
     _snap(snapshot)
     base = _snap(base)
     delete_snapshot = _snap(delete_snapshot)
+    mode = mode or ImportMode()
+    for name in mode.prune:
+        _snap(name)
     storeid, volname = parse_volume_id(volid)
     target.storage.check_enabled(storeid, target.node)
     pool = target.volumes.pool(storeid)
@@ -210,12 +283,12 @@ def validate_import(
     if owner is None:
         raise PverepError(f"volume '{volid}' has wrong owner")
     refuse_local_guest(target, owner)
-    return ImportPlan(pool, volname, base, allow_rename, delete_snapshot)
+    return ImportPlan(pool, volname, base, allow_rename, delete_snapshot, mode)
 
 
 def check_import(plan: ImportPlan) -> None:
     """The plugin's pre-checks (base exists / volume does not)."""
-    plan.pool.check_import(plan.volname, plan.base, plan.allow_rename)
+    plan.pool.check_import(plan.volname, plan.base, plan.allow_rename, plan.mode)
 
 
 @contextlib.contextmanager
@@ -252,6 +325,7 @@ def run_import(
         on_stderr=on_stderr,
         stall_timeout=stall_timeout,
         on_receiver=None if plan.claim is None else plan.claim.set_receiver,
+        mode=plan.mode,
     )
     if plan.delete_snapshot is not None:
         pool.delete_snapshot(parse_volume_id(imported)[1], plan.delete_snapshot)
@@ -270,6 +344,7 @@ def import_volume(
     delete_snapshot: str | None = None,
     on_stderr: LineSink | None = None,
     stall_timeout: float | None = DEFAULT_IMPORT_STALL_TIMEOUT,
+    mode: ImportMode | None = None,
 ) -> str:
     """§5.7 ``import`` from an already open fd: validate, claim the volume, check, receive."""
     plan = validate_import(
@@ -280,6 +355,7 @@ def import_volume(
         base=base,
         allow_rename=allow_rename,
         delete_snapshot=delete_snapshot,
+        mode=mode,
     )
     with claimed_import(target, plan) as claimed:
         return run_import(claimed, stdin, on_stderr=on_stderr, stall_timeout=stall_timeout)

@@ -8,7 +8,7 @@ previous snapshots, then finalize on the target.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,6 +24,11 @@ from pverep.engine.planner import (
 from pverep.engine.ports import GuestView, LocalVolumes, LogFunc, Target, TransportConfig
 from pverep.engine.prepare import prepare
 from pverep.errors import PverepError
+from pverep.validate import is_replication_snapshot
+
+
+class PartialTransferError(PverepError):
+    """A transfer broke and the target kept its partial receive (pverep targets only)."""
 
 
 class JobLike(Protocol):
@@ -78,9 +83,13 @@ def prepare_local(
     last_sync: int,
     parent_snapname: str | None,
     log: LogFunc,
+    keep: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, SnapshotInfo]]:
-    """pvesr ``prepare()`` on the source (§4.3): delete stale job snapshots, return the rest."""
-    return prepare(env.volumes, volids, jobid, last_sync, parent_snapname, log, env.warn).snapshots
+    """pvesr ``prepare()`` on the source (§4.3): delete stale job snapshots, return the rest.
+    ``keep``: volid → a snapshot a kept partial receive on the target continues (pverep)."""
+    return prepare(
+        env.volumes, volids, jobid, last_sync, parent_snapname, log, env.warn, keep=keep
+    ).snapshots
 
 
 def replicate(
@@ -153,8 +162,12 @@ def _sync(
     jobid = job.id
     last_sync = int(state.last_sync)
 
-    # find_common_replication_snapshot (§4.4)
-    local_keep = prepare_local(env, volids, jobid, last_sync, guest.parent, log)
+    # find_common_replication_snapshot (§4.4). A target that can keep partial receives is
+    # asked first (pverep only): the snapshots its partial receives continue must survive
+    # the local prepare.
+    resumable = target.resume_capable
+    if not resumable:
+        local_keep = prepare_local(env, volids, jobid, last_sync, guest.parent, log)
     out = target.prepare(
         jobid,
         volids,
@@ -165,6 +178,9 @@ def _sync(
         on_stderr=lambda line: log(messages.remote_prepare_line(line)),
     )
     remote = parse_remote_prepare(out)
+    if resumable:
+        keep = target.check_resumes(volids, log)
+        local_keep = prepare_local(env, volids, jobid, last_sync, guest.parent, log, keep)
     plan = plan_transfers(
         volids,
         local_keep,
@@ -182,32 +198,56 @@ def _sync(
     sync = plan.sync_snapshot
     created = _snapshot_all(env, guest, volids, sync, log)
 
+    resumed: list[tuple[str, str]] = []  # (volid, snapshot a resumed receive completed)
+    in_flight: str | None = None
     try:
         log(messages.transport_line(env.transport.insecure, env.transport.network, job.rate))
         rate = job.rate_mbps
         rate_bps = int(1_000_000 * rate) if rate else None
+        insecure = env.transport.insecure
         for volid in volids:
+            in_flight = volid
             base = plan.bases[volid]
+            done = target.resume(volid, rate_bps=rate_bps, insecure=insecure, log=log)
+            if done is not None:
+                base = done
+                resumed.append((volid, done))
             if base is not None:
                 log(messages.incremental_sync(volid, base, sync))
             else:
                 log(messages.full_sync(volid, sync))
+            gone = [n for n in remote.get(volid, {}) if n not in local_keep.get(volid, {})]
             target.transfer(
                 volid,
                 snapshot=sync,
                 base=base,
                 rate_bps=rate_bps,
-                insecure=env.transport.insecure,
+                insecure=insecure,
                 log=log,
+                prune=gone,
             )
+        in_flight = None
     except BaseException:
-        # the target is not cleaned now: its next prepare removes what is stale (§4.5 step 8)
-        _delete_snapshots(env, created, sync, log)
-        raise
+        # the target is not cleaned now: its next prepare removes what is stale (§4.5 step 8);
+        # a partial receive kept there needs this run's snapshot to be continued (pverep)
+        kept = in_flight if in_flight is not None and target.keeps_partial(in_flight) else None
+        _delete_snapshots(env, [v for v in created if v != kept], sync, log)
+        if kept is None:
+            raise
+        error = sys.exc_info()[1]
+        if not isinstance(error, PverepError):
+            raise
+        # the job's state (pverep status) says so, and the next run resumes instead of resending
+        note = messages.partial_kept(kept, target.node)
+        log(note)
+        raise PartialTransferError(f"{error} - {note}") from error
 
     # the new sync is on record before the previous common snapshot goes (§9.3, 2021-11)
     env.record_sync_end(start_time)
     _delete_snapshots(env, old_volids, last_name, log)
+    for volid, snap in resumed:  # the failed run's snapshot kept for resuming
+        if is_replication_snapshot(snap, jobid) and snap not in (sync, last_name):
+            _delete_snapshots(env, [volid], snap, log)
 
     try:
         target.finalize(

@@ -8,13 +8,24 @@ comes from transport.peer.PeerCommands (pverep, or pvesr/pvesm for a stock PVE p
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pverep._core import Budget
+from pverep.engine import messages
+from pverep.engine.planner import parse_prepare_info
 from pverep.engine.ports import LogFunc
+from pverep.engine.resume import ResumeCheckError, ResumePoint, parse_resume_check
 from pverep.engine.transfer import TransferSpec, transfer_volume
+from pverep.errors import ValidationError
+from pverep.storage.streamform import ImportMode, StreamForm, choose_stream_form
+from pverep.storage.zfs import resume_send_argv
+from pverep.storage.zfscaps import ZfsCaps
 from pverep.transport.base import CommandError, Shell
 from pverep.transport.peer import PeerCommands
+from pverep.validate import check_resume_token
+
+#: (volid, snapshot, base, stream form) → the local zfs send argv.
+SendArgv = Callable[[str, str, str | None, StreamForm], list[str]]
 
 
 @dataclass
@@ -24,13 +35,51 @@ class ShellTarget:
     node: str
     remote: Shell
     local: Shell
-    send_argv: Callable[[str, str, str | None], list[str]]  # (volid, snapshot, base) → argv
+    send_argv: SendArgv
     commands: PeerCommands
     stall_timeout: float | None
     tcp_address: str | None = None  # insecure mode: the target's IP or the replication network
     close_remote: Callable[[], None] | None = None  # drops the connection (a stall)
     release: Callable[[], None] | None = None  # at the job's end; default: close_remote
     budget: Callable[[], Budget | None] = lambda: None  # the node's budget at this moment
+    #: What this node's zfs can do (storage/zfscaps.py); the target's comes in its answer.
+    local_caps: ZfsCaps = field(default_factory=ZfsCaps)
+    #: volid → its snapshot names, oldest first (a resumable first sync sends them too).
+    local_snapshots: Callable[[str], list[str]] = lambda volid: []
+    #: volid → whether the volume is encrypted (it then goes raw, see choose_stream_form).
+    encrypted: Callable[[str], bool] = lambda volid: False
+    #: volid → its dataset on this node (to check a resume token's owner).
+    dataset: Callable[[str], str] = lambda volid: volid
+    remote_caps: ZfsCaps | None = None
+    partial: dict[str, str] = field(default_factory=dict)  # volid → the target's token
+    resume_points: dict[str, ResumePoint] = field(default_factory=dict)
+    discard: set[str] = field(default_factory=set)  # partial receives to discard
+    _forms: dict[str, StreamForm] = field(default_factory=dict)
+
+    @property
+    def peer_is_pverep(self) -> bool:
+        return self.commands.kind == "pverep"
+
+    @property
+    def resume_capable(self) -> bool:
+        """Worth asking the target for resume tokens: a pverep peer and a ``zfs send -t``."""
+        return self.peer_is_pverep and self.local_caps.send_resume and self.local_caps.send_dry_run
+
+    def form(self, volid: str) -> StreamForm:
+        """The stream form of ``volid`` for this run (the one decision: choose_stream_form)."""
+        form = self._forms.get(volid)
+        if form is None:
+            form = self._forms[volid] = choose_stream_form(
+                peer_is_pverep=self.peer_is_pverep,
+                local=self.local_caps,
+                remote=self.remote_caps,
+                encrypted=self.encrypted(volid),
+            )
+        return form
+
+    def keeps_partial(self, volid: str) -> bool:
+        """A broken transfer of ``volid`` leaves a partial receive the next run continues."""
+        return self.form(volid).resumable
 
     def prepare(
         self,
@@ -50,6 +99,7 @@ class ShellTarget:
             scan=scan,
             parent_snapname=parent_snapname,
             force=force,
+            pverep_info=self.resume_capable and not force,
         )
         result = self.remote.run(argv)
         for line in result.stderr.decode("utf-8", "replace").splitlines():
@@ -57,7 +107,64 @@ class ShellTarget:
                 on_stderr(line)
         if result.returncode != 0:
             raise CommandError(result.argv, result.returncode, result.stderr_tail())
+        if argv[-2:] == ["--pverep-info", "1"]:
+            self._read_info(result.stdout_text)
         return result.stdout_text
+
+    def _read_info(self, stdout: str) -> None:
+        info = parse_prepare_info(stdout)
+        self.remote_caps = ZfsCaps.from_json(info.get("zfs"))
+        partial = info.get("partial")
+        self.partial = {}
+        for volid, token in partial.items() if isinstance(partial, dict) else ():
+            try:
+                self.partial[str(volid)] = check_resume_token(str(token))
+            except ValidationError:
+                self.discard.add(str(volid))
+
+    def check_resumes(self, volids: Sequence[str], log: LogFunc) -> dict[str, str]:
+        """Which kept partial receives this node can continue: volid → the snapshot to keep
+        for it. The others are discarded on the target with the volume's next import."""
+        keep: dict[str, str] = {}
+        for volid in volids:
+            token = self.partial.get(volid)
+            if token is None:
+                continue
+            try:
+                if not self.form(volid).resumable:
+                    raise ResumeCheckError("the stream form is not resumable")
+                point = self._check_token(volid, token)
+            except ResumeCheckError as err:
+                log(messages.resume_discarded(volid, str(err)))
+                self.discard.add(volid)
+                continue
+            self.resume_points[volid] = point
+            keep[volid] = point.snapshot
+        return keep
+
+    def _check_token(self, volid: str, token: str) -> ResumePoint:
+        result = self.local.run(resume_send_argv(token, dry_run=True))
+        if result.returncode != 0:
+            tail = result.stderr_tail()
+            raise ResumeCheckError(tail[-1] if tail else f"exit code {result.returncode}")
+        text = (result.stdout + result.stderr).decode("utf-8", "replace")
+        return parse_resume_check(token, self.dataset(volid), text)
+
+    def resume(
+        self, volid: str, *, rate_bps: int | None, insecure: bool, log: LogFunc
+    ) -> str | None:
+        """Continue ``volid``'s partial receive, if it has a usable one; returns the snapshot
+        it completed on the target (the base of this run's transfer), else None."""
+        point = self.resume_points.pop(volid, None)
+        if point is None:
+            return None
+        log(messages.resuming(volid, point.snapshot, point.done, point.estimate))
+        mode = ImportMode(resumable=True, raw=self.form(volid).raw, resuming=True)
+        self._send(
+            volid, resume_send_argv(point.token), point.snapshot, None, mode,
+            rate_bps=rate_bps, insecure=insecure, log=log, offset=point.done,
+        )  # fmt: skip
+        return point.snapshot
 
     def finalize(self, jobid: str, volids: Sequence[str], last_sync: int, on_line: LogFunc) -> None:
         result = self.remote.run(self.commands.finalize_local_job(jobid, volids, last_sync))
@@ -76,12 +183,51 @@ class ShellTarget:
         rate_bps: int | None,
         insecure: bool,
         log: LogFunc,
+        prune: Sequence[str] = (),
+    ) -> None:
+        form = self.form(volid)
+        mode = ImportMode(
+            resumable=form.resumable,
+            raw=form.raw,
+            discard_partial=volid in self.discard,
+            # -R -I with recv -F removes what the source no longer has; a plain stream does not
+            prune=tuple(prune) if base is not None and not form.replication else (),
+        )
+        if not form.replication:
+            log(messages.stream_form(volid, form.name))
+        if base is None and not form.replication:
+            # -R would carry the older snapshots too: send the oldest first, then -I from it
+            older = self._older_snapshots(volid, snapshot)
+            if older:
+                send = self.send_argv(volid, older[0], None, form)
+                self._send(volid, send, older[0], None, mode, rate_bps=rate_bps,
+                           insecure=insecure, log=log)  # fmt: skip
+                base, mode = older[0], ImportMode(resumable=form.resumable, raw=form.raw)
+        send = self.send_argv(volid, snapshot, base, form)
+        self._send(volid, send, snapshot, base, mode, rate_bps=rate_bps, insecure=insecure,
+                   log=log)  # fmt: skip
+        self.discard.discard(volid)
+
+    def _older_snapshots(self, volid: str, snapshot: str) -> list[str]:
+        names = self.local_snapshots(volid)
+        return names[: names.index(snapshot)] if snapshot in names else []
+
+    def _send(
+        self,
+        volid: str,
+        send_argv: list[str],
+        snapshot: str,
+        base: str | None,
+        mode: ImportMode,
+        *,
+        rate_bps: int | None,
+        insecure: bool,
+        log: LogFunc,
+        offset: int = 0,
     ) -> None:
         file = f"tcp://{self.tcp_address}" if insecure and self.tcp_address else "-"
         spec = TransferSpec(
-            volid,
-            self.send_argv(volid, snapshot, base),
-            self.commands.import_(volid, snapshot, base, file),
+            volid, send_argv, self.commands.import_(volid, snapshot, base, file, mode)
         )
         transfer_volume(
             self.local,
@@ -93,6 +239,7 @@ class ShellTarget:
             insecure=insecure and self.tcp_address is not None,
             on_stall=self.close_remote,
             budget=self.budget(),
+            progress_offset=offset,
         )
 
     def close(self) -> None:

@@ -67,16 +67,18 @@ def _reader(stream: IO[bytes], sink: Callable[[str], None]) -> threading.Thread:
 class _Watch:
     """Collects what the transfer's output tells us: the imported volid and the size estimate."""
 
-    def __init__(self, log: LogFunc, prefix: str = "") -> None:
+    def __init__(self, log: LogFunc, prefix: str = "", offset: int = 0) -> None:
         self.log = log
         self.prefix = prefix
         self.imported: str | None = None
         self.thinner = ProgressThinner()
+        #: Bytes the target had before this stream (a resumed transfer counts from there).
+        self.offset = offset
 
     def send_line(self, line: str) -> None:
         estimate = parse_estimate(line)
         if estimate is not None:
-            self.thinner.estimate = estimate
+            self.thinner.estimate = estimate + self.offset
         self.log(line)
 
     def target_line(self, line: str) -> None:
@@ -86,7 +88,7 @@ class _Watch:
         self.log(f"{self.prefix}{line}")
 
     def progress(self, stats: PumpStats) -> None:
-        line = self.thinner.line(stats.bytes, stats.elapsed, stats.rate)
+        line = self.thinner.line(stats.bytes + self.offset, stats.elapsed, stats.rate)
         if line is not None:
             self.log(line)
 
@@ -134,12 +136,15 @@ def transfer_volume(
     insecure: bool = False,
     on_stall: Callable[[], None] | None = None,
     budget: Budget | None = None,
+    progress_offset: int = 0,
 ) -> str:
     """Send one volume; returns the volid the target reports. Raises TransferError.
 
     ``on_stall`` drops the connection to the target when the stream stalls: a multiplexed
     ssh client's pipes are held by its master, so only ending the master frees them.
     ``budget`` is the node's bandwidth budget, shared with the transfers running at once.
+    ``progress_offset``: bytes already on the target (a resumed stream); progress lines count
+    from there, the closing summary line counts what this stream moved.
     """
     if rate_bps is not None:
         log(messages.bandwidth_limit(rate_bps, spec.volid))
@@ -148,8 +153,10 @@ def transfer_volume(
     limits = _Limits(rate_bps, budget, stall_timeout)
     abort = on_stall or (lambda: None)
     if insecure:
-        return _insecure(local, remote, spec, limits, log, abort)
-    return _secure(local, remote, spec, limits, log, abort)
+        watch = _Watch(log, prefix=f"[{remote.node}] ", offset=progress_offset)
+        return _insecure(local, remote, spec, limits, watch, abort)
+    watch = _Watch(log, offset=progress_offset)
+    return _secure(local, remote, spec, limits, watch, abort)
 
 
 @dataclass(frozen=True)
@@ -214,10 +221,9 @@ def _secure(
     remote: Shell,
     spec: TransferSpec,
     limits: _Limits,
-    log: LogFunc,
+    watch: _Watch,
     abort: Callable[[], None],
 ) -> str:
-    watch = _Watch(log)
     recv = remote.spawn(spec.import_argv, stdin=PIPE, stdout=PIPE, on_stderr=watch.target_line)
     assert recv.stdout is not None and recv.stdin is not None
     out_thread = _reader(recv.stdout, watch.target_line)
@@ -311,10 +317,9 @@ def _insecure(
     remote: Shell,
     spec: TransferSpec,
     limits: _Limits,
-    log: LogFunc,
+    watch: _Watch,
     abort: Callable[[], None],
 ) -> str:
-    watch = _Watch(log, prefix=f"[{remote.node}] ")
     recv = remote.spawn(spec.import_argv, stdin=DEVNULL, stdout=PIPE, on_stderr=watch.target_line)
     assert recv.stdout is not None
     try:

@@ -47,9 +47,11 @@ from pverep.locking import flock
 from pverep.observe import hooks as observe_hooks
 from pverep.paths import Paths
 from pverep.schedule import job_status
+from pverep.storage.streamform import StreamForm
 from pverep.storage.volumes import Volumes
 from pverep.storage.zfs import ZfsFlags, ZfsRunner, send_argv
 from pverep.transport.base import CommandError, Shell
+from pverep.storage.zfscaps import local_caps
 from pverep.transport.local import LocalShell
 from pverep.transport.peer import PeerCommands, PeerKind
 from pverep.transport.ssh import SshShell, SshTarget, parse_mtunnel_output
@@ -57,8 +59,6 @@ from pverep.validate import parse_volume_id
 
 #: Seconds without any byte moving before a transfer is aborted (default 600).
 STALL_TIMEOUT_ENV = "PVEREP_STALL_TIMEOUT"
-#: Set to 1 where zfs speaks ``send -U`` / ``recv -x encryption`` (same switch as the target).
-ENCRYPTION_AWARE_ENV = "PVEREP_ZFS_ENCRYPTION_AWARE"
 #: Set to 0 for pvesr's one-ssh-connection-per-call pattern (for comparisons).
 SSH_MULTIPLEX_ENV = "PVEREP_SSH_MULTIPLEX"
 
@@ -301,19 +301,29 @@ class Node:
         except BaseException:
             self._let_go(ssh)
             raise
-        flags = ZfsFlags(encryption_aware=os.environ.get(ENCRYPTION_AWARE_ENV) == "1")
+        local = LocalShell(self.local_node)
+        caps = local_caps(local, self.paths.zfs_caps_cache)
         storage = self.storage()
-        volumes = Volumes(storage, ZfsRunner(LocalShell(self.local_node)), flags=flags)
+        volumes = Volumes(storage, ZfsRunner(local), flags=ZfsFlags.from_caps(caps))
 
-        def send(volid: str, snapshot: str, base: str | None) -> list[str]:
+        def dataset(volid: str) -> str:
             storeid, volname = parse_volume_id(volid)
-            ds = volumes.pool(storeid).dataset(volname)
-            return send_argv(ds, snapshot, base, no_preserve_encryption=flags.encryption_aware)
+            return volumes.pool(storeid).dataset(volname)
+
+        def send(volid: str, snapshot: str, base: str | None, form: StreamForm) -> list[str]:
+            return send_argv(dataset(volid), snapshot, base, form=form)
+
+        def snapshots(volid: str) -> list[str]:
+            return [info.name for info in volumes.snapshot_info(volid)]
+
+        def encrypted(volid: str) -> bool:
+            storeid, volname = parse_volume_id(volid)
+            return volumes.pool(storeid).is_encrypted(volname)
 
         return ShellTarget(
             node=node,
             remote=ssh,
-            local=LocalShell(self.local_node),
+            local=local,
             send_argv=send,
             commands=peer,
             stall_timeout=stall_timeout(),
@@ -321,6 +331,10 @@ class Node:
             close_remote=ssh.close,
             release=None if sessions is None else (lambda: sessions.release(ssh)),
             budget=self.budget.current,
+            local_caps=caps,
+            local_snapshots=snapshots,
+            encrypted=encrypted,
+            dataset=dataset,
         )
 
 
@@ -335,7 +349,7 @@ def migration_ip(remote: Shell, peer: PeerCommands, node: str, cidr: str) -> str
 def build_env(paths: Paths, node: Node, record_sync_end_fn: Callable[[int], None]) -> ReplicateEnv:
     storage = node.storage()
     dc = read_transport(paths.datacenter_cfg)
-    flags = ZfsFlags(encryption_aware=os.environ.get(ENCRYPTION_AWARE_ENV) == "1")
+    flags = ZfsFlags.from_caps(local_caps(LocalShell(node.local_node), paths.zfs_caps_cache))
     store = ConfigStore(paths)
 
     def delete_job(jobid: str) -> None:

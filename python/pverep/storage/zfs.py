@@ -10,13 +10,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pverep import _core
 from pverep.config.storage import StorageDef, parse_volname
-from pverep.errors import PverepError, VolumeMissingError
+from pverep.errors import PverepError, ValidationError, VolumeMissingError
+from pverep.storage.streamform import ImportMode, StreamForm
+from pverep.storage.zfscaps import ZfsCaps
 from pverep.transport import streamend
 from pverep.transport.base import DEVNULL, PIPE, CommandError, LineSink, Process, Shell
+from pverep.validate import check_resume_token
 
 log = logging.getLogger(__name__)
 
@@ -84,20 +87,45 @@ def send_argv(
     *,
     with_snapshots: bool = True,
     no_preserve_encryption: bool = False,
+    form: StreamForm | None = None,
 ) -> list[str]:
-    """``zfs send -Rpv [-I <base>] -- <ds>@<snapshot>`` (``-RpvU`` on zfsutils ≥ 2.4.1-pve2)."""
-    argv = [ZFS, "send", "-RpvU" if no_preserve_encryption else "-Rpv"]
+    """``zfs send -Rpv [-I <base>] -- <ds>@<snapshot>`` (``-RpvU`` on zfsutils ≥ 2.4.1-pve2);
+    without -R for a resumable form (``-pv``, raw ``-pvw``)."""
+    if form is None:
+        form = StreamForm(no_preserve_encryption=no_preserve_encryption)
+    if form.replication:
+        flags = "-RpvU" if form.no_preserve_encryption else "-Rpv"
+    else:
+        flags = "-pvw" if form.raw else "-pv"
+    argv = [ZFS, "send", flags]
     if base is not None:
         argv += ["-I" if with_snapshots else "-i", base]
     return [*argv, "--", f"{ds}@{snapshot}"]
 
 
-def recv_argv(ds: str, *, exclude_encryption: bool = False) -> list[str]:
-    """``zfs recv -F [-x encryption] -- <ds>``."""
+def resume_send_argv(token: str, *, dry_run: bool = False) -> list[str]:
+    """``zfs send -v -t <token>`` (continues a partial receive); ``-nvP``: only check and
+    estimate what is left."""
+    return [ZFS, "send", "-nvP" if dry_run else "-v", "-t", check_resume_token(token)]
+
+
+def recv_argv(ds: str, *, exclude_encryption: bool = False, resumable: bool = False) -> list[str]:
+    """``zfs recv -F [-s] [-x encryption] -- <ds>``."""
     argv = [ZFS, "recv", "-F"]
+    if resumable:
+        argv.append("-s")
     if exclude_encryption:
         argv += ["-x", "encryption"]
     return [*argv, "--", ds]
+
+
+def recv_abort_argv(ds: str) -> list[str]:
+    """``zfs recv -A -- <ds>``: discard a partial receive's saved state."""
+    return [ZFS, "recv", "-A", "--", ds]
+
+
+def get_value_argv(prop: str, ds: str) -> list[str]:
+    return [ZFS, "get", "-Hp", "-o", "value", prop, ds]
 
 
 def exists_argv(name: str) -> list[str]:
@@ -257,10 +285,16 @@ def _filter_send_noise(sink: LineSink | None) -> LineSink | None:
 @dataclass(frozen=True)
 class ZfsFlags:
     """Which zfs dialect the node speaks. ``encryption_aware`` = pve-storage ≥ c705a2c
-    (``send -RpvU`` / ``recv -x encryption``, zfsutils ≥ 2.4.1-pve2); zfs-fuse and older
-    OpenZFS need it off."""
+    (``send -RpvU`` / ``recv -x encryption``, zfsutils ≥ 2.4.1-pve2): asked from the tool
+    (``from_caps``: its ``send`` has ``-U``); zfs-fuse and other OpenZFS builds have it off.
+    ``caps`` is everything else the tool said (storage/zfscaps.py)."""
 
     encryption_aware: bool = False
+    caps: ZfsCaps = field(default_factory=ZfsCaps)
+
+    @classmethod
+    def from_caps(cls, caps: ZfsCaps) -> ZfsFlags:
+        return cls(encryption_aware=caps.send_no_preserve_encryption, caps=caps)
 
 
 class ZfsPool:
@@ -359,18 +393,81 @@ class ZfsPool:
         )
         return self.runner.spawn(argv, stdout=stdout, on_stderr=_filter_send_noise(on_stderr))
 
-    def check_import(self, volname: str, base: str | None, allow_rename: bool = False) -> None:
-        """The plugin's pre-checks: the base must exist; without a base the volume must not."""
+    def check_import(
+        self,
+        volname: str,
+        base: str | None,
+        allow_rename: bool = False,
+        mode: ImportMode | None = None,
+    ) -> None:
+        """The plugin's pre-checks: the base must exist; without a base the volume must not,
+        unless the stream continues the partial receive that created it. A partial receive
+        the source gave up on is discarded first (``zfs recv -A``)."""
+        mode = mode or ImportMode()
         ds = self.dataset(volname)
+        if mode.discard_partial and self.abort_partial(volname):
+            log.info("discarded the partial receive of '%s'", ds)
         if base is not None:
             if not self.runner.succeeds(exists_argv(f"{ds}@{base}")):
                 raise PverepError(f"base snapshot '{ds}@{base}' doesn't exist")
         elif self.runner.succeeds(exists_argv(ds)):
+            if mode.resuming and self.resume_token(volname) is not None:
+                return
             if not allow_rename:
                 raise PverepError(f"volume '{ds}' already exists")
             raise PverepError(
                 f"volume '{ds}' already exists - importing under a new name is not supported"
             )
+        if mode.resuming and self.resume_token(volname) is None:
+            raise PverepError(f"volume '{ds}' has no partial receive to resume")
+
+    # partial receives (zfs recv -s) and encryption
+    def resume_token(self, volname: str) -> str | None:
+        """The volume's ``receive_resume_token`` (None: no partial state, or no such zfs)."""
+        if not self.flags.caps.resume_target:
+            return None
+        try:
+            value = self.runner.run(get_value_argv("receive_resume_token", self.dataset(volname)))
+        except ZfsError:
+            return None
+        token = value.strip()
+        if token in ("", "-"):
+            return None
+        try:
+            return check_resume_token(token)
+        except ValidationError:  # never seen from zfs; then it is not ours to pass on
+            log.warning("ignoring an unexpected receive_resume_token on %s", volname)
+            return None
+
+    def abort_partial(self, volname: str) -> bool:
+        """``zfs recv -A``: True if partial state was discarded."""
+        if not self.flags.caps.recv_abort or self.resume_token(volname) is None:
+            return False
+        self.runner.run(recv_abort_argv(self.dataset(volname)), timeout=None)
+        return True
+
+    def encryption(self, ds: str) -> str:
+        """The ``encryption`` property (``off`` where zfs knows no encryption at all)."""
+        if not self.flags.caps.send_raw:
+            return "off"  # a zfs without raw sends predates native encryption (zfs-fuse)
+        try:
+            return self.runner.run(get_value_argv("encryption", ds)).strip() or "off"
+        except ZfsError:
+            return "off"
+
+    def is_encrypted(self, volname: str) -> bool:
+        return self.encryption(self.dataset(volname)) not in ("off", "-")
+
+    def _prune(self, ds: str, base: str | None, names: Sequence[str]) -> None:
+        """Destroy snapshots the source no longer has (what ``recv -F`` of an ``-R -I`` stream
+        does); never the base of this very stream."""
+        listing = _core.parse_snapshot_list(self.runner.run(snapshot_list_argv(ds)))
+        present = {info.name for info in listing.get(ds, [])}
+        for name in names:
+            if name == base or name not in present:
+                continue
+            log.info("removing snapshot '%s@%s' (gone on the source)", ds, name)
+            self.runner.run(destroy_snapshot_argv(ds, name))
 
     def import_(
         self,
@@ -382,6 +479,7 @@ class ZfsPool:
         on_stderr: LineSink | None = None,
         stall_timeout: float | None = None,
         on_receiver: Callable[[int], None] | None = None,
+        mode: ImportMode | None = None,
     ) -> str:
         """Receive a stream from ``stdin`` (fd); returns the volid. On failure the volume is
         rolled back to ``base`` (or destroyed when it was new) and the error re-raised.
@@ -393,9 +491,23 @@ class ZfsPool:
         writes, so when this process dies the receive sees end of stream instead of waiting
         on a peer that may never come back. ``zfs recv`` leads a process group of its own
         (``on_receiver`` gets its pid) so a superseding import can stop exactly it."""
+        mode = mode or ImportMode()
         ds = self.dataset(volname)
+        if mode.prune:
+            self._prune(ds, base, mode.prune)
+        parent_encrypted = self.encryption(self.pool) not in ("off", "-")
+        # a raw stream keeps the source's encryption: never strip it (pvesm's -x is for the
+        # non-raw -RpvU stream, which then takes the parent's encryption)
+        exclude = not mode.raw and (
+            self.flags.encryption_aware or (parent_encrypted and self.flags.caps.recv_exclude)
+        )
+        if parent_encrypted and not mode.raw and not exclude:
+            raise PverepError(
+                f"'{self.pool}' is encrypted and this zfs cannot receive '{ds}' as an "
+                "encrypted child (no zfs recv -x)"
+            )
         proc = self.runner.spawn(
-            recv_argv(ds, exclude_encryption=self.flags.encryption_aware),
+            recv_argv(ds, exclude_encryption=exclude, resumable=mode.resumable),
             stdin=PIPE,
             on_stderr=on_stderr,
             new_group=True,
@@ -431,10 +543,25 @@ class ZfsPool:
             failure = ZfsError(f"import of '{ds}' stalled - {stalled}")
         elif failure is None and pump_error is not None:
             failure = self._early_end_failure(ds, pump_error, unread, stdin, stall_timeout)
+        if failure is None and parent_encrypted and base is None:
+            failure = self._unencrypted_replica(ds)
         if failure is not None:
-            self._cleanup_failed_import(ds, base)
+            if mode.resumable and self.resume_token(volname) is not None:
+                kept = f"keeping the partial receive of '{ds}' to resume it"
+                log.info("%s", kept)
+                if on_stderr is not None:  # the source's job log shows the importer's stderr
+                    on_stderr(kept)
+            else:
+                self._cleanup_failed_import(ds, base)
             raise failure
         return self.volid(parse_volname(self.storage, volname).name)
+
+    def _unencrypted_replica(self, ds: str) -> ZfsError | None:
+        """A new replica under an encrypted parent must be encrypted: never leave a plain
+        copy of a guest's disk where the admin expects encryption at rest."""
+        if self.encryption(ds) not in ("off", "-"):
+            return None
+        return ZfsError(f"refusing an unencrypted replica '{ds}' under encrypted '{self.pool}'")
 
     @staticmethod
     def _early_end_failure(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pverep.errors import ValidationError
+from pverep.storage.streamform import ImportMode
 from pverep.validate import (
     check_job_id_param,
     check_parent_snapname,
@@ -74,9 +75,11 @@ class PeerCommands:
         scan: Sequence[str] = (),
         parent_snapname: str | None = None,
         force: bool = False,
+        pverep_info: bool = False,
     ) -> list[str]:
         """``prepare-local-job <jobid> [--scan a,b] [<volid>…] --last_sync N
-        [--parent_snapname S] [--force]`` — ``--force`` last (optional-value boolean)."""
+        [--parent_snapname S] [--force]`` — ``--force`` last (optional-value boolean);
+        pverep peers only: ``--pverep-info 1`` (stream features and resume tokens)."""
         argv = [*self._replication_tool(), "prepare-local-job", check_job_id_param(jobid)]
         if scan:
             argv += ["--scan", ",".join(check_storage_id(s) for s in scan)]
@@ -88,7 +91,14 @@ class PeerCommands:
             argv += ["--parent_snapname", check_parent_snapname(parent_snapname)]
         if force:
             argv.append("--force")
+        if pverep_info:
+            self._pverep_only("--pverep-info")
+            argv += ["--pverep-info", "1"]
         return argv
+
+    def _pverep_only(self, option: str) -> None:
+        if self.kind != "pverep":
+            raise ValidationError(f"'{option}' is for pverep peers only")
 
     def finalize_local_job(self, jobid: str, volids: Sequence[str], last_sync: int) -> list[str]:
         """``finalize-local-job <jobid> <volid>… --last_sync <start_time>``."""
@@ -112,13 +122,32 @@ class PeerCommands:
         return argv
 
     def import_(
-        self, volid: str, snapshot: str, base: str | None = None, filename: str = "-"
+        self,
+        volid: str,
+        snapshot: str,
+        base: str | None = None,
+        filename: str = "-",
+        mode: ImportMode | None = None,
     ) -> list[str]:
         """``import <volid> zfs <-|tcp://…> -with-snapshots 1 -snapshot <sync>
-        -allow-rename 0 [-base <base>]``."""
+        -allow-rename 0 [-base <base>]``, then pverep's own options for a pverep peer
+        (``-resumable 1``, ``-raw 1``, ``-resume 1``, ``-discard-partial 1``, ``-prune a,b``)."""
         argv = [*self._storage_tool(), "import", *_volids([volid]), "zfs", _filename(filename)]
         argv += ["-with-snapshots", "1", "-snapshot", check_transfer_snapshot_name(snapshot)]
         argv += ["-allow-rename", "0"]
         if base is not None:
             argv += ["-base", check_transfer_snapshot_name(base)]
+        if mode is None or mode == ImportMode():
+            return argv
+        self._pverep_only("-resumable")
+        for option, on in (
+            ("-resumable", mode.resumable),
+            ("-raw", mode.raw),
+            ("-resume", mode.resuming),
+            ("-discard-partial", mode.discard_partial),
+        ):
+            if on:
+                argv += [option, "1"]
+        if mode.prune:
+            argv += ["-prune", ",".join(check_transfer_snapshot_name(n) for n in mode.prune)]
         return argv

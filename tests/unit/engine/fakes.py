@@ -86,10 +86,25 @@ class FakeTarget:
         rate_bps: int | None,
         insecure: bool,
         log: LogFunc,
+        prune: Sequence[str] = (),
     ) -> None:
         if self.fail_transfer == volid:
             raise PverepError(f"transfer of '{volid}' failed")
         self.held[volid] = snapshot
+
+    # upstream's mock target is a stock one: it never keeps partial receives
+    resume_capable: bool = False
+
+    def check_resumes(self, volids: Sequence[str], log: LogFunc) -> dict[str, str]:
+        return {}
+
+    def resume(
+        self, volid: str, *, rate_bps: int | None, insecure: bool, log: LogFunc
+    ) -> str | None:
+        return None
+
+    def keeps_partial(self, volid: str) -> bool:
+        return False
 
     def close(self) -> None:
         pass
