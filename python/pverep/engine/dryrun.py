@@ -16,7 +16,7 @@ from typing import Any
 from pverep import _core
 from pverep.engine import remote
 from pverep.engine.joblog import LogFunc
-from pverep.engine.ports import GuestView, Target
+from pverep.engine.ports import GuestView, NeverResumes, Target
 from pverep.engine.replicate import JobLike, ReplicateEnv, replicate
 from pverep.errors import PverepError
 from pverep.storage.volumes import Volumes
@@ -63,8 +63,9 @@ def estimate(volumes: Volumes, volid: str, base: str | None) -> int | None:
 
 
 @dataclass
-class DryTarget:
-    """A Target that answers prepare from read-only queries and transfers nothing."""
+class DryTarget(NeverResumes):
+    """A Target that answers prepare from read-only queries and transfers nothing. A dry run
+    plans pvesr's path: it neither keeps nor continues partial receives."""
 
     node: str
     side: remote.TargetNode  # its volumes are RecordingVolumes over the target's zfs
@@ -98,6 +99,7 @@ class DryTarget:
         rate_bps: int | None,
         insecure: bool,
         log: LogFunc,
+        prune: Sequence[str] = (),
     ) -> None:
         size = estimate(self.local, volid, base)
         shown = "unknown (no estimate on this platform)" if size is None else f"{size} bytes"

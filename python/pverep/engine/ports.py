@@ -81,6 +81,26 @@ class Target(Protocol):
     def close(self) -> None: ...
 
 
+class NeverResumes:
+    """The resume part of Target for a target on pvesr's path: it never keeps or continues a
+    partial receive (a dry run's recorder, a stock peer's test double)."""
+
+    @property
+    def resume_capable(self) -> bool:
+        return False
+
+    def check_resumes(self, volids: Sequence[str], log: LogFunc) -> dict[str, str]:
+        return {}
+
+    def resume(
+        self, volid: str, *, rate_bps: int | None, insecure: bool, log: LogFunc
+    ) -> str | None:
+        return None
+
+    def keeps_partial(self, volid: str) -> bool:
+        return False
+
+
 @dataclass(frozen=True)
 class GuestView:
     """What one run needs to know about the guest (§4.1 steps 4 and 5)."""

@@ -50,8 +50,8 @@ from pverep.schedule import job_status
 from pverep.storage.streamform import StreamForm
 from pverep.storage.volumes import Volumes
 from pverep.storage.zfs import ZfsFlags, ZfsRunner, send_argv
-from pverep.transport.base import CommandError, Shell
 from pverep.storage.zfscaps import local_caps
+from pverep.transport.base import CommandError, Shell
 from pverep.transport.local import LocalShell
 from pverep.transport.peer import PeerCommands, PeerKind
 from pverep.transport.ssh import SshShell, SshTarget, parse_mtunnel_output

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pverep.engine.planner import SnapshotInfo
-from pverep.engine.ports import GuestView, LogFunc, TransportConfig
+from pverep.engine.ports import GuestView, LogFunc, NeverResumes, TransportConfig
 from pverep.engine.replicate import ReplicateEnv
 from pverep.engine.runner import Runner
 from pverep.errors import PverepError
@@ -47,7 +47,7 @@ class FakeVolumes:
 
 
 @dataclass
-class FakeTarget:
+class FakeTarget(NeverResumes):  # upstream's mock target is a stock one
     """Test 5's remote mock: remembers the last sync snapshot per volume, answers ``{snap: 1}``."""
 
     node: str
@@ -91,20 +91,6 @@ class FakeTarget:
         if self.fail_transfer == volid:
             raise PverepError(f"transfer of '{volid}' failed")
         self.held[volid] = snapshot
-
-    # upstream's mock target is a stock one: it never keeps partial receives
-    resume_capable: bool = False
-
-    def check_resumes(self, volids: Sequence[str], log: LogFunc) -> dict[str, str]:
-        return {}
-
-    def resume(
-        self, volid: str, *, rate_bps: int | None, insecure: bool, log: LogFunc
-    ) -> str | None:
-        return None
-
-    def keeps_partial(self, volid: str) -> bool:
-        return False
 
     def close(self) -> None:
         pass
