@@ -17,7 +17,7 @@ from pverep.cli.output import output_format_option, to_json
 from pverep.cli.remote import _target
 from pverep.errors import PverepError, ValidationError
 from pverep.reconcile import service
-from pverep.reconcile.gather import Node
+from pverep.reconcile.gather import PVEREP, Node
 from pverep.reconcile.target import CleanRequest, replica_clean, replica_info_json
 from pverep.validate import check_node_name, check_vmid
 
@@ -223,10 +223,16 @@ def cleanup_cmd(app: App, target_node: str, dry_run: bool, output_format: str) -
         if result.outcome is not None and not result.outcome.ok:
             sys.exit(1)
         return
+    if node.peer_kind(target_node) == "pve":
+        # cleanup decides on that node's own view; stock Proxmox VE has no such verb
+        raise PverepError(
+            f"node '{target_node}' runs stock Proxmox VE: 'pverep cleanup' runs on pverep "
+            "nodes only (on a stock node the jobs' own runs and 'pvesr delete' clean up)"
+        )
     argv = ["cleanup", "--target", target_node, "--output-format", output_format]
     if dry_run:
         argv.append("--dry-run")
-    res = node.shell(target_node).run(["pverep", *argv], timeout=600)
+    res = node.shell(target_node).run([*PVEREP, *argv], timeout=600)
     sys.stdout.write(res.stdout_text)
     sys.stderr.write(res.stderr.decode("utf-8", "replace"))
     if res.returncode != 0:

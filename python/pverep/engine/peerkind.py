@@ -56,9 +56,11 @@ def read_peer_settings(path: Path) -> dict[str, PeerSetting]:
     return out
 
 
-def probe_peer_kind(remote: Shell, pverep_argv: Sequence[str] = ("pverep",)) -> PeerKind:
+def probe_peer_kind(
+    remote: Shell, pverep_argv: Sequence[str] = ("pverep",), timeout: float | None = None
+) -> PeerKind:
     """Ask the target (one command over ``remote``) whether it runs pverep."""
-    result = remote.run([*pverep_argv, PEER_INFO_VERB])
+    result = remote.run([*pverep_argv, PEER_INFO_VERB], timeout=timeout)
     if result.returncode == COMMAND_NOT_FOUND:
         return "pve"
     if result.returncode == 0:
@@ -77,6 +79,7 @@ def decide_peer_kind(
     remote: Shell,
     settings: Mapping[str, PeerSetting],
     pverep_argv: Sequence[str] = ("pverep",),
+    timeout: float | None = None,
 ) -> PeerKind:
     """``"pverep"`` or ``"pve"`` (stock) for target ``node``: the override, else the probe."""
     setting = settings.get(node.lower(), "auto")
@@ -84,4 +87,4 @@ def decide_peer_kind(
         return "pve"
     if setting == "pverep":
         return "pverep"
-    return probe_peer_kind(remote, pverep_argv)
+    return probe_peer_kind(remote, pverep_argv, timeout)

@@ -4,6 +4,12 @@ Config changes go through the replication.cfg lock and re-check that the job is 
 planned; state changes go through the state lock; target changes go to the target's own
 ``pverep replica-clean`` (which re-validates them) or, for an orphaned job, through the
 ordinary removal protocol (``prepare-local-job --last_sync 1 --force``).
+
+A target running stock Proxmox VE gets only what pvesr itself sends it: the removal as
+``pvesr prepare-local-job … --last_sync 1 --force``. It has no ``replica-clean``, so those
+steps are skipped with the reason; the job's next run does that clean-up the stock way (its
+``prepare-local-job`` deletes this job's stale snapshots, and stale volumes on the storages it
+scans). Nothing is destroyed that the target itself did not check.
 """
 
 from __future__ import annotations
@@ -146,6 +152,17 @@ def _target_clean(
     out: Outcome,
     log: Callable[[str], None],
 ) -> None:
+    try:
+        kind = node.peer_kind(target)
+    except PverepError as err:
+        for step in steps:
+            out.failed.append((step, str(err)))
+            log(f"FAILED: {step.describe()}: {err}")
+        return
+    if kind == "pve":
+        for step in steps:
+            _guarded(out, step, log, lambda s=step: stock_clean_skipped(target, s))  # type: ignore[misc]
+        return
     argv = ["replica-clean", str(vmid), "--job", jobid]
     for step in steps:
         if isinstance(step, DeleteTargetSnapshot):
@@ -169,9 +186,25 @@ def _target_clean(
         _guarded(out, step, log, lambda r=reason: r)  # type: ignore[misc]
 
 
+def stock_clean_skipped(target: str, step: Step) -> str:
+    """Why a target clean-up step is not done on a stock node (and what does it instead)."""
+    what = (
+        "removes it if it scans that storage"
+        if isinstance(step, DestroyTargetVolume)
+        else "deletes this stale snapshot"
+    )
+    return (
+        f"{target} runs stock Proxmox VE (no 'pverep replica-clean' there): the job's next run "
+        f"{what} ('pvesr prepare-local-job')"
+    )
+
+
 def _remove_orphan(node: Node, step: RemoveOrphanJob, log: Callable[[str], None]) -> str | None:
-    argv = PeerCommands().prepare_local_job(step.jobid, [], scan=step.scan, last_sync=1, force=True)
-    result = node.run_pverep(step.target, argv[1:])
+    # pvesr's own removal argv: a stock target gets exactly it (pvesr ...), a pverep one
+    # the same verb behind pverep
+    peer = PeerCommands(kind=node.peer_kind(step.target))
+    argv = peer.prepare_local_job(step.jobid, [], scan=step.scan, last_sync=1, force=True)
+    result = node.run_remote(step.target, argv)
     for line in result.stderr.decode("utf-8", "replace").splitlines():
         if line.strip():
             log(f"({step.target}) {line}")
