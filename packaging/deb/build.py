@@ -29,6 +29,9 @@ UNIT_DIR = "lib/systemd/system"  # Debian 12 (Debian 13 moves units to /usr/lib/
 #: The lab: fake API server, fake pvesh, lab control. Not for production nodes.
 NOT_SHIPPED = ("pverep/lab", "pverep/cli/lab.py", "pverep/demo.py")
 DOCS = ("README.md", "docs/relocation.md", "docs/packaging.md")
+#: Prometheus alert rules and their promtool tests: data an admin copies into
+#: /etc/prometheus/rules/ (not docs, so never compressed; next to the hookscript).
+PROMETHEUS_DIR = "usr/share/pverep/prometheus"
 
 
 def log(msg: str) -> None:
@@ -102,21 +105,30 @@ def units() -> list[Path]:
     )
 
 
+def prometheus_rules() -> list[Path]:
+    return sorted((REPO / "hooks/prometheus").glob("*.yml"))
+
+
+def copied_files() -> list[tuple[str, Path, int]]:
+    """(path in the package, source in the tree, mode) of every file shipped as it is."""
+    out = [
+        ("usr/bin/pverep", HERE / "pverep.wrapper", 0o755),
+        ("usr/share/pverep/pverep-hookscript", REPO / "hooks/pverep-hookscript", 0o755),
+    ]
+    out += [(f"{UNIT_DIR}/{unit.name}", unit, 0o644) for unit in units()]
+    out += [(f"{PROMETHEUS_DIR}/{rules.name}", rules, 0o644) for rules in prometheus_rules()]
+    out += [
+        ("etc/default/pverep", HERE / "default", 0o644),
+        ("etc/pverep/pverep.conf", HERE / "pverep.conf", 0o644),
+    ]
+    out += [(f"usr/share/doc/pverep/{Path(rel).name}", REPO / rel, 0o644) for rel in DOCS]
+    return out
+
+
 def install_files(stage: Path, ver: str) -> None:
-    put(stage, "usr/bin/pverep", (HERE / "pverep.wrapper").read_bytes(), 0o755)
-    put(
-        stage,
-        "usr/share/pverep/pverep-hookscript",
-        (REPO / "hooks/pverep-hookscript").read_bytes(),
-        0o755,
-    )
-    for unit in units():
-        put(stage, f"{UNIT_DIR}/{unit.name}", unit.read_bytes())
-    put(stage, "etc/default/pverep", (HERE / "default").read_bytes())
-    put(stage, "etc/pverep/pverep.conf", (HERE / "pverep.conf").read_bytes())
+    for rel, source, mode in copied_files():
+        put(stage, rel, source.read_bytes(), mode)
     doc = "usr/share/doc/pverep"
-    for rel in DOCS:
-        put(stage, f"{doc}/{Path(rel).name}", (REPO / rel).read_bytes())
     changelog = (HERE / "changelog").read_text().replace("@VERSION@", ver)
     put(stage, f"{doc}/changelog.gz", gz(changelog.encode()))
     put(stage, f"{doc}/copyright", copyright_text(stage / LIB).encode())

@@ -109,6 +109,12 @@ def test_contents_leave_the_lab_out_and_name_their_licences(deb: Path) -> None:
             if not dist.startswith("pverep-"):
                 assert dist in copyright_text, f"{dist} bundled but not in copyright"
         assert sh("dpkg-deb", "-f", str(deb), "Version").stdout.strip() == VERSION
+        rules = sorted((REPO / "hooks/prometheus").glob("*.yml"))
+        assert [p.name for p in rules] == ["pverep-alerts.test.yml", "pverep-alerts.yml"]
+        for source in rules:
+            shipped = work / "usr/share/pverep/prometheus" / source.name
+            assert shipped.read_bytes() == source.read_bytes(), source.name
+            assert shipped.stat().st_mode & 0o777 == 0o644
     finally:
         shutil.rmtree(work)
 
