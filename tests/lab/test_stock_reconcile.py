@@ -140,3 +140,24 @@ def test_an_orphaned_jobs_removal_reaches_the_stock_target_as_pvesrs_argv(
     assert datasets(lab, STOCK, vmid) == set()
     listed = pverep(lab, "pve1", "list").stdout
     assert jobid not in listed
+
+
+def test_dry_runs_and_delete_force_only_read_the_stock_target(lab: Lab, guest: int) -> None:
+    vmid = guest
+    jobid = f"{vmid}-0"
+    v0, v1 = f"local-zfs:subvol-{vmid}-disk-0", f"local-zfs:subvol-{vmid}-disk-1"
+    pverep(lab, "pve1", "create-local-job", jobid, STOCK)
+    run_job(lab, "pve1", jobid)
+    snap = f"__replicate_{jobid}_{_sync_time(lab, 'pve1', jobid)}__"
+    _forget_recorded(lab)
+    planned = pverep(lab, "pve1", "run", "--dry-run", "--id", jobid).stdout
+    assert f"would send {v0} to {STOCK}: incremental from '{snap}'" in planned, planned
+    removal = pverep(lab, "pve1", "delete", "--dry-run", jobid).stdout
+    assert f"would delete volume {v1} ({STOCK})" in removal, removal
+    assert fakepve.recorded(lab, STOCK) == []  # zfs list only
+
+    dropped = pverep(lab, "pve1", "delete", jobid, "--force")
+    assert f"left behind on {STOCK}: replica volume {v0} ({snap})" in dropped.stderr
+    assert f"left behind on {STOCK}: replica volume {v1} ({snap})" in dropped.stderr
+    assert fakepve.recorded(lab, STOCK) == []
+    assert datasets(lab, STOCK, vmid) == {f"subvol-{vmid}-disk-0", f"subvol-{vmid}-disk-1"}
