@@ -161,3 +161,20 @@ def test_dry_runs_and_delete_force_only_read_the_stock_target(lab: Lab, guest: i
     assert f"left behind on {STOCK}: replica volume {v1} ({snap})" in dropped.stderr
     assert fakepve.recorded(lab, STOCK) == []
     assert datasets(lab, STOCK, vmid) == {f"subvol-{vmid}-disk-0", f"subvol-{vmid}-disk-1"}
+
+
+def test_a_job_removal_reaches_the_stock_target_as_pvesrs_argv(lab: Lab, guest: int) -> None:
+    vmid = guest
+    jobid = f"{vmid}-0"
+    pverep(lab, "pve1", "create-local-job", jobid, STOCK)
+    run_job(lab, "pve1", jobid)
+    _forget_recorded(lab)
+    pverep(lab, "pve1", "delete", jobid)  # pvesr delete: marked, removed at the next run
+    run_job(lab, "pve1", jobid)
+    assert fakepve.recorded(lab, STOCK) == [
+        ["pvesr", "prepare-local-job", jobid, "--scan", "local-zfs", "--last_sync", "1",
+         "--force"],
+    ]  # fmt: skip
+    assert datasets(lab, STOCK, vmid) == set()
+    assert datasets(lab, "pve1", vmid) == {f"subvol-{vmid}-disk-0", f"subvol-{vmid}-disk-1"}
+    assert jobid not in pverep(lab, "pve1", "list").stdout
