@@ -7,6 +7,9 @@ source's key, is its own encryption root, and its key is not loaded there; the p
 goes as before. Snapshot guids are equal; after ``zfs load-key`` on pve2 the content digest
 equals pve1's. Every ``zfs send``/``zfs recv`` argv both nodes run is recorded by a wrapper
 in front of ``zfs`` on their PATH (``/run/pvelab/bin``, node-private).
+
+Checked to fail when the engine does not see the disk as encrypted: the plain ``zfs send -pv``
+of an encrypted dataset is refused by OpenZFS 2.3 (properties without ``-w``), the run fails.
 """
 
 from __future__ import annotations
