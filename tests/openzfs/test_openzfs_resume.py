@@ -51,13 +51,21 @@ def cut_half_way(lab: Lab, job: str, phase: str) -> float:
     transfer pass half way; heal after the run failed. Returns the run's wall time."""
     align()
     started = time.monotonic()
-    env = {**os.environ, "PVEREP_STALL_TIMEOUT": "5"}
+    # The cut run ends by the ssh master's keepalives (about 30 s). A short stall watchdog
+    # would end it sooner, but 5 s and 20 s were both seen to fire before the cut on a loaded
+    # machine: a TCG guest's zfs recv can stop reading for that long.
+    env = {**os.environ, "PVEREP_STALL_TIMEOUT": "90"}
     proc = lab.popen("pve1", ["pverep", "run", "--id", job], env=env,
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 300
         while True:
-            assert time.monotonic() < deadline and proc.poll() is None, "no half way seen"
+            if proc.poll() is not None:
+                out, err = proc.communicate()
+                log = lab.exec("pve1", ["cat", f"/var/log/pve/replicate/{job}"]).stdout
+                ps = lab.exec("pve2", ["ps", "-eo", "pid,etime,stat,args"]).stdout
+                raise AssertionError(f"the run ended before half way: {out}{err}\n{log}\n{ps}")
+            assert time.monotonic() < deadline, "no half way seen"
             res = lab.exec("pve1", ["cat", f"/var/log/pve/replicate/{job}"])
             lines = res.stdout.splitlines() if res.returncode == 0 else []
             at = next((i for i, ln in enumerate(lines) if phase in ln), None)
