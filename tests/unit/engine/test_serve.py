@@ -22,9 +22,7 @@ from tests.unit.zfs_fake import FakeZfsShell
 VOL = "local-zfs:subvol-100-disk-0"
 
 
-def factory(
-    shell: FakeZfsShell, guests: dict[int, str] | None = None
-) -> serve.TargetFactory:
+def factory(shell: FakeZfsShell, guests: dict[int, str] | None = None) -> serve.TargetFactory:
     def make(probe: bool, log: Callable[[str], None]) -> remote.TargetNode:
         target, _ = make_target(shell, guests)
         target.log = log
@@ -57,9 +55,7 @@ def test_hello_then_one_answer_per_request_with_the_verbs_output() -> None:
     assert first["ok"] is True
     snaps = json.loads(str(first["stdout"]))[VOL]
     assert list(snaps) == ["__replicate_100-0_20__"]  # the stale one was deleted
-    assert first["log"] == [
-        f"delete stale replication snapshot '__replicate_100-0_10__' on {VOL}"
-    ]
+    assert first["log"] == [f"delete stale replication snapshot '__replicate_100-0_10__' on {VOL}"]
     assert by_id[2] == {"id": 2, "ok": True, "stdout": "", "log": []}
     assert shell.snapshot_names(f"{P}/subvol-100-disk-0") == ["__replicate_100-0_20__"]
 
@@ -141,7 +137,8 @@ def test_an_unexpected_error_is_one_line_and_the_session_goes_on() -> None:
 
 FAKE_SERVER = """
 import json, sys, os
-sys.stdout.write(json.dumps({"serve": "pverep", "version": 1, "ops": ["prepare", "finalize"]}) + "\\n")
+hello = {"serve": "pverep", "version": 1, "ops": ["prepare", "finalize"]}
+sys.stdout.write(json.dumps(hello) + "\\n")
 sys.stdout.flush()
 for line in sys.stdin:
     doc = json.loads(line)
@@ -191,7 +188,7 @@ def test_client_matches_answers_of_concurrent_requests() -> None:
     assert (failed.ok, failed.error, failed.log) == (False, "refused", ["line of 7-0"])
     s.close()
     assert s.proc.returncode == 0
-    with pytest.raises(SessionError, match="^session on 'pve2': the session ended$"):
+    with pytest.raises(SessionError, match=r"^session on 'pve2': the session ended$"):
         s.call("prepare", {"jobid": "1-0"})
 
 
