@@ -230,3 +230,14 @@ def test_unknown_op_is_refused_before_sending() -> None:
         s.call("import", {})
     s.close()
     assert os.environ  # the fake server saw no request
+
+
+def test_a_remote_verb_loads_only_the_remote_verbs() -> None:
+    # every remote call pays this start: no observe/reconcile/lab imports for it
+    code = (
+        "import sys; from pverep.cli import main\n"
+        "try:\n    main(['peer-info'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('pverep.cli.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "['pverep.cli.apiopts', 'pverep.cli.remote']"
