@@ -183,9 +183,9 @@ def test_a_claim_held_by_this_same_process_is_waited_for_never_stopped(tmp_path:
     # kill the session (itself) to take a volume another request of it holds
     lines: list[str] = []
     reg = ImportRegistry(tmp_path, lines.append, timeout=0.3)
-    with reg.claim(VOLUME):
-        with pytest.raises(PverepError, match="another import of .* is running"):
-            reg.claim(VOLUME)
+    busy = r"another import of .* is running"
+    with reg.claim(VOLUME), pytest.raises(PverepError, match=busy):
+        reg.claim(VOLUME)
     assert lines == []  # no "stopping stale import" of itself
     with reg.claim(VOLUME):  # released: free again
         pass
