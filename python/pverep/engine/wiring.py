@@ -252,18 +252,22 @@ class Node:
     migration_ips: dict[tuple[str, str], str] = field(default_factory=dict)
     _peer_settings: dict[str, PeerSetting] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _asking: dict[str, threading.Lock] = field(default_factory=dict)  # node → its probe
 
     def peer_kind(self, node: str, remote: Shell) -> PeerKind:
         """pverep or stock Proxmox VE on ``node``: pverep.conf [peers], else asked once."""
         with self._lock:
             if self._peer_settings is None:
                 self._peer_settings = read_peer_settings(self.paths.pverep_conf)
-            settings, known = self._peer_settings, self.peer_kinds.get(node)
-        if known is None:
-            # jobs running at once may both ask; the answers are the same
-            known = decide_peer_kind(node, remote, settings)
+            settings = self._peer_settings
+            asking = self._asking.setdefault(node, threading.Lock())
+        with asking:  # jobs starting at once to one target: one probe, the others wait for it
             with self._lock:
-                self.peer_kinds[node] = known
+                known = self.peer_kinds.get(node)
+            if known is None:
+                known = decide_peer_kind(node, remote, settings)
+                with self._lock:
+                    self.peer_kinds[node] = known
         return known
 
     def storage(self) -> StorageConfig:
