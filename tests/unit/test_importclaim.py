@@ -176,3 +176,16 @@ def test_a_malformed_record_is_ignored(data: bytes) -> None:
 def test_record_round_trip() -> None:
     rec = ImportRecord(VOLUME, ProcessId(10, 20), ProcessId(11, 21), 1234.0)
     assert ImportRecord.from_json(rec.to_json()) == rec
+
+
+def test_a_claim_held_by_this_same_process_is_waited_for_never_stopped(tmp_path: Path) -> None:
+    # a ``pverep serve`` session runs its requests in one process: one request must never
+    # kill the session (itself) to take a volume another request of it holds
+    lines: list[str] = []
+    reg = ImportRegistry(tmp_path, lines.append, timeout=0.3)
+    busy = r"another import of .* is running"
+    with reg.claim(VOLUME), pytest.raises(PverepError, match=busy):
+        reg.claim(VOLUME)
+    assert lines == []  # no "stopping stale import" of itself
+    with reg.claim(VOLUME):  # released: free again
+        pass

@@ -23,7 +23,7 @@ import click
 import pverep
 from pverep.cli import App, cli
 from pverep.config.storage import read_storage_cfg
-from pverep.engine import remote
+from pverep.engine import remote, serve
 from pverep.engine.importclaim import ImportRegistry
 from pverep.engine.peerkind import PEER_INFO_VERB
 from pverep.errors import ConfigError, ValidationError
@@ -74,11 +74,14 @@ def _guest_node_lookup(app: App, node: str) -> Callable[[int], str | None]:
     return lookup
 
 
-def _target(app: App, *, probe: bool = True) -> remote.TargetNode:
+def _target(
+    app: App, *, probe: bool = True, log: Callable[[str], None] = _stderr
+) -> remote.TargetNode:
     """This node as a target. ``probe``: ask the local zfs what it supports (storage/zfscaps;
-    finalize needs no stream features and skips the two calls)."""
+    finalize needs no stream features and skips the two calls). ``log``: where its log
+    lines go (stderr for a verb, the answer for a ``serve`` request)."""
     node = app.cluster().local_node()
-    storage = read_storage_cfg(str(app.paths.storage_cfg), warn=_stderr)
+    storage = read_storage_cfg(str(app.paths.storage_cfg), warn=log)
     shell = LocalShell(node)
     flags = ZfsFlags.from_caps(local_caps(shell, app.paths.zfs_caps_cache)) if probe else ZfsFlags()
     volumes = Volumes(storage, ZfsRunner(shell), flags=flags)
@@ -87,8 +90,8 @@ def _target(app: App, *, probe: bool = True) -> remote.TargetNode:
         storage=storage,
         volumes=volumes,
         guest_node=_guest_node_lookup(app, node),
-        log=_stderr,
-        imports=ImportRegistry(app.paths.import_registry_dir, _stderr),
+        log=log,
+        imports=ImportRegistry(app.paths.import_registry_dir, log),
     )
 
 
@@ -382,3 +385,20 @@ def mtunnel_cmd(network: str | None, get_ip: str) -> None:
     except ValueError:
         raise ValidationError(f"migration_network: invalid CIDR '{network}'") from None
     click.echo(f"ip: '{tcp.pick_ip_in_network(network, tcp.local_addresses())}'")
+
+
+@cli.command(serve.SERVE_VERB, hidden=True)
+@click.pass_obj
+def serve_cmd(app: App) -> None:
+    """Serve prepare/finalize requests as line-delimited JSON on stdin/stdout (pverep
+    sources only; engine/serve.py has the protocol)."""
+    # the protocol owns fd 1: stray output of this process or its children goes to stderr
+    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+
+    def make_target(probe: bool, log: Callable[[str], None]) -> remote.TargetNode:
+        return _target(app, probe=probe, log=log)
+
+    app.cluster()  # filled once here, before request threads share it
+    with protocol:
+        serve.serve(make_target, sys.stdin.buffer, protocol)

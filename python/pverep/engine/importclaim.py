@@ -167,6 +167,10 @@ class ImportRegistry:
             except BlockingIOError:
                 pass
             holder = self.read(volume) or holder
+            if holder is not None and holder.importer == procs.this_process():
+                # another request of this same process (a ``pverep serve`` session): never
+                # stop ourselves; it ends on its own (the timeout below otherwise)
+                stopped.add(holder.importer)
             if holder is not None and holder.importer not in stopped:
                 stopped.add(holder.importer)
                 self._stop(holder)

@@ -22,6 +22,7 @@ from pverep.storage.zfs import resume_send_argv
 from pverep.storage.zfscaps import ZfsCaps
 from pverep.transport.base import CommandError, Shell
 from pverep.transport.peer import PeerCommands
+from pverep.transport.serveclient import ServeSession
 from pverep.validate import check_resume_token
 
 #: (volid, snapshot, base, stream form) → the local zfs send argv.
@@ -50,6 +51,9 @@ class ShellTarget:
     encrypted: Callable[[str], bool] = lambda volid: False
     #: volid → its dataset on this node (to check a resume token's owner).
     dataset: Callable[[str], str] = lambda volid: volid
+    #: The run's ``pverep serve`` session on the target (transport/serveclient.py), or None:
+    #: prepare and finalize then run as their own remote commands (pvesr's way).
+    session: Callable[[], ServeSession | None] = lambda: None
     remote_caps: ZfsCaps | None = None
     partial: dict[str, str] = field(default_factory=dict)  # volid → the target's token
     resume_points: dict[str, ResumePoint] = field(default_factory=dict)
@@ -101,15 +105,44 @@ class ShellTarget:
             force=force,
             pverep_info=self.resume_capable and not force,
         )
-        result = self.remote.run(argv)
-        for line in result.stderr.decode("utf-8", "replace").splitlines():
-            if line.strip():
-                on_stderr(line)
-        if result.returncode != 0:
-            raise CommandError(result.argv, result.returncode, result.stderr_tail())
-        if argv[-2:] == ["--pverep-info", "1"]:
-            self._read_info(result.stdout_text)
-        return result.stdout_text
+        with_info = argv[-2:] == ["--pverep-info", "1"]
+        session = self.session() if self.peer_is_pverep else None
+        if session is not None:
+            args = {
+                "jobid": jobid, "volids": list(volids), "scan": list(scan),
+                "last_sync": int(last_sync), "parent_snapname": parent_snapname,
+                "force": force, "pverep_info": with_info,
+            }  # fmt: skip
+            stdout = self._ask(session, "prepare", args, argv, on_stderr)
+        else:
+            result = self.remote.run(argv)
+            for line in result.stderr.decode("utf-8", "replace").splitlines():
+                if line.strip():
+                    on_stderr(line)
+            if result.returncode != 0:
+                raise CommandError(result.argv, result.returncode, result.stderr_tail())
+            stdout = result.stdout_text
+        if with_info:
+            self._read_info(stdout)
+        return stdout
+
+    def _ask(
+        self,
+        session: ServeSession,
+        op: str,
+        args: dict[str, object],
+        argv: list[str],
+        on_line: LogFunc,
+    ) -> str:
+        """One request to the serve session, its log lines and error as the verb ``argv``
+        would have printed them, a failure as that verb's exit (255, pverep's error exit)."""
+        answer = session.call(op, args)
+        for line in answer.log:
+            on_line(line)
+        if not answer.ok:
+            on_line(answer.error)
+            raise CommandError(self.remote.command(argv), 255, [*answer.log, answer.error])
+        return answer.stdout
 
     def _read_info(self, stdout: str) -> None:
         info = parse_prepare_info(stdout)
@@ -167,7 +200,13 @@ class ShellTarget:
         return point.snapshot
 
     def finalize(self, jobid: str, volids: Sequence[str], last_sync: int, on_line: LogFunc) -> None:
-        result = self.remote.run(self.commands.finalize_local_job(jobid, volids, last_sync))
+        argv = self.commands.finalize_local_job(jobid, volids, last_sync)
+        session = self.session() if self.peer_is_pverep else None
+        if session is not None:
+            args = {"jobid": jobid, "volids": list(volids), "last_sync": int(last_sync)}
+            self._ask(session, "finalize", args, argv, on_line)
+            return
+        result = self.remote.run(argv)
         for stream in (result.stdout, result.stderr):
             for line in stream.decode("utf-8", "replace").splitlines():
                 if line.strip():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -54,6 +54,7 @@ from pverep.storage.zfscaps import local_caps
 from pverep.transport.base import CommandError, Shell
 from pverep.transport.local import LocalShell
 from pverep.transport.peer import PeerCommands, PeerKind
+from pverep.transport.serveclient import ServeSession, open_session
 from pverep.transport.ssh import SshShell, SshTarget, parse_mtunnel_output
 from pverep.validate import parse_volume_id
 
@@ -61,6 +62,8 @@ from pverep.validate import parse_volume_id
 STALL_TIMEOUT_ENV = "PVEREP_STALL_TIMEOUT"
 #: Set to 0 for pvesr's one-ssh-connection-per-call pattern (for comparisons).
 SSH_MULTIPLEX_ENV = "PVEREP_SSH_MULTIPLEX"
+#: Set to 0 for per-verb prepare/finalize calls to pverep targets too (for comparisons).
+SERVE_SESSION_ENV = "PVEREP_SERVE_SESSION"
 
 
 def _stderr(msg: str) -> None:
@@ -167,12 +170,39 @@ MAX_JOBS_PER_MASTER = 4
 class SshSessions:
     """The run's ssh masters: jobs to one target share a master (prepare, imports and finalize
     of all of them ride one connection), at most MAX_JOBS_PER_MASTER at a time, also when they
-    run at once. ``close()`` at the end of the run ends them all."""
+    run at once. ``close()`` at the end of the run ends them all.
+
+    Also the run's ``pverep serve`` sessions (transport/serveclient.py), one per pverep target
+    and address: every job's prepare and finalize go to it. One that died is started anew for
+    the next job; a target that answers no hello (an older pverep) gets the per-verb calls for
+    the rest of the run."""
 
     def __init__(self) -> None:
         self._shells: dict[tuple[str, str], list[SshShell]] = {}
         self._users: dict[int, int] = {}  # id(shell) -> jobs using it now
         self._lock = threading.Lock()
+        self._serve: dict[tuple[str, str], ServeSession | None] = {}
+        self._serve_locks: dict[tuple[str, str], threading.Lock] = {}  # one start per target
+
+    def serve_session(self, shell: SshShell, pverep_argv: Sequence[str]) -> ServeSession | None:
+        """The run's serve session on ``shell``'s target (started on first use over
+        ``shell``), or None: no multiplexing (pvesr's pattern), PVEREP_SERVE_SESSION=0, or
+        no ``serve`` there."""
+        if not shell.multiplex or os.environ.get(SERVE_SESSION_ENV, "1") == "0":
+            return None
+        key = (shell.target.node, shell.target.ip)
+        with self._lock:
+            start_lock = self._serve_locks.setdefault(key, threading.Lock())
+        with start_lock:  # the target's other jobs wait for its one start
+            if key in self._serve:
+                known = self._serve[key]
+                if known is None or known.alive:
+                    return known
+                known.close()
+            session = open_session(shell, pverep_argv)
+            with self._lock:
+                self._serve[key] = session
+            return session
 
     def take(self, paths: Paths, node: str, ip: str) -> SshShell:
         with self._lock:
@@ -196,6 +226,11 @@ class SshSessions:
 
     def close(self) -> None:
         with self._lock:
+            serving = [s for s in self._serve.values() if s is not None]
+            self._serve = {}
+        for session in serving:  # before the masters they ride on
+            session.close()
+        with self._lock:
             shells = [s for group in self._shells.values() for s in group]
             self._shells, self._users = {}, {}
         for shell in shells:
@@ -217,18 +252,22 @@ class Node:
     migration_ips: dict[tuple[str, str], str] = field(default_factory=dict)
     _peer_settings: dict[str, PeerSetting] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _asking: dict[str, threading.Lock] = field(default_factory=dict)  # node → its probe
 
     def peer_kind(self, node: str, remote: Shell) -> PeerKind:
         """pverep or stock Proxmox VE on ``node``: pverep.conf [peers], else asked once."""
         with self._lock:
             if self._peer_settings is None:
                 self._peer_settings = read_peer_settings(self.paths.pverep_conf)
-            settings, known = self._peer_settings, self.peer_kinds.get(node)
-        if known is None:
-            # jobs running at once may both ask; the answers are the same
-            known = decide_peer_kind(node, remote, settings)
+            settings = self._peer_settings
+            asking = self._asking.setdefault(node, threading.Lock())
+        with asking:  # jobs starting at once to one target: one probe, the others wait for it
             with self._lock:
-                self.peer_kinds[node] = known
+                known = self.peer_kinds.get(node)
+            if known is None:
+                known = decide_peer_kind(node, remote, settings)
+                with self._lock:
+                    self.peer_kinds[node] = known
         return known
 
     def storage(self) -> StorageConfig:
@@ -330,6 +369,9 @@ class Node:
             tcp_address=network or member.ip,
             close_remote=ssh.close,
             release=None if sessions is None else (lambda: sessions.release(ssh)),
+            session=(lambda: None)
+            if sessions is None or peer.kind != "pverep"
+            else (lambda: sessions.serve_session(ssh, peer.pverep)),
             budget=self.budget.current,
             local_caps=caps,
             local_snapshots=snapshots,

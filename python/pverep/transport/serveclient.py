@@ -1,0 +1,189 @@
+"""The source's end of ``pverep serve`` (engine/serve.py has the protocol): one session per
+target and run, started over the run's ssh master, shared by that run's jobs.
+
+Requests from several jobs may be in flight at once (one reader thread matches answers to
+them by id). A session that ends - its ssh master was cut, the target went away, the process
+died - fails exactly the requests waiting on it, with one line; the pool (wiring) starts a
+new one for the next request. A target whose pverep has no ``serve`` verb (an older pverep)
+answers no hello: ``open_session`` returns None and that target gets the per-verb calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pverep.errors import PverepError
+from pverep.transport.base import PIPE, Process, Shell
+
+#: How long the target may take to start ``pverep serve`` and say hello.
+HELLO_TIMEOUT = 60.0
+#: How long a finished session may take to exit after its input ended.
+CLOSE_TIMEOUT = 10.0
+PROTOCOL_VERSION = 1
+
+
+class SessionError(PverepError):
+    """The session ended (or never started) before it answered a request."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    ok: bool
+    stdout: str
+    error: str
+    log: list[str]
+
+
+def _parse_answer(doc: Mapping[str, Any]) -> Answer:
+    log = doc.get("log")
+    lines = [str(x) for x in log] if isinstance(log, list) else []
+    error = (str(doc.get("error") or "").splitlines() or ["request failed"])[0]
+    return Answer(
+        ok=doc.get("ok") is True, stdout=str(doc.get("stdout") or ""), error=error, log=lines
+    )
+
+
+def _read_hello(proc: Process, timeout: float) -> dict[str, Any] | None:
+    """The session's first line, or None (no such verb, it exited, it said something else)."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        byte = os.read(fd, 1)  # unbuffered: the reader thread takes over the stream after it
+        if not byte:
+            return None
+        line += byte
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or doc.get("serve") != "pverep":
+        return None
+    return doc
+
+
+class ServeSession:
+    """One running ``pverep serve`` on a target."""
+
+    def __init__(self, proc: Process, node: str, ops: Sequence[str]) -> None:
+        self.proc = proc
+        self.node = node
+        self.ops = frozenset(ops)
+        self._next_id = 0
+        self._pending: dict[int, tuple[threading.Event, list[Answer]]] = {}
+        self._lock = threading.Lock()
+        self._dead: str | None = None
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    @property
+    def alive(self) -> bool:
+        with self._lock:
+            return self._dead is None
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        buf = b""
+        try:
+            while True:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    self._deliver(line)
+        except OSError:
+            pass
+        self._end("the session ended")
+
+    def _deliver(self, line: bytes) -> None:
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            return  # not protocol: nothing waits for it
+        if not isinstance(doc, dict):
+            return
+        rid = doc.get("id")
+        with self._lock:
+            slot = self._pending.pop(rid, None) if isinstance(rid, int) else None
+        if slot is not None:
+            slot[1].append(_parse_answer(doc))
+            slot[0].set()
+
+    def _end(self, why: str) -> None:
+        tail = "; ".join(self.proc.stderr_tail[-2:])
+        with self._lock:
+            if self._dead is None:
+                self._dead = f"{why}{' - ' + tail if tail else ''}"
+            pending, self._pending = self._pending, {}
+        for event, _answers in pending.values():
+            event.set()  # no answer: the caller raises SessionError
+
+    def call(self, op: str, args: Mapping[str, Any]) -> Answer:
+        """Send one request and wait for its answer. Raises SessionError if the session ends
+        first (the request may or may not have run on the target: the verbs are idempotent
+        cleanups, and the job fails, as with a cut per-verb ssh call)."""
+        if op not in self.ops:
+            raise SessionError(f"session on '{self.node}' does not serve '{op}'")
+        event = threading.Event()
+        answers: list[Answer] = []
+        with self._lock:
+            if self._dead is not None:
+                raise SessionError(f"session on '{self.node}': {self._dead}")
+            rid = self._next_id
+            self._next_id += 1
+            self._pending[rid] = (event, answers)
+            data = json.dumps({"id": rid, "op": op, "args": dict(args)}).encode() + b"\n"
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(data)
+                self.proc.stdin.flush()
+            except (OSError, ValueError):
+                self._pending.pop(rid, None)
+                self._dead = "the session ended"
+                raise SessionError(f"session on '{self.node}': {self._dead}") from None
+        event.wait()
+        if not answers:
+            with self._lock:
+                why = self._dead or "the session ended"
+            raise SessionError(f"session on '{self.node}': {why}")
+        return answers[0]
+
+    def close(self) -> None:
+        """End the input (the target finishes its running requests and exits), then reap."""
+        with self._lock:
+            stdin = self.proc.stdin
+            if stdin is not None and not stdin.closed:
+                with contextlib.suppress(OSError):
+                    stdin.close()
+        with contextlib.suppress(PverepError):  # killed after the timeout
+            self.proc.wait(CLOSE_TIMEOUT)
+        self._reader.join(CLOSE_TIMEOUT)
+        self._end("the session was closed")
+        self.proc.close()
+
+
+def open_session(remote: Shell, pverep_argv: Sequence[str]) -> ServeSession | None:
+    """Start ``pverep serve`` on ``remote``; None if it does not answer as one (an older
+    pverep without the verb): the caller then uses the per-verb calls."""
+    proc = remote.spawn([*pverep_argv, "serve"], stdin=PIPE, stdout=PIPE)
+    hello = _read_hello(proc, HELLO_TIMEOUT)
+    if hello is None or hello.get("version") != PROTOCOL_VERSION:
+        proc.kill()
+        return None
+    ops = hello.get("ops")
+    return ServeSession(proc, remote.node, [str(o) for o in ops] if isinstance(ops, list) else [])
