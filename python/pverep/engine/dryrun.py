@@ -113,22 +113,6 @@ class DryTarget(NeverResumes):
                 if is_replication_snapshot(name, jobid):
                     self.say(f"{PREFIX}delete snapshot '{name}' on {volid} ({self.node})")
 
-    # A dry run plans as pvesr would: no partial receive is continued (nothing is sent).
-    @property
-    def resume_capable(self) -> bool:
-        return False
-
-    def check_resumes(self, volids: Sequence[str], log: LogFunc) -> dict[str, str]:
-        return {}
-
-    def resume(
-        self, volid: str, *, rate_bps: int | None, insecure: bool, log: LogFunc
-    ) -> str | None:
-        return None
-
-    def keeps_partial(self, volid: str) -> bool:
-        return False
-
     def close(self) -> None:
         pass
 
