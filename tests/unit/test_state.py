@@ -427,3 +427,10 @@ def test_locks_are_taken_with_the_store_timeout(
     store.delete_guest_states(100)
     lock = store.paths.state_lock.name
     assert taken == [(store.paths.migrate_lock(100).name, 1), (lock, 1), (lock, 1)]
+
+
+def test_non_finite_floats_are_written_as_null() -> None:
+    # JSON has no inf/nan: a file pverep writes must stay readable by every JSON reader
+    out = format_state({"1": {"t": {"duration": float("inf"), "x": float("nan"), "y": -0.5}}})
+    assert out == b'{"1":{"t":{"duration":null,"x":null,"y":-0.5}}}'
+    assert parse_state(out)["1"]["t"]["duration"] is None
