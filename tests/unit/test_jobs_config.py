@@ -20,7 +20,7 @@ from pverep.config.jobs import (
     format_config,
     parse_config,
 )
-from pverep.errors import ConfigError, LockError
+from pverep.errors import ConfigError, LockError, ValidationError
 from pverep.paths import Paths
 
 SPEC_EXAMPLE = (
@@ -464,3 +464,58 @@ def test_store_write_mode_digest_and_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         store.write(cfg)
     assert str(err.value) == f"unable to write '{paths.replication_cfg}' - Is a directory"
+
+
+# --- limits, odd lines and the writer's refusals ------------------------------------------------
+
+
+def test_schedule_and_comment_length_limits() -> None:
+    longest = "00" + ",0" * 63  # a valid event of exactly 128 characters
+    assert len(longest) == 128
+    assert jobs.check_property("schedule", longest) == longest
+    with pytest.raises(ValidationError) as err:
+        jobs.check_property("schedule", longest + "0")
+    assert str(err.value) == "value may only be 128 characters long"
+    assert jobs.check_property("comment", "c" * 4096) == "c" * 4096
+    with pytest.raises(ValidationError) as err:
+        jobs.check_property("comment", "c" * 4097)
+    assert str(err.value) == "value may only be 4096 characters long"
+    with pytest.raises(ValidationError) as err:
+        jobs.check_property("rate", "fast")
+    assert str(err.value) == "type check ('number') failed - got 'fast'"
+
+
+def test_undecodable_comment_bytes_are_replaced() -> None:
+    assert decode_comment("a%FFb") == "a\ufffdb"
+
+
+def test_last_line_without_newline_and_a_zero_line() -> None:
+    cfg, warnings = parse("local: 100-0\n\ttarget pve2\n\trate 5")
+    assert (cfg.jobs["100-0"].target, cfg.jobs["100-0"].rate) == ("pve2", "5")
+    assert warnings == []
+    # "0" is false in Perl: it ends the section, and what follows is no section of it
+    cfg, warnings = parse("local: 100-0\n\ttarget pve2\n0\n\trate 5\n")
+    assert cfg.jobs["100-0"].rate is None
+    assert warnings == [f"file {FILE} line 4 - ignore config line: \trate 5"]
+
+
+def test_every_line_of_a_skipped_section_is_skipped() -> None:
+    cfg, warnings = parse(
+        "qemu: 200-0\n\ttarget pve2\n\trate 5\n\tschedule */5\n\nlocal: 100-0\n\ttarget pve3\n"
+    )
+    assert warnings == [f"file {FILE} line 1 (skip section '200-0'): unsupported type 'qemu'"]
+    assert list(cfg.jobs) == ["100-0"]
+
+
+def test_writer_refusals_and_empty_values() -> None:
+    with pytest.raises(ConfigError) as err:
+        format_config([Job(id="100-0", target="pve2", type="qemu")])
+    assert str(err.value) == "unknown section type 'qemu'"
+    with pytest.raises(ConfigError) as err:
+        format_config([Job(id="0100-0", target="pve2")])  # not normalised
+    assert str(err.value) == "property 'guest' has wrong value"
+    with pytest.raises(ConfigError) as err:
+        format_config([Job(id="100-0", target="")])
+    assert str(err.value) == "missing property 'target'"
+    job = Job(id="100-0", target="pve2", schedule="", rate="", source="")
+    assert format_config([job]) == b"local: 100-0\n\ttarget pve2\n\n"

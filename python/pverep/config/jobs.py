@@ -249,9 +249,8 @@ def parse_config(
     warn = warn or _stderr_warn
     digest = hashlib.sha1(raw).hexdigest()  # noqa: S324
     sections: dict[str, dict[str, Any]] = {}
+    # (Perl's split drops trailing empty fields; here they end a section like the file's end)
     lines = raw.decode("utf-8", errors="replace").split("\n")
-    while lines and lines[-1] == "":
-        lines.pop()  # Perl's split drops trailing empty fields
     lineno = 0
 
     def next_line() -> str | None:
