@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pverep.config.storage import (
@@ -9,9 +11,10 @@ from pverep.config.storage import (
     parse_storage_cfg,
     parse_volname,
     parse_volume_id,
+    read_storage_cfg,
     zfs_dataset,
 )
-from pverep.errors import PverepError, ValidationError
+from pverep.errors import ConfigError, PverepError, ValidationError
 
 CFG = """# comment
 dir: local
@@ -130,3 +133,98 @@ def test_zfs_dataset_uses_last_path_part() -> None:
     assert zfs_dataset(ZFS, "base-102-disk-0/vm-104-disk-0") == "rpool/data/vm-104-disk-0"
     with pytest.raises(PverepError):
         zfs_dataset(DIR, "100/vm-100-disk-0.raw")
+
+
+# --- the parser's warnings and edges ------------------------------------------------------------
+
+
+def test_warnings_line_numbers_and_skipped_sections() -> None:
+    text = (
+        "dir: bad_id_\n"  # 1: invalid storage ID, the whole section is skipped
+        "\tpath /a\n"  # 2
+        "\tcontent images\n"  # 3
+        "\n"  # 4
+        "zfspool: z1\r\n"  # 5 (CRLF)
+        "\tpool tank\r\n"  # 6
+        "  # a comment inside\n"  # 7
+        "\tpool other\n"  # 8: duplicate
+        "no indent\n"  # 9
+        "\tsparse\n"  # 10: bare key
+        "\n"  # 11
+        "garbage\n"  # 12
+    )
+    warnings: list[str] = []
+    cfg = parse_storage_cfg(text, warnings.append, filename="/etc/pve/storage.cfg")
+    assert warnings == [
+        "file /etc/pve/storage.cfg line 1 (skip section 'bad_id_'): invalid storage ID",
+        "file /etc/pve/storage.cfg line 8 - duplicate attribute 'pool'",
+        "file /etc/pve/storage.cfg line 9 - ignore config line: no indent",
+        "file /etc/pve/storage.cfg line 12 - ignore config line: garbage",
+    ]
+    assert set(cfg.storages) == {"z1", "local"}
+    assert dict(cfg.get("z1").properties) == {"pool": "tank", "sparse": "1"}
+    # the default file name, and no callback: no output, no error
+    warnings.clear()
+    parse_storage_cfg("garbage\n", warnings.append)
+    assert warnings == ["file storage.cfg line 1 - ignore config line: garbage"]
+    parse_storage_cfg("garbage\n")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1", True),
+        ("yes", True),
+        ("on", True),
+        ("0", False),
+        ("no", False),
+        ("off", False),
+        ("false", False),
+    ],
+)
+def test_boolean_properties(value: str, expected: bool) -> None:
+    cfg = parse_storage_cfg(f"dir: d1\n\tpath /d\n\tshared {value}\n\tdisable {value}\n")
+    assert (cfg.get("d1").shared, cfg.get("d1").disabled) == (expected, expected)
+
+
+@pytest.mark.parametrize(
+    ("section", "kept"),
+    [
+        ("dir: local\n\tpath /var/lib/vz\n\tcontent iso\n", True),
+        ("dir: local\n\tcontent iso\n", True),  # no path: the default path
+        ("dir: local\n\tpath /srv\n\tcontent iso\n", False),
+        ("zfspool: local\n\tpool tank\n\tcontent iso\n", False),
+    ],
+)
+def test_local_is_replaced_unless_it_is_the_default_dir(section: str, kept: bool) -> None:
+    local = parse_storage_cfg(section).get("local")
+    if kept:
+        assert local.content == frozenset({"iso"})
+    else:
+        assert (local.storeid, local.type, dict(local.properties)) == (
+            "local",
+            "dir",
+            {"path": "/var/lib/vz", "content": "backup,images,iso,rootdir,snippets,vztmpl"},
+        )
+
+
+def test_read_storage_cfg(tmp_path: Path) -> None:
+    path = tmp_path / "storage.cfg"
+    assert set(read_storage_cfg(str(path)).storages) == {"local"}  # no file
+    path.write_text("zfspool: z1\n\tpool tank\nbogus\n", encoding="utf-8")
+    warnings: list[str] = []
+    cfg = read_storage_cfg(str(path), warnings.append)
+    assert cfg.get("z1").pool == "tank"
+    assert warnings == [f"file {path} line 3 - ignore config line: bogus"]
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(ConfigError) as err:
+        read_storage_cfg(str(path))
+    assert str(err.value) == f"unable to read {path}: Is a directory"
+
+
+def test_is_enabled_asks_about_the_given_node() -> None:
+    cfg = parse_storage_cfg(CFG)
+    assert cfg.is_enabled("local-zfs", "pve1")
+    assert not cfg.is_enabled("local-zfs", "pve3")
+    assert not cfg.is_enabled("off-zfs", "pve1")
