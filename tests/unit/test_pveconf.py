@@ -42,6 +42,7 @@ def test_get_int() -> None:
     where = Path("/etc/pverep/pverep.conf")
     assert pveconf.get_int({}, "n", 7, where) == 7
     assert pveconf.get_int({"n": ""}, "n", 7, where) == 7
+    assert pveconf.get_int({"n": "0"}, "n", 7, where) == 0  # the minimum is 0 unless given
     assert pveconf.get_int({"n": "12"}, "n", 7, where, minimum=12) == 12
     for bad in ("11", "\uff11\uff12", "-1", "1.5", "x"):  # fullwidth digits are no ASCII
         with pytest.raises(ConfigError) as err:
