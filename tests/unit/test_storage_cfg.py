@@ -8,6 +8,7 @@ import pytest
 
 from pverep.config.storage import (
     StorageDef,
+    VolumeInfo,
     parse_storage_cfg,
     parse_volname,
     parse_volume_id,
@@ -228,3 +229,99 @@ def test_is_enabled_asks_about_the_given_node() -> None:
     assert cfg.is_enabled("local-zfs", "pve1")
     assert not cfg.is_enabled("local-zfs", "pve3")
     assert not cfg.is_enabled("off-zfs", "pve1")
+
+
+RBD = StorageDef("ceph", "rbd", {"pool": "vms"})
+ZFS_ISCSI = StorageDef("san", "zfs", {})
+V = VolumeInfo
+
+
+@pytest.mark.parametrize(
+    ("storage", "volname", "info"),
+    [
+        (ZFS, "vm-100-disk-0", V("images", "vm-100-disk-0", 100, None, None, False, "raw")),
+        (
+            ZFS,
+            "subvol-101-disk-1",
+            V("images", "subvol-101-disk-1", 101, None, None, False, "subvol"),
+        ),
+        (ZFS, "basevol-103-d", V("images", "basevol-103-d", 103, None, None, True, "subvol")),
+        (
+            ZFS,
+            "base-102-disk-0/vm-104-disk-0",
+            V("images", "vm-104-disk-0", 104, "base-102-disk-0", 102, False, "raw"),
+        ),
+        (
+            DIR,
+            "100/vm-100-disk-0.qcow2",
+            V("images", "vm-100-disk-0.qcow2", 100, None, None, False, "qcow2"),
+        ),
+        (
+            DIR,
+            "100/base-100-disk-0.raw",
+            V("images", "base-100-disk-0.raw", 100, None, None, True, "raw"),
+        ),
+        (
+            DIR,
+            "101/vm-101-disk-0.vmdk",
+            V("images", "vm-101-disk-0.vmdk", 101, None, None, False, "vmdk"),
+        ),
+        (
+            DIR,
+            "100/base-100-disk-0.raw/105/vm-105-disk-0.qcow2",
+            V("images", "vm-105-disk-0.qcow2", 105, "base-100-disk-0.raw", 100, False, "qcow2"),
+        ),
+        (DIR, "iso/debian.ISO", V("iso", "debian.ISO", None, format="raw")),
+        (DIR, "iso/boot.img", V("iso", "boot.img", None, format="raw")),
+        (DIR, "vztmpl/debian-12.tar.zst", V("vztmpl", "debian-12.tar.zst", None, format="raw")),
+        (DIR, "vztmpl/alpine.tgz", V("vztmpl", "alpine.tgz", None, format="raw")),
+        (DIR, "rootdir/100", V("rootdir", "100", 100)),
+        (
+            DIR,
+            "backup/vzdump-lxc-101-2024.tar.zst",
+            V("backup", "vzdump-lxc-101-2024.tar.zst", 101),
+        ),
+        (DIR, "backup/manual.tar", V("backup", "manual.tar", None)),
+        (DIR, "snippets/hook.pl", V("snippets", "hook.pl", None, format="raw")),
+        (DIR, "import/disk.ova", V("import", "disk.ova", None, format="raw")),
+        (THIN, "vm-106-disk-0", V("images", "vm-106-disk-0", 106, None, None, False, "raw")),
+        (
+            RBD,
+            "base-107-disk-0/vm-108-disk-0",
+            V("images", "vm-108-disk-0", 108, "base-107-disk-0", 107, False, "raw"),
+        ),
+        (
+            ZFS_ISCSI,
+            "base-109-disk-0",
+            V("images", "base-109-disk-0", 109, None, None, True, "raw"),
+        ),
+        (StorageDef("lun", "iscsi", {}), "0.0.1.scsi-x", V("images", "0.0.1.scsi-x", None)),
+        (StorageDef("bk", "pbs", {}), "backup/vm/100/x", V("unknown", "backup/vm/100/x", None)),
+    ],
+)
+def test_volume_info_in_full(storage: StorageDef, volname: str, info: VolumeInfo) -> None:
+    assert parse_volname(storage, volname) == info
+
+
+@pytest.mark.parametrize(
+    ("storage", "volname", "error"),
+    [
+        (DIR, "100/vm-100-disk-0.txt", "unable to parse volume filename 'vm-100-disk-0.txt'"),
+        (DIR, "100/x.raw/105/y.txt", "unable to parse volume filename 'y.txt'"),
+        (DIR, "100/x.txt/105/y.raw", "unable to parse volume filename 'x.txt'"),
+        (DIR, "iso/debian.tar", "unable to parse directory volume name 'iso/debian.tar'"),
+        (DIR, "rootdir/abc", "unable to parse directory volume name 'rootdir/abc'"),
+        (THIN, "disk0", "unable to parse lvmthin volume name 'disk0'"),
+        (RBD, "vm-x-disk", "unable to parse rbd volume name 'vm-x-disk'"),
+    ],
+)
+def test_volume_name_errors(storage: StorageDef, volname: str, error: str) -> None:
+    with pytest.raises(PverepError) as err:
+        parse_volname(storage, volname)
+    assert str(err.value) == error
+
+
+def test_zfs_dataset_needs_a_pool() -> None:
+    with pytest.raises(PverepError) as err:
+        zfs_dataset(StorageDef("z2", "zfspool", {}), "vm-100-disk-0")
+    assert str(err.value) == "storage 'z2' is not a zfspool storage with a pool"
