@@ -211,9 +211,10 @@ def test_local_is_replaced_unless_it_is_the_default_dir(section: str, kept: bool
 
 def test_read_storage_cfg(tmp_path: Path) -> None:
     path = tmp_path / "storage.cfg"
-    assert set(read_storage_cfg(str(path)).storages) == {"local"}  # no file
-    path.write_text("zfspool: z1\n\tpool tank\nbogus\n", encoding="utf-8")
     warnings: list[str] = []
+    assert set(read_storage_cfg(str(path), warnings.append).storages) == {"local"}  # no file
+    assert warnings == []
+    path.write_text("zfspool: z1\n\tpool tank\nbogus\n", encoding="utf-8")
     cfg = read_storage_cfg(str(path), warnings.append)
     assert cfg.get("z1").pool == "tank"
     assert warnings == [f"file {path} line 3 - ignore config line: bogus"]
@@ -285,6 +286,11 @@ V = VolumeInfo
         (DIR, "snippets/hook.pl", V("snippets", "hook.pl", None, format="raw")),
         (DIR, "import/disk.ova", V("import", "disk.ova", None, format="raw")),
         (THIN, "vm-106-disk-0", V("images", "vm-106-disk-0", 106, None, None, False, "raw")),
+        (
+            StorageDef("vg", "lvm", {}),
+            "vm-110-disk-1",
+            V("images", "vm-110-disk-1", 110, None, None, False, "raw"),
+        ),
         (
             RBD,
             "base-107-disk-0/vm-108-disk-0",
