@@ -331,3 +331,10 @@ def test_zfs_dataset_needs_a_pool() -> None:
     with pytest.raises(PverepError) as err:
         zfs_dataset(StorageDef("z2", "zfspool", {}), "vm-100-disk-0")
     assert str(err.value) == "storage 'z2' is not a zfspool storage with a pool"
+
+
+def test_a_bad_header_line_does_not_end_the_file() -> None:
+    warnings: list[str] = []
+    cfg = parse_storage_cfg("garbage\nzfspool: z1\n\tpool tank\n", warnings.append)
+    assert cfg.get("z1").pool == "tank"
+    assert warnings == ["file storage.cfg line 1 - ignore config line: garbage"]
