@@ -9,12 +9,16 @@
 #
 # mutmut derives module names from file paths and knows only ./, src/ and source/ as import
 # roots, so the Python side runs in a staging copy (mutants-report/py-stage) where python/ is
-# src/; the stage is kept between runs so that mutmut re-tests only what changed.
+# src/. mutmut keeps each mutant's result until its function changes, even when the tests
+# changed: so every run starts from fresh mutants unless MUTANTS_KEEP=1 (faster, but the
+# survivors of unchanged functions are then those of the last run).
 # Results: mutants-report/{rust,python}-*.txt and mutants-report/summary.txt.
 #
 # MUTANTS_ONLY=rust|python runs one side; MUTANTS_JOBS (default 2) sets the parallelism;
 # MUTANTS_RUST_FILES="rust/core/src/x.rs …" and MUTANTS_PY_SELECT="pverep.calendar.* …" (mutant
-# name globs) narrow a run to what an issue changed.
+# name globs) narrow a run to what an issue changed. MUTANTS_PY_FILES="src/pverep/calendar.py …"
+# (stage paths) mutates only those files, and MUTANTS_PY_TESTS="tests/unit/test_calendar.py …"
+# maps and runs only those tests: far faster than mapping the whole fast suite.
 set -euo pipefail
 set -f  # mutant selections are globs for the tools, not for the shell
 cd "$(dirname "$0")/.."
@@ -49,8 +53,11 @@ if [ "$only" != rust ]; then
     # cp -a keeps mtimes: mutmut regenerates only the files that changed since the last run.
     mkdir -p "$stage"
     rm -rf "$stage/src" "$stage/tests"
+    [ "${MUTANTS_KEEP:-}" = 1 ] || rm -rf "$stage/mutants"
     cp -a python "$stage/src"
     cp -a tests pyproject.toml "$stage/"
+    "$root/.venv/bin/python" tools/mutants_narrow.py "$stage/pyproject.toml" \
+        "${MUTANTS_PY_FILES:-}" "${MUTANTS_PY_TESTS:-}"
     # shellcheck disable=SC2086  # the selection is a list of globs, split on purpose
     (cd "$stage" && nice -n 10 "$root/.venv/bin/mutmut" run --max-children "$jobs" \
         ${MUTANTS_PY_SELECT:-}) || true

@@ -18,7 +18,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pverep.errors import ValidationError
 
@@ -62,8 +62,8 @@ class Range:
     def next_after(self, v: int) -> int | None:
         if v < self.start:
             return self.start
-        n = v + 1
-        return n if self.start <= n <= self.end else None
+        n = v + 1  # > start, as v >= start here
+        return n if n <= self.end else None
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,8 @@ class _Fail(Exception):
     word it could not parse for a bad weekday, else the rest of the input)."""
 
     def __init__(self, pos: int, what: str, end: int | None = None) -> None:
-        super().__init__(what)
+        # never shown: a _Fail does not leave the parser, which quotes .what (mutants: equivalent)
+        super().__init__(what)  # pragma: no mutate
         self.pos = pos
         self.what = what
         self.end = end
@@ -254,7 +255,8 @@ class _Parser:
         s = self.s
         fields: dict[str, object] = {}
         pos = 0
-        has_day = has_date = has_time = False
+        # only tested for truth, so False or None is the same (mutants: equivalent)
+        has_day = has_date = has_time = False  # pragma: no mutate
         if s[:1].isascii() and s[:1].isalpha():
             if s in _KEYWORDS:
                 fields.update(_KEYWORDS[s])
@@ -282,17 +284,23 @@ class _Parser:
             has_time = True
             pos = after
         if not (has_day or has_date or has_time):
-            raise _Fail(pos, 'Context("date or time specification")')
+            what = 'Context("date or time specification")'
+            # nothing was parsed: quoted from the start (a position of None does the same)
+            raise _Fail(0, what)  # pragma: no mutate
         return fields, utc, pos
 
     # weekdays
     def _weekday(self, pos: int) -> tuple[int, int]:
         m = _ALPHA.match(self.s, pos)
+        # Both failures reach the user only from position 0 (a later weekday is optional and
+        # backtracks), where a position of None quotes the same text as 0 (mutants: equivalent).
         if not m:
-            raise _Fail(pos, "Nom(Alpha)")
+            what = "Nom(Alpha)"
+            raise _Fail(pos, what)  # pragma: no mutate
         day = _WEEKDAY_NAMES.get(m.group().lower())
         if day is None:
-            raise _Fail(pos, 'Context("weekday")', m.end())
+            what, end = 'Context("weekday")', m.end()
+            raise _Fail(pos, what, end)  # pragma: no mutate
         return day, m.end()
 
     def _weekday_range(self, pos: int) -> tuple[frozenset[int], int]:
@@ -303,7 +311,7 @@ class _Parser:
             except _Fail:
                 return frozenset({start}), pos
             if start > end:  # wraps over the week end: fri..mon
-                return frozenset(range(start, 7)) | frozenset(range(0, end + 1)), after
+                return frozenset(range(start, 7)) | frozenset(range(end + 1)), after
             return frozenset(range(start, end + 1)), after
         return frozenset({start}), pos
 
@@ -320,11 +328,14 @@ class _Parser:
     # numbers and lists
     def _comp(self, pos: int, limit: int) -> tuple[int, int]:
         m = _DIGITS.match(self.s, pos)
+        # The failures of numbers, lists and date specs are all caught by _event (date and time
+        # are optional there): their position and text never reach the user, only the "date or
+        # time specification" or Eof failure they lead to (mutants: equivalent).
         if not m:
-            raise _Fail(pos, "Nom(Digit)")
+            raise _Fail(pos, "Nom(Digit)")  # pragma: no mutate
         value = int(m.group())
         if value >= limit:
-            raise _Fail(m.end(), 'Context("time value too large")')
+            raise _Fail(m.end(), 'Context("time value too large")')  # pragma: no mutate
         return value, m.end()
 
     def _date_time_comp(self, pos: int, limit: int) -> tuple[Value, int]:
@@ -333,10 +344,11 @@ class _Parser:
             try:
                 end, after = self._comp(pos + 2, limit)
             except _Fail:
-                end = -1
-            if end >= 0:
+                pass  # "5.." is 5, the ".." stays unparsed
+            else:
                 if value > end:
-                    raise _Fail(after, 'Context("range start is bigger than end")')
+                    what = 'Context("range start is bigger than end")'  # pragma: no mutate
+                    raise _Fail(after, what)  # pragma: no mutate (see _comp)
                 if self.s.startswith("/", after):
                     step, after = self._comp(after + 1, limit)
                     return Repeated(value, step, end), after
@@ -368,7 +380,7 @@ class _Parser:
 
     def _expect(self, pos: int, tag: str) -> int:
         if not self.s.startswith(tag, pos):
-            raise _Fail(pos, "Nom(Tag)")
+            raise _Fail(pos, "Nom(Tag)")  # pragma: no mutate (see _comp)
         return pos + len(tag)
 
     def _date_spec(self, pos: int) -> tuple[tuple[ValueList, ValueList, ValueList], int]:
@@ -384,7 +396,8 @@ class _Parser:
             day, p = self._list(self._expect(p, "-"), 1, 32)
             return ((), month, day), p
         except _Fail:
-            raise _Fail(pos, 'Context("invalid date spec")') from None
+            # (see _comp)
+            raise _Fail(pos, 'Context("invalid date spec")') from None  # pragma: no mutate
 
     def _time_spec(self, pos: int) -> tuple[tuple[ValueList, ValueList, ValueList], int]:
         hour: ValueList = ()
@@ -418,7 +431,8 @@ class _BrokenDownTime:
         self.hour, self.minute, self.second = dt.hour, dt.minute, dt.second
         self.day_num = dt.weekday()
         offset = dt.utcoffset()
-        self.offset = offset if offset is not None else timedelta(0)
+        assert offset is not None  # dt is aware (zone or UTC)
+        self.offset = offset
 
     def _naive(self) -> datetime:
         year = self.year + (self.month - 1) // 12
@@ -432,7 +446,10 @@ class _BrokenDownTime:
         if self.zone is None:
             return int((naive - _NAIVE_EPOCH).total_seconds())
         candidates = [naive.replace(tzinfo=self.zone, fold=fold) for fold in (0, 1)]
-        chosen = candidates[0]
+        # fold 0 and 1 differ only in a gap or an overlap, and there the loop below takes the one
+        # with the offset we had; the default matters only if neither has it (a zone changing its
+        # offset twice within the edited span): not in the tz database's recent data.
+        chosen = candidates[0]  # pragma: no mutate
         if candidates[0].utcoffset() != candidates[1].utcoffset():
             # DST gap or overlap: keep the offset we had before the edit (glibc's guess)
             for cand in candidates:
@@ -518,8 +535,9 @@ def _next_event(event: CalendarEvent, last: int, zone: tzinfo | None) -> int | N
                 t.add_months(1)
             continue
         if not all_days and t.day_num not in event.weekdays:
-            later = [d for d in range(t.day_num + 1, 7) if d in event.weekdays]
-            t.add_days((later[0] if later else 7) - t.day_num)
+            # today is not one of them, so > and >= find the same (mutants: equivalent)
+            later = [d for d in event.weekdays if d > t.day_num]  # pragma: no mutate
+            t.add_days((min(later) if later else 7) - t.day_num)  # else: next Monday
             continue
         if event.hour and not _list_contains(event.hour, t.hour):
             n = _find_next(event.hour, t.hour)
@@ -546,7 +564,11 @@ def _next_event(event: CalendarEvent, last: int, zone: tzinfo | None) -> int | N
 
 
 def local_zone() -> tzinfo:
-    """The zone libc would use: $TZ (a zone name or file), else /etc/localtime, else UTC."""
+    """The zone libc would use: $TZ (a zone name or file), else /etc/localtime, else UTC.
+
+    A $TZ that names no zone file (unknown names, POSIX rule strings such as ``CET-1CEST``) is
+    read as UTC, as glibc does for a name it cannot find (its rule strings are not supported).
+    """
     tz = os.environ.get("TZ")
     if tz is not None:
         name = tz.removeprefix(":")
@@ -557,7 +579,7 @@ def local_zone() -> tzinfo:
                 with open(name, "rb") as fh:
                     return ZoneInfo.from_file(fh, key=name)
             return ZoneInfo(name)
-        except (OSError, ValueError):
+        except (OSError, ValueError, ZoneInfoNotFoundError):
             return UTC
     try:
         with open("/etc/localtime", "rb") as fh:

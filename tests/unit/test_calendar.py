@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+import builtins
+import shutil
+from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
+from typing import IO
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from pverep import calendar
 from pverep.calendar import (
     CalendarEvent,
     CalendarEventError,
@@ -14,6 +19,8 @@ from pverep.calendar import (
     Repeated,
     Single,
     compute_next_event,
+    parse_calendar_event,
+    parse_weekdays,
     verify_calendar_event,
 )
 
@@ -317,3 +324,289 @@ def test_surrounding_blanks_are_trimmed_and_utc_suffix() -> None:
 def test_24_00_is_minute_24_like_proxmox_time() -> None:
     # "24" is too large for an hour, so the parser backtracks and reads minutes:seconds.
     assert nxt("24:00", 0) == 24 * 60
+
+
+# --- the value classes: "next value after v" for any v (the search asks only for values the
+# list does not contain, so these pin what each class promises on its own) ---------------------
+
+
+def test_value_classes_contain_and_next_after() -> None:
+    r = Range(3, 5)
+    assert [r.contains(v) for v in range(2, 7)] == [False, True, True, True, False]
+    assert [r.next_after(v) for v in range(1, 7)] == [3, 3, 4, 5, None, None]
+    assert Range(4, 4).next_after(4) is None
+    s = Single(7)
+    assert [s.contains(v) for v in (6, 7, 8)] == [False, True, False]
+    assert [s.next_after(v) for v in (6, 7, 8)] == [7, None, None]
+    rep = Repeated(2, 3, 9)
+    assert [v for v in range(12) if rep.contains(v)] == [2, 5, 8]
+    assert [rep.next_after(v) for v in (0, 2, 4, 5, 8, 9)] == [2, 5, 5, 8, None, None]
+    open_end = Repeated(2, 3)
+    assert [v for v in range(12) if open_end.contains(v)] == [2, 5, 8, 11]
+    assert [open_end.next_after(v) for v in (1, 2, 10, 11)] == [2, 5, 11, 14]
+    zero_step = Repeated(4, 0)
+    assert [v for v in range(9) if zero_step.contains(v)] == [4]
+    assert [zero_step.next_after(v) for v in (3, 4, 5)] == [4, None, None]
+
+
+# --- weekdays --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "days"),
+    [
+        ("mon..tue", {0, 1}),
+        ("tue..tue", {1}),
+        ("sat..mon", {5, 6, 0}),
+        ("sun..mon", {6, 0}),
+        ("thu,tue..wed", {1, 2, 3}),
+    ],
+)
+def test_weekday_ranges(spec: str, days: set[int]) -> None:
+    assert CalendarEvent.parse(spec).weekdays == frozenset(days)
+    assert parse_weekdays(spec) == frozenset(days)
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("1", "at '1' - Nom(Alpha)"),
+        ("", "at '' - Nom(Alpha)"),
+        ("mon,", "at ',' - Nom(Eof)"),
+        ("xyz,mon", "at 'xyz' - Context(\"weekday\")"),
+        ("mon tue", "at ' tue' - Nom(Eof)"),
+    ],
+)
+def test_parse_weekdays_errors(text: str, error: str) -> None:
+    with pytest.raises(CalendarEventError) as err:
+        parse_weekdays(text)
+    assert str(err.value) == f"unable to parse calendar event {error}"
+
+
+def test_parse_calendar_event_is_parse() -> None:
+    assert parse_calendar_event(" mon 8:30 ") == CalendarEvent.parse(" mon 8:30 ")
+    assert parse_calendar_event("mon 8:30").hour == (Single(8),)
+
+
+def test_only_blanks_and_tabs_separate_the_parts() -> None:
+    assert CalendarEvent.parse("mon\t*-01\t12:00").hour == (Single(12),)
+    for spec in ("*-01X12:00", "monX 12:00", "*-01\n12:00"):
+        with pytest.raises(CalendarEventError):
+            CalendarEvent.parse(spec)
+
+
+# --- the local time zone (what libc would use) -------------------------------------------------
+
+VIENNA_FILE = Path("/usr/share/zoneinfo/Europe/Vienna")
+SUMMER = datetime(2024, 7, 1, 12, tzinfo=UTC)
+WINTER = datetime(2024, 1, 1, 12, tzinfo=UTC)
+
+
+def offsets(zone: tzinfo) -> tuple[timedelta | None, timedelta | None]:
+    return SUMMER.astimezone(zone).utcoffset(), WINTER.astimezone(zone).utcoffset()
+
+
+VIENNA_OFFSETS = (timedelta(hours=2), timedelta(hours=1))
+UTC_OFFSETS = (timedelta(0), timedelta(0))
+
+
+@pytest.fixture
+def vienna_copy(tmp_path: Path) -> Path:
+    """Europe/Vienna's TZif data under a name that is no zone name (it must be read as a file)."""
+    if not VIENNA_FILE.exists():
+        pytest.skip("no /usr/share/zoneinfo")
+    path = tmp_path / "my-zone"
+    shutil.copyfile(VIENNA_FILE, path)
+    return path
+
+
+@pytest.mark.parametrize("tz", ["", ":", "UTC", ":UTC"])
+def test_local_zone_utc_forms(monkeypatch: pytest.MonkeyPatch, tz: str) -> None:
+    monkeypatch.setenv("TZ", tz)
+    assert calendar.local_zone() is UTC
+
+
+@pytest.mark.parametrize("tz", ["Europe/Vienna", ":Europe/Vienna"])
+def test_local_zone_by_name(monkeypatch: pytest.MonkeyPatch, tz: str) -> None:
+    if not VIENNA_FILE.exists():
+        pytest.skip("no /usr/share/zoneinfo")
+    monkeypatch.setenv("TZ", tz)
+    zone = calendar.local_zone()
+    assert offsets(zone) == VIENNA_OFFSETS
+    assert str(zone) == "Europe/Vienna"
+
+
+@pytest.mark.parametrize("colon", ["", ":"])
+def test_local_zone_from_a_tzif_file(
+    monkeypatch: pytest.MonkeyPatch, vienna_copy: Path, colon: str
+) -> None:
+    monkeypatch.setenv("TZ", f"{colon}{vienna_copy}")
+    zone = calendar.local_zone()
+    assert offsets(zone) == VIENNA_OFFSETS
+    assert str(zone) == str(vienna_copy)
+    # and the next event is computed in it: from 11:00 in Vienna (09:00 UTC), 12:00 is next
+    noon_utc = int(SUMMER.timestamp())
+    assert compute_next_event(CalendarEvent.parse("12:00"), noon_utc - 3 * 3600) == (
+        noon_utc - 2 * 3600
+    )
+
+
+@pytest.mark.parametrize(
+    "tz",
+    ["/nonexistent/zone", "Not/AZone", "CET-1CEST", "../etc/passwd", "/etc/hostname"],
+)
+def test_local_zone_unusable_tz_is_utc(monkeypatch: pytest.MonkeyPatch, tz: str) -> None:
+    monkeypatch.setenv("TZ", tz)
+    assert calendar.local_zone() is UTC
+
+
+def fake_localtime(monkeypatch: pytest.MonkeyPatch, target: Path | None) -> list[str]:
+    """Let calendar's open() see ``target`` (None: nothing) as /etc/localtime; returns the
+    names it was asked to open."""
+    asked: list[str] = []
+    real_open = builtins.open
+
+    def fake_open(name: str, mode: str = "r") -> IO[bytes]:
+        asked.append(name)
+        assert mode == "rb"
+        if name != "/etc/localtime" or target is None:
+            raise FileNotFoundError(name)
+        return real_open(target, mode)
+
+    monkeypatch.setattr(calendar, "open", fake_open, raising=False)
+    return asked
+
+
+def test_local_zone_without_tz_reads_etc_localtime(
+    monkeypatch: pytest.MonkeyPatch, vienna_copy: Path
+) -> None:
+    monkeypatch.delenv("TZ", raising=False)
+    asked = fake_localtime(monkeypatch, vienna_copy)
+    zone = calendar.local_zone()
+    assert asked == ["/etc/localtime"]
+    assert offsets(zone) == VIENNA_OFFSETS
+    assert str(zone) == "localtime"
+    # compute_next_event without a zone uses it
+    last = int(WINTER.timestamp())  # 13:00 in Vienna
+    assert compute_next_event(CalendarEvent.parse("14:00"), last) == last + 3600
+
+
+def test_local_zone_without_tz_or_etc_localtime_is_utc(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("TZ", raising=False)
+    fake_localtime(monkeypatch, None)
+    assert calendar.local_zone() is UTC
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"not a TZif file")
+    fake_localtime(monkeypatch, garbage)
+    assert calendar.local_zone() is UTC
+
+
+def test_tz_file_is_preferred_to_etc_localtime(
+    monkeypatch: pytest.MonkeyPatch, vienna_copy: Path
+) -> None:
+    monkeypatch.setenv("TZ", str(vienna_copy))
+    asked = fake_localtime(monkeypatch, None)
+    monkeypatch.setattr(calendar, "open", builtins.open)
+    assert offsets(calendar.local_zone()) == VIENNA_OFFSETS
+    assert asked == []
+
+
+# --- parser details the vectors above do not reach ----------------------------------------------
+
+
+def test_event_keeps_the_given_text_and_a_false_utc() -> None:
+    event = CalendarEvent.parse(" mon 8:30 ")
+    assert event.text == " mon 8:30 "
+    assert event.utc is False
+    assert CalendarEvent.parse("mon 8:30 UTC").utc is True
+
+
+@pytest.mark.parametrize(
+    ("spec", "fields"),
+    [
+        ("monUTC", {"weekdays": frozenset({0}), "utc": True}),
+        ("12:00   UTC", {"hour": (Single(12),), "utc": True}),
+        ("0..0", {"minute": (Range(0, 0),)}),
+        ("5..", None),
+        ("*/1", {"minute": (Repeated(0, 1),)}),
+        ("*:*:*/20", {"second": (Repeated(0, 20),)}),
+        ("*:*:59", {"second": (Single(59),)}),
+        ("*/500-01-01", {"year": (Repeated(0, 500),), "month": (Single(1),)}),
+        ("2199-01-01", {"year": (Single(2199),)}),
+        ("*-*/5-01", {"year": (), "month": (Repeated(1, 5),), "day": (Single(1),)}),
+        ("*/5-01", {"year": (), "month": (Repeated(1, 5),), "day": (Single(1),)}),
+        ("*-*-*/10", {"day": (Repeated(1, 10),)}),
+        ("*/10-*/3", {"year": (), "month": (Repeated(1, 10),), "day": (Repeated(1, 3),)}),
+        ("12-31", {"month": (Single(12),), "day": (Single(31),)}),
+        ("2020-12-31", {"year": (Single(2020),), "day": (Single(31),)}),
+    ],
+)
+def test_parse_fields(spec: str, fields: dict[str, object] | None) -> None:
+    if fields is None:
+        with pytest.raises(CalendarEventError):
+            CalendarEvent.parse(spec)
+        return
+    event = CalendarEvent.parse(spec)
+    assert {name: getattr(event, name) for name in fields} == fields
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "mon\nUTC",
+        "12:00X UTC",
+        "2200-01-01",
+        "2020-13-01",
+        "13-01",
+        "2020-01-32",
+        "0:0:60",
+        "12:00:",
+    ],
+)
+def test_more_parse_errors(spec: str) -> None:
+    with pytest.raises(CalendarEventError):
+        CalendarEvent.parse(spec)
+
+
+@pytest.mark.parametrize(
+    ("spec", "text"),
+    [
+        ("m\u00e9", "at 'm' - Context(\"weekday\")"),
+        ("m1", "at 'm' - Context(\"weekday\")"),
+        ("12:00:", "at ':' - Nom(Eof)"),
+        ("61", "at '61' - Context(\"date or time specification\")"),
+    ],
+)
+def test_more_error_texts(spec: str, text: str) -> None:
+    with pytest.raises(CalendarEventError) as err:
+        CalendarEvent.parse(spec)
+    assert str(err.value) == f"unable to parse calendar event {text}"
+
+
+def test_next_event_across_the_year_end() -> None:
+    dec_10 = int(datetime(2020, 12, 10, tzinfo=UTC).timestamp())
+    jan_5 = int(datetime(2021, 1, 5, tzinfo=UTC).timestamp())
+    assert nxt("*-05", dec_10) == jan_5
+    assert nxt("*-*-05", dec_10) == jan_5
+    # a repeated year list counts from year 0: 2000, 2500, …
+    assert nxt("*/500-01-01 UTC", 0) == int(datetime(2000, 1, 1, tzinfo=UTC).timestamp())
+    # seconds counted from 0
+    assert nxt("*:*:*/20 UTC", 0) == 20
+    # monday after a later weekday wraps to the next week: Fri 2024-01-05 → Mon 2024-01-08
+    fri = MON_0000 + 4 * 24 * HOUR
+    assert nxt("mon,wed", fri) == MON_0000 + 7 * 24 * HOUR
+    assert nxt("tue,sat", fri) == MON_0000 + 5 * 24 * HOUR
+
+
+def test_next_event_gives_up_after_max_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A Monday 29 February: 1988, found in the 61st step from 1970 (proxmox-time gives up
+    # after 1000 steps; the limit is lowered here to reach it).
+    event = CalendarEvent.parse("mon *-02-29 UTC")
+    found = int(datetime(1988, 2, 29, tzinfo=UTC).timestamp())
+    assert compute_next_event(event, 0) == found
+    monkeypatch.setattr(calendar, "_MAX_STEPS", 60)
+    assert compute_next_event(event, 0) == found
+    monkeypatch.setattr(calendar, "_MAX_STEPS", 59)
+    assert compute_next_event(event, 0) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from pverep.config.jobs import (
     format_config,
     parse_config,
 )
-from pverep.errors import ConfigError, LockError
+from pverep.errors import ConfigError, LockError, ValidationError
 from pverep.paths import Paths
 
 SPEC_EXAMPLE = (
@@ -322,3 +323,199 @@ def test_writer_refuses_line_breaks_in_values(tmp_path: Path, bad: str) -> None:
     with pytest.raises(ConfigError, match="contains a line feed"):
         ConfigStore(paths).modify(edit)
     assert paths.replication_cfg.read_bytes() == SPEC_EXAMPLE
+
+
+# --- the API's view of a job (GET /cluster/replication; spec §6.4 and api-hooks §2.4: the
+# config keys that are set, plus guest and jobnum as integers; rate is a JSON number, disable
+# a boolean 1) --------------------------------------------------------------------------------
+
+API_KEYS = {
+    "id",
+    "type",
+    "guest",
+    "jobnum",
+    "target",
+    "schedule",
+    "rate",
+    "comment",
+    "disable",
+    "remove_job",
+    "source",
+}
+
+
+def test_to_api_of_a_full_job_in_the_documented_shape() -> None:
+    job = Job(
+        id="1234-56",
+        target="pve2",
+        schedule="mon..fri 8..17:0",
+        rate="200",
+        comment="nightly: db",
+        disable=True,
+        remove_job="full",
+        source="pve1",
+    )
+    api = job.to_api()
+    assert set(api) == API_KEYS
+    assert json.dumps(api, sort_keys=True) == (
+        '{"comment": "nightly: db", "disable": 1, "guest": 1234, "id": "1234-56", "jobnum": 56, '
+        '"rate": 200, "remove_job": "full", "schedule": "mon..fri 8..17:0", "source": "pve1", '
+        '"target": "pve2", "type": "local"}'
+    )
+
+
+def test_to_api_of_a_minimal_job_leaves_unset_keys_out() -> None:
+    api = Job(id="100-0", target="pve3").to_api()
+    assert json.dumps(api) == (
+        '{"id": "100-0", "type": "local", "guest": 100, "jobnum": 0, "target": "pve3"}'
+    )
+    # disable=False is not sent either (PVE's config has no such key then)
+    assert "disable" not in Job(id="100-0", target="pve3", disable=False).to_api()
+
+
+@pytest.mark.parametrize(
+    ("rate", "number"),
+    [
+        ("10", "10"),
+        ("10.0", "10"),
+        ("+10.00", "10"),
+        ("2.50", "2.5"),
+        ("1.5e1", "15"),
+        ("4503599627370496", "4503599627370496"),
+        ("1e16", "1e+16"),
+    ],
+)
+def test_to_api_rate_is_the_number_perl_reads(rate: str, number: str) -> None:
+    api = Job(id="100-0", target="pve3", rate=rate).to_api()
+    assert json.dumps(api["rate"]) == number
+
+
+# --- lookups, copies and the store's edges -----------------------------------------------------
+
+
+def test_find_jobs_of_guest_and_copy() -> None:
+    cfg, _ = parse(SPEC_EXAMPLE.decode() + "local: 200-3\n\ttarget pve2\n")
+    assert cfg.find("100-0") is cfg.jobs["100-0"]
+    assert cfg.find("0101-001") is cfg.jobs["101-1"]  # normalised
+    assert cfg.find("100-7") is None
+    assert cfg.find("bogus") is None
+    assert [j.id for j in cfg.jobs_of_guest(100)] == ["100-0"]
+    assert [j.id for j in cfg.jobs_of_guest(200)] == ["200-3"]
+    assert cfg.jobs_of_guest(300) == []
+    twin = cfg.copy()
+    assert (
+        twin.digest
+        == cfg.digest
+        == hashlib.sha1(SPEC_EXAMPLE + b"local: 200-3\n\ttarget pve2\n").hexdigest()
+    )
+    assert twin.jobs == cfg.jobs and list(twin.jobs) == list(cfg.jobs)
+    twin.jobs["100-0"].rate = "99"
+    assert cfg.jobs["100-0"].rate == "10"  # the copy's jobs are its own
+
+
+def test_number_text_is_perls_print() -> None:
+    assert [jobs.number_text(t) for t in ("10", "10.0", "2.50", "1e3", "0.1")] == [
+        "10",
+        "10",
+        "2.5",
+        "1000",
+        "0.1",
+    ]
+
+
+def test_warnings_default_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parse_config(b"garbage\n", FILE)
+    paths = make_root(tmp_path)
+    paths.replication_cfg.write_bytes(b"junk\n")
+    ConfigStore(paths).read()
+    assert capsys.readouterr().err == (
+        f"file {FILE} line 1 - ignore config line: garbage\n"
+        f"file {paths.replication_cfg} line 1 - ignore config line: junk\n"
+    )
+
+
+def test_store_read_names_the_file_and_passes_the_warn_callback(tmp_path: Path) -> None:
+    paths = make_root(tmp_path)
+    warnings: list[str] = []
+    store = ConfigStore(paths, warnings.append)
+    empty = store.read()
+    assert (empty.jobs, empty.digest) == ({}, hashlib.sha1(b"").hexdigest())  # no file yet
+    paths.replication_cfg.write_bytes(b"junk\n")
+    store.read()
+    assert warnings == [f"file {paths.replication_cfg} line 1 - ignore config line: junk"]
+    paths.replication_cfg.unlink()
+    paths.replication_cfg.mkdir()
+    with pytest.raises(ConfigError) as err:
+        store.read()
+    assert str(err.value) == f"unable to read '{paths.replication_cfg}' - Is a directory"
+
+
+def test_store_write_mode_digest_and_error(tmp_path: Path) -> None:
+    paths = make_root(tmp_path)
+    store = ConfigStore(paths)
+    cfg = ReplicationConfig({"100-0": Job(id="100-0", target="pve2")})
+    store.write(cfg)
+    data = paths.replication_cfg.read_bytes()
+    assert data == b"local: 100-0\n\ttarget pve2\n\n"
+    assert cfg.digest == hashlib.sha1(data).hexdigest()
+    assert oct(paths.replication_cfg.stat().st_mode & 0o777) == "0o640"
+    paths.replication_cfg.unlink()
+    paths.replication_cfg.mkdir()
+    with pytest.raises(ConfigError) as err:
+        store.write(cfg)
+    assert str(err.value) == f"unable to write '{paths.replication_cfg}' - Is a directory"
+
+
+# --- limits, odd lines and the writer's refusals ------------------------------------------------
+
+
+def test_schedule_and_comment_length_limits() -> None:
+    longest = "00" + ",0" * 63  # a valid event of exactly 128 characters
+    assert len(longest) == 128
+    assert jobs.check_property("schedule", longest) == longest
+    with pytest.raises(ValidationError) as err:
+        jobs.check_property("schedule", longest + "0")
+    assert str(err.value) == "value may only be 128 characters long"
+    assert jobs.check_property("comment", "c" * 4096) == "c" * 4096
+    with pytest.raises(ValidationError) as err:
+        jobs.check_property("comment", "c" * 4097)
+    assert str(err.value) == "value may only be 4096 characters long"
+    with pytest.raises(ValidationError) as err:
+        jobs.check_property("rate", "fast")
+    assert str(err.value) == "type check ('number') failed - got 'fast'"
+
+
+def test_undecodable_comment_bytes_are_replaced() -> None:
+    assert decode_comment("a%FFb") == "a\ufffdb"
+
+
+def test_last_line_without_newline_and_a_zero_line() -> None:
+    cfg, warnings = parse("local: 100-0\n\ttarget pve2\n\trate 5")
+    assert (cfg.jobs["100-0"].target, cfg.jobs["100-0"].rate) == ("pve2", "5")
+    assert warnings == []
+    # "0" is false in Perl: it ends the section, and what follows is no section of it
+    cfg, warnings = parse("local: 100-0\n\ttarget pve2\n0\n\trate 5\n")
+    assert cfg.jobs["100-0"].rate is None
+    assert warnings == [f"file {FILE} line 4 - ignore config line: \trate 5"]
+
+
+def test_every_line_of_a_skipped_section_is_skipped() -> None:
+    cfg, warnings = parse(
+        "qemu: 200-0\n\ttarget pve2\n\trate 5\n\tschedule */5\n\nlocal: 100-0\n\ttarget pve3\n"
+    )
+    assert warnings == [f"file {FILE} line 1 (skip section '200-0'): unsupported type 'qemu'"]
+    assert list(cfg.jobs) == ["100-0"]
+
+
+def test_writer_refusals_and_empty_values() -> None:
+    with pytest.raises(ConfigError) as err:
+        format_config([Job(id="100-0", target="pve2", type="qemu")])
+    assert str(err.value) == "unknown section type 'qemu'"
+    with pytest.raises(ConfigError) as err:
+        format_config([Job(id="0100-0", target="pve2")])  # not normalised
+    assert str(err.value) == "property 'guest' has wrong value"
+    with pytest.raises(ConfigError) as err:
+        format_config([Job(id="100-0", target="")])
+    assert str(err.value) == "missing property 'target'"
+    job = Job(id="100-0", target="pve2", schedule="", rate="", source="")
+    assert format_config([job]) == b"local: 100-0\n\ttarget pve2\n\n"

@@ -163,6 +163,32 @@ def test_source_fixup_and_stolen_guest_switch() -> None:
     assert not changed_again
 
 
+def test_stolen_guest_with_two_jobs_leaves_other_guests_alone() -> None:
+    # Guest 100 lived on pve1 and was stolen by pve2 (HA recovery); guest 200 still lives on pve1
+    # and replicates to pve2. Every job has its source already, so only the switch changes cfg.
+    # 200-0 comes first in the file: the switch must skip it and still reach 100's jobs.
+    cfg = config(
+        Job(id="200-0", target="pve2", source="pve1"),
+        Job(id="100-0", target="pve2", source="pve1"),
+        Job(id="100-1", target="pve3", source="pve1"),
+    )
+    vmlist = {100: GuestLocation(100, "pve2", "qemu"), 200: GuestLocation(200, "pve1", "qemu")}
+    members = {n: Member(n, True) for n in ("pve1", "pve2", "pve3")}
+    got, changed = job_status(cfg, {}, vmlist, members, "pve2", zone=UTC)
+    assert changed
+    jobs = {i: (j.target, j.source) for i, j in cfg.jobs.items()}
+    assert jobs == {
+        "200-0": ("pve2", "pve1"),  # another guest's job: untouched
+        "100-0": ("pve1", "pve2"),  # pointed at the thief: now at the guest's old home
+        "100-1": ("pve3", "pve2"),
+    }
+    assert [(s.id, s.job.tid) for s in got] == [("100-0", "local/pve1"), ("100-1", "local/pve3")]
+    # the old home now handles only its own guest's job, and changes nothing
+    got_pve1, changed_pve1 = job_status(cfg, {}, vmlist, members, "pve1", zone=UTC)
+    assert [s.id for s in got_pve1] == ["200-0"]
+    assert not changed_pve1
+
+
 def test_run_order_and_pick() -> None:
     def st(jobid: str, last_iteration: int, nxt: int) -> JobStatus:
         return JobStatus(

@@ -219,3 +219,218 @@ def test_oversized_state_file(store: StateStore) -> None:
     store.path.write_bytes(b"{" + b" " * (1024 * 1024) + b"}")
     with pytest.raises(ConfigError, match="larger than 1 MiB"):
         store.read()
+
+
+# --- odd values, read as pvesr (Perl) reads them: a string's leading number, else 0 -------------
+
+
+@pytest.mark.parametrize(
+    ("value", "number"),
+    [
+        (7, 7),
+        (-3, -3),
+        (True, 1),
+        (False, 0),
+        (17.9, 17),
+        (-2.7, -2),
+        (float("inf"), 0),
+        (float("nan"), 0),
+        ("42", 42),
+        ("+42", 42),
+        ("-42", -42),
+        (" \t42\n", 42),
+        ("42abc", 42),
+        ("42 43", 42),
+        ("4.9", 4),
+        (".5", 0),
+        ("-.5e1", -5),
+        ("1e3", 1000),
+        ("1e", 1),
+        ("1.5e2x", 150),
+        ("1_000", 1),
+        ("0x10", 0),
+        ("abc", 0),
+        ("", 0),
+        ("+", 0),
+        ("1e999", 0),
+        ("\u0661\u0662", 0),  # Arabic-Indic digits are no number for Perl
+        ("12345678901234567890", 12345678901234567890),
+        ("-12345678901234567891", -12345678901234567891),  # exact: not through a float
+        ("+12345678901234567891", 12345678901234567891),
+        (None, 0),
+        ([1], 0),
+        ({"a": 1}, 0),
+    ],
+)
+def test_numeric_fields_read_like_perl(value: object, number: int) -> None:
+    for key in ("last_iteration", "last_try", "last_sync", "fail_count"):
+        state = JobState.from_raw({key: value})
+        assert getattr(state, key) == number, key
+        others = {"last_iteration", "last_try", "last_sync", "fail_count"} - {key}
+        assert all(getattr(state, k) == 0 for k in others)
+    assert JobState.from_raw({"pid": value}).pid == (number or None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, JobState()),
+        ({}, JobState()),
+        ({"error": "boom"}, JobState(error="boom")),
+        ({"error": 12}, JobState(error="12")),
+        ({"error": ""}, JobState(error="")),
+        ({"error": None}, JobState()),
+        ({"duration": 3.512871}, JobState(duration=3.512871)),
+        ({"duration": 3}, JobState(duration=3.0)),
+        ({"duration": "2.5"}, JobState(duration=2.5)),
+        ({"duration": "slow"}, JobState()),
+        ({"duration": True}, JobState()),
+        ({"duration": [1]}, JobState()),
+        ({"last_node": "pve1"}, JobState(last_node="pve1")),
+        ({"last_node": 7}, JobState(last_node="7")),
+        ({"last_node": None}, JobState()),
+        ({"storeid_list": ["a", "b"]}, JobState(storeid_list=("a", "b"))),
+        ({"storeid_list": [1]}, JobState(storeid_list=("1",))),
+        ({"storeid_list": "a"}, JobState()),
+        ({"storeid_list": {"a": 1}}, JobState()),
+        ({"pid": 0}, JobState()),
+        ({"pid": ""}, JobState()),
+        ({"pid": "0"}, JobState()),
+        ({"pid": "123"}, JobState(pid=123)),
+        ({"ptime": "987"}, JobState(ptime="987")),
+        ({"ptime": 987}, JobState(ptime="987")),
+        ({"ptime": 0}, JobState(ptime="0")),
+        ({"ptime": ""}, JobState()),
+        ({"ptime": None}, JobState()),
+    ],
+)
+def test_other_fields_read_tolerantly(raw: dict[str, object] | None, expected: JobState) -> None:
+    assert JobState.from_raw(raw) == expected
+
+
+# --- /proc and guests without entries ---------------------------------------------------------
+
+
+def fake_stat(proc: Path, pid: int, content: bytes) -> None:
+    (proc / str(pid)).mkdir()
+    (proc / str(pid) / "stat").write_bytes(content)
+
+
+def test_process_start_time_field_count_and_odd_names(tmp_path: Path) -> None:
+    # fields after the name: 3 (state) … 22 (starttime) is the 20th
+    fake_stat(tmp_path, 20, b"20 (x) " + b" ".join(str(i).encode() for i in range(3, 23)))
+    fake_stat(tmp_path, 19, b"19 (x) " + b" ".join(str(i).encode() for i in range(3, 22)))
+    assert process_start_time(20, tmp_path) == "22"
+    assert process_start_time(19, tmp_path) is None  # a stat cut short: no start time
+    # a process name is any bytes (and may hold ") "): still the start time, never an error
+    name = b"(\xff\xfe) S ) "
+    fake_stat(tmp_path, 21, b"21 " + name + b" ".join(str(i).encode() for i in range(3, 23)))
+    assert process_start_time(21, tmp_path) == "22"
+    # a damaged start time is no error either (and matches no recorded ptime)
+    fake_stat(
+        tmp_path, 22, b"22 (x) " + b" ".join(str(i).encode() for i in range(3, 22)) + b" 2\xff"
+    )
+    assert process_start_time(22, tmp_path) == "2\ufffd"
+
+
+def test_job_process_running_reads_the_given_proc(tmp_path: Path) -> None:
+    pid = 2**22 + 12345  # above the kernel's pid_max: no such process in the real /proc
+    fake_stat(
+        tmp_path, pid, f"{pid} (pvesr) ".encode() + b" ".join(b"%d" % i for i in range(3, 23))
+    )
+    assert job_process_running(JobState(pid=pid, ptime="22"), tmp_path)
+    assert not job_process_running(JobState(pid=pid, ptime="21"), tmp_path)
+
+
+def test_guest_without_entries_is_left_alone(store: StateStore) -> None:
+    store.write_vmid_job_states(100, {"local/pve2": {"last_try": 50}})
+    before = raw_file(store)
+    store.schedule_job_now(555, "local/pve2")  # no such guest: nothing to do
+    store.delete_guest_states(555)
+    store.write_job_state(555, "local/pve2", None)
+    assert raw_file(store) == before
+
+
+def test_booleans_are_written_as_json_booleans() -> None:
+    out = format_state({"1": {"t": {"a": True, "b": False, "c": [True, None]}}})
+    assert out == b'{"1":{"t":{"a":true,"b":false,"c":[true,null]}}}'
+
+
+def test_first_write_creates_the_state_directory(tmp_path: Path) -> None:
+    store = StateStore(Paths(tmp_path / "fresh"), lock_timeout=1)
+    store.write_job_state(100, "local/pve2", {"last_try": 1})
+    assert raw_file(store) == b'{"100":{"local/pve2":{"last_try":1}}}'
+
+
+def test_record_job_start_defaults_to_this_process(store: StateStore) -> None:
+    state: dict[str, object] = {"storeid_list": ["local-zfs"]}
+    record_job_start(store, 100, "local/pve2", state, start_time=5, iteration=6, nodename="n1")
+    me = os.getpid()
+    assert (state["pid"], state["ptime"]) == (me, process_start_time(me))
+    assert state["storeid_list"] == ["local-zfs"]  # kept: only a missing list becomes []
+    # a pid with no process (given by a caller) records ptime "0"
+    gone = 2**22 + 12345  # above the kernel's pid_max
+    record_job_start(
+        store, 100, "local/pve2", state, start_time=7, iteration=8, nodename="n1", pid=gone
+    )
+    assert (state["pid"], state["ptime"]) == (gone, "0")
+    assert store.read()["100"]["local/pve2"]["ptime"] == "0"
+
+
+def test_record_job_end_keeps_an_error_without_newline(store: StateStore) -> None:
+    state: dict[str, object] = {}
+    record_job_end(store, 100, "local/pve2", state, start_time=1, duration=0.5, error="boom")
+    assert store.read()["100"]["local/pve2"]["error"] == "boom"
+
+
+def test_read_errors_name_the_file(store: StateStore) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_state(b"garbage")
+    assert str(err.value) == "invalid json data in 'pve-replication-state.json'"
+    store.path.parent.mkdir(parents=True, exist_ok=True)
+    store.path.write_bytes(b"garbage")
+    with pytest.raises(ConfigError) as err:
+        store.read()
+    assert str(err.value) == f"invalid json data in '{store.path}'"
+    store.path.unlink()
+    store.path.mkdir()
+    with pytest.raises(ConfigError) as err:
+        store.read()
+    assert str(err.value) == f"unable to read '{store.path}' - Is a directory"
+
+
+def test_state_file_of_exactly_the_maximum_size_is_read(store: StateStore) -> None:
+    store.path.parent.mkdir(parents=True, exist_ok=True)
+    store.path.write_bytes(b"{" + b" " * (1024 * 1024 - 2) + b"}")
+    assert store.read() == {}
+
+
+def test_bytes_that_are_no_utf8_are_replaced(store: StateStore) -> None:
+    obj = parse_state(b'{"100":{"local/pve2":{"error":"bad \xff byte"}}}')
+    assert obj["100"]["local/pve2"]["error"] == "bad \ufffd byte"
+
+
+def test_locks_are_taken_with_the_store_timeout(
+    store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pverep.config import state as state_module
+
+    taken: list[tuple[str, float]] = []
+    real_flock = state_module.flock
+
+    def spy(path: Path, timeout: float = 99.0) -> object:
+        taken.append((path.name, timeout))
+        return real_flock(path, timeout)
+
+    monkeypatch.setattr(state_module, "flock", spy)
+    store.write_job_state(100, "local/pve2", {"last_try": 1})
+    store.delete_guest_states(100)
+    lock = store.paths.state_lock.name
+    assert taken == [(store.paths.migrate_lock(100).name, 1), (lock, 1), (lock, 1)]
+
+
+def test_non_finite_floats_are_written_as_null() -> None:
+    # JSON has no inf/nan: a file pverep writes must stay readable by every JSON reader
+    out = format_state({"1": {"t": {"duration": float("inf"), "x": float("nan"), "y": -0.5}}})
+    assert out == b'{"1":{"t":{"duration":null,"x":null,"y":-0.5}}}'
+    assert parse_state(out)["1"]["t"]["duration"] is None

@@ -20,14 +20,14 @@ class TransportSetting:
 
 
 def _parse_value(key: str, value: str) -> TransportSetting:
-    kind = "secure"
+    insecure = False
     network: str | None = None
     for part in (p.strip() for p in value.split(",") if p.strip()):
         name, sep, val = part.partition("=")
         if not sep:
             name, val = "type", part
         if name == "type" and val in ("secure", "insecure"):
-            kind = val
+            insecure = val == "insecure"
         elif name == "network":
             if val:
                 try:
@@ -39,14 +39,13 @@ def _parse_value(key: str, value: str) -> TransportSetting:
             network = val or None
         else:
             raise ConfigError(f"datacenter.cfg: invalid value '{part}' in '{key}'")
-    return TransportSetting(kind == "insecure", network)
+    return TransportSetting(insecure, network)
 
 
 def parse_transport(text: str) -> TransportSetting:
     found: dict[str, str] = {}
     for line in text.splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
+        # (blank and comment lines have no "replication:" or "migration:" key)
         key, sep, value = line.partition(":")
         if sep and key.strip() in ("replication", "migration"):
             found[key.strip()] = value.strip()

@@ -116,7 +116,10 @@ class Job:
 def _number(text: str) -> int | float:
     """A number as PVE reads it from the config: ``10.0`` is the number 10 (JSON ``10``)."""
     value = float(text)
-    return int(value) if value.is_integer() and abs(value) < 2**53 else value
+    # Beyond 2**53 a float no longer holds every integer, so it stays a float; whether 2**53
+    # itself is cut with < or <= is arbitrary (no rate is that big): the mutant is not a bug.
+    exact = abs(value) < 2**53  # pragma: no mutate
+    return int(value) if value.is_integer() and exact else value
 
 
 def number_text(text: str) -> str:
@@ -192,8 +195,10 @@ def encode_comment(text: str) -> str:
     literally and its own reader then trims them (a comment of only blanks even becomes an
     unparsable line); escaped, every reader decodes them back and nothing is lost.
     """
-    encoded = "".join(chr(b) if b in _COMMENT_SAFE else f"%{b:02X}" for b in text.encode("utf-8"))
-    core = encoded.strip(" ")
+    data = text.encode("utf-8")  # pragma: no mutate - "UTF-8" names the same codec
+    encoded = "".join(chr(b) if b in _COMMENT_SAFE else f"%{b:02X}" for b in data)
+    # every other blank is escaped by now, so strip() and strip(" ") are the same (equivalent)
+    core = encoded.strip(" ")  # pragma: no mutate
     if core == encoded:
         return encoded
     lead = len(encoded) - len(encoded.lstrip(" "))
@@ -244,9 +249,8 @@ def parse_config(
     warn = warn or _stderr_warn
     digest = hashlib.sha1(raw).hexdigest()  # noqa: S324
     sections: dict[str, dict[str, Any]] = {}
+    # (Perl's split drops trailing empty fields; here they end a section like the file's end)
     lines = raw.decode("utf-8", errors="replace").split("\n")
-    while lines and lines[-1] == "":
-        lines.pop()  # Perl's split drops trailing empty fields
     lineno = 0
 
     def next_line() -> str | None:
