@@ -333,6 +333,17 @@ def test_process_start_time_field_count_and_odd_names(tmp_path: Path) -> None:
     assert process_start_time(22, tmp_path) == "2\ufffd"
 
 
+def test_a_zombie_job_process_is_not_running(tmp_path: Path) -> None:
+    """A job process that died unreaped (state Z) no longer runs, as PVE's
+    check_process_running answers: its job must not stay "running" forever."""
+    rest = b" ".join(str(i).encode() for i in range(4, 23))
+    fake_stat(tmp_path, 30, b"30 (pverep) Z " + rest)
+    fake_stat(tmp_path, 31, b"31 (pverep) S " + rest)
+    assert process_start_time(30, tmp_path) is None
+    assert not job_process_running(JobState(pid=30, ptime="22"), tmp_path)
+    assert job_process_running(JobState(pid=31, ptime="22"), tmp_path)
+
+
 def test_job_process_running_reads_the_given_proc(tmp_path: Path) -> None:
     pid = 2**22 + 12345  # above the kernel's pid_max: no such process in the real /proc
     fake_stat(

@@ -189,12 +189,16 @@ def read_job_state(obj: StateObj, vmid: int | str, tid: str) -> RawState:
 
 
 def process_start_time(pid: int, proc: Path = Path("/proc")) -> str | None:
-    """Field 22 of /proc/<pid>/stat (start time in clock ticks), or None if no such process."""
+    """Field 22 of /proc/<pid>/stat (start time in clock ticks), or None if no such process.
+
+    A zombie counts as no process: it has ended (PVE's check_process_running skips it too)."""
     try:
         stat = (proc / str(pid) / "stat").read_bytes()  # a process name may be any bytes
     except OSError:
         return None
     fields = stat.rpartition(b")")[2].split()
+    if fields[:1] == [b"Z"]:
+        return None
     # fields[0] is field 3 (state); a damaged start time must not raise either
     return fields[19].decode(errors="replace") if len(fields) > 19 else None
 
