@@ -960,3 +960,36 @@ fn a_blocked_splice_waits_without_spinning() {
     assert!(cpu < stats.elapsed / 10, "{cpu:?} of CPU in {stats:?}");
     drop(w);
 }
+
+/// The read/write loop (no pipe among the fds) runs on non-blocking fds too: an idle source
+/// and a destination nobody reads are stalls that name their side, not a hang.
+#[test]
+fn read_write_loop_stalls_and_names_the_side() {
+    let config = PumpConfig {
+        stall_timeout: Some(Duration::from_millis(200)),
+        ..PumpConfig::default()
+    };
+    let (_a, b) = socket_pair();
+    let (_c, d) = socket_pair();
+    let pump = Pump::new(b.as_raw_fd(), d.as_raw_fd(), config.clone()).unwrap();
+    assert!(matches!(
+        pump.run(&mut |_| true),
+        Err(Error::Stalled {
+            side: Side::Read,
+            ..
+        })
+    ));
+    let mut src = scratch_file("stall-write", 0);
+    src.write_all(&pattern(4 << 20)).unwrap();
+    std::io::Seek::seek(&mut src, std::io::SeekFrom::Start(0)).unwrap();
+    let (_c, d) = socket_pair();
+    let pump = Pump::new(src.as_raw_fd(), d.as_raw_fd(), config).unwrap();
+    assert!(matches!(
+        pump.run(&mut |_| true),
+        Err(Error::Stalled {
+            side: Side::Write,
+            ..
+        })
+    ));
+    assert!(pump.stats().bytes > 0 && pump.stats().bytes < 4 << 20);
+}
