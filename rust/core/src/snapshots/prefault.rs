@@ -102,11 +102,13 @@ mod tests {
     }
 
     /// The populated range, exactly: from the first page boundary after what is used, at
-    /// least STEP bytes, never past the last whole page of the capacity; and the pages are
+    /// least 1 MiB (STEP), never past the last whole page of the capacity; and the pages are
     /// really mapped in (a fresh anonymous mapping has none; an allocator's block could be
     /// recycled, so the buffer is mapped here, at an offset like a heap block's header).
     #[test]
     fn populates_whole_pages_of_the_spare_capacity() {
+        // The step the module promises (1 MiB), written out: not the constant under test.
+        const MIB: usize = 1 << 20;
         let cap = 8 << 20;
         // SAFETY: a private anonymous mapping, unmapped at the end.
         let map = unsafe {
@@ -125,20 +127,20 @@ mod tests {
         let first = base.next_multiple_of(PAGE);
         let last = (base + cap) / PAGE * PAGE;
         assert!(
-            !resident(first, 2 * STEP).iter().any(|r| *r),
+            !resident(first, 2 * MIB).iter().any(|r| *r),
             "a fresh mapping"
         );
         let mut p = Prefault::default();
         p.ahead(ptr, 0, cap, 100);
-        assert_eq!(p.done, first + STEP);
-        assert_eq!(p.beyond(ptr, 0), first + STEP - base);
-        assert!(resident(first, STEP).iter().all(|r| *r));
-        assert!(!resident(first + STEP, STEP).iter().any(|r| *r));
+        assert_eq!(p.done, first + MIB);
+        assert_eq!(p.beyond(ptr, 0), first + MIB - base);
+        assert!(resident(first, MIB).iter().all(|r| *r));
+        assert!(!resident(first + MIB, MIB).iter().any(|r| *r));
 
         // used 100 bytes into the populated part, 3 MiB ahead: from where it stopped, the
-        // whole distance in one call (more than STEP).
-        p.ahead(ptr, STEP / 2, cap, 3 << 20);
-        assert_eq!(p.done, base + STEP / 2 + (3 << 20));
+        // whole distance in one call (more than a step).
+        p.ahead(ptr, MIB / 2, cap, 3 << 20);
+        assert_eq!(p.done, base + MIB / 2 + (3 << 20));
         let end = p.done / PAGE * PAGE;
         assert!(resident(first, end - first).iter().all(|r| *r));
 
