@@ -137,7 +137,7 @@ mod tests {
         assert!(resident(first, MIB).iter().all(|r| *r));
         assert!(!resident(first + MIB, MIB).iter().any(|r| *r));
 
-        // used 100 bytes into the populated part, 3 MiB ahead: from where it stopped, the
+        // half a MiB used, 3 MiB ahead: from where it stopped, the
         // whole distance in one call (more than a step).
         p.ahead(ptr, MIB / 2, cap, 3 << 20);
         assert_eq!(p.done, base + MIB / 2 + (3 << 20));
