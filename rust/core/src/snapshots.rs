@@ -757,6 +757,56 @@ rpool/data/vm-100-disk-1@__replicate_100-0_1700000000__\t211\t10\t1700000000\n";
         assert_eq!(err_line(err).0, 8);
     }
 
+    /// A reader interrupted by a signal before every piece, then failing for real once
+    /// `fail_after` pieces are out (if set).
+    struct Flaky<'a> {
+        inner: Trickle<'a>,
+        interrupt: bool,
+        fail_after: Option<usize>,
+    }
+
+    impl std::io::Read for Flaky<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.interrupt = !self.interrupt;
+            if self.interrupt {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            match &mut self.fail_after {
+                Some(0) => return Err(std::io::Error::from_raw_os_error(libc::EIO)),
+                Some(n) => *n -= 1,
+                None => {}
+            }
+            self.inner.read(buf)
+        }
+    }
+
+    /// EINTR is retried (the listing is whole); any other read error is the caller's, at
+    /// once, however often it would come again.
+    #[test]
+    fn streamed_parse_retries_interrupts_and_returns_errors() {
+        let whole = SnapshotTable::parse(LIST.as_bytes()).unwrap();
+        let mut reader = Flaky {
+            inner: Trickle(LIST.as_bytes(), 9),
+            interrupt: false,
+            fail_after: None,
+        };
+        let streamed = SnapshotTable::parse_reader(&mut reader, 0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(whole.len(), streamed.len());
+        assert!(whole.snapshots(0).eq(streamed.snapshots(0)));
+        let mut reader = Flaky {
+            inner: Trickle(LIST.as_bytes(), 9),
+            interrupt: false,
+            fail_after: Some(2),
+        };
+        match SnapshotTable::parse_reader(&mut reader, 0) {
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO)),
+            Ok(other) => panic!("{other:?}"),
+        }
+        assert_eq!(reader.fail_after, Some(0));
+    }
+
     #[test]
     fn zfs_get_three_columns() {
         let data = b"pool/a\tguid\t42\npool/a\trefquota\t0\npool/b@s\tguid\t7\npool/a\tguid\t43\n";
