@@ -757,6 +757,19 @@ rpool/data/vm-100-disk-1@__replicate_100-0_1700000000__\t211\t10\t1700000000\n";
         assert_eq!(err_line(err).0, 8);
     }
 
+    /// A line longer than the read buffer (256 KiB) grows the buffer instead of splitting it.
+    #[test]
+    fn streamed_parse_takes_a_line_longer_than_its_buffer() {
+        let long = "s".repeat(600_000);
+        let data = format!("pool/d@{long}\t1\t2\t3\npool/d@b\t4\t5\t6\n");
+        let streamed = SnapshotTable::parse_reader(&mut Trickle(data.as_bytes(), 50_000), 0)
+            .unwrap()
+            .unwrap();
+        let names: Vec<&str> = streamed.snapshots(0).map(|s| s.name).collect();
+        assert_eq!(names, [long.as_str(), "b"]);
+        assert_eq!(streamed.snapshots(0).map(|s| s.creation).sum::<i64>(), 9);
+    }
+
     /// A reader interrupted by a signal before every piece, then failing for real once
     /// `fail_after` pieces are out (if set).
     struct Flaky<'a> {
