@@ -757,6 +757,29 @@ rpool/data/vm-100-disk-1@__replicate_100-0_1700000000__\t211\t10\t1700000000\n";
         assert_eq!(err_line(err).0, 8);
     }
 
+    /// The run view of a table: one per dataset listed together, none for one interleaved
+    /// with another; names compared by bytes and length.
+    #[test]
+    fn runs_lengths_and_names() {
+        let empty = SnapshotTable::parse(b"").unwrap();
+        assert!(empty.is_empty() && empty.len() == 0);
+        assert!(SnapshotRun::default().is_empty());
+        let t = SnapshotTable::parse(
+            b"p/a@x\t1\t2\t3\np/a@yy\t4\t5\t6\np/b@yy\t7\t8\t9\np/b@x\t1\t1\t1\np/b@zz\t2\t2\t2\n",
+        )
+        .unwrap();
+        assert!(!t.is_empty() && t.len() == 5);
+        let (a, b) = (t.snapshot_run(0).unwrap(), t.snapshot_run(1).unwrap());
+        assert!(!a.is_empty() && a.len() == 2 && b.len() == 3);
+        assert_eq!((a.name(1), a.guid(1), a.createtxg(1)), ("yy", 4, 5));
+        assert!(a.same_name(1, &b, 0) && a.same_name(0, &b, 1));
+        assert!(!a.same_name(0, &b, 0), "x / yy");
+        assert!(!a.same_name(1, &b, 2), "yy / zz: same length");
+        let t = SnapshotTable::parse(b"p/a@x\t1\t2\t3\np/b@x\t1\t2\t3\np/a@y\t1\t2\t3\n").unwrap();
+        assert!(t.snapshot_run(0).is_none(), "interleaved");
+        assert_eq!(t.snapshot_run(1).unwrap().name(0), "x");
+    }
+
     /// A line longer than the read buffer (256 KiB) grows the buffer instead of splitting it.
     #[test]
     fn streamed_parse_takes_a_line_longer_than_its_buffer() {
