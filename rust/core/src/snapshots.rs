@@ -762,7 +762,8 @@ rpool/data/vm-100-disk-1@__replicate_100-0_1700000000__\t211\t10\t1700000000\n";
     #[test]
     fn runs_lengths_and_names() {
         let empty = SnapshotTable::parse(b"").unwrap();
-        assert!(empty.is_empty() && empty.len() == 0);
+        assert!(empty.is_empty());
+        assert_eq!(empty.len(), 0);
         assert!(SnapshotRun::default().is_empty());
         let t = SnapshotTable::parse(
             b"p/a@x\t1\t2\t3\np/a@yy\t4\t5\t6\np/b@yy\t7\t8\t9\np/b@x\t1\t1\t1\np/b@zz\t2\t2\t2\n",
