@@ -757,6 +757,17 @@ rpool/data/vm-100-disk-1@__replicate_100-0_1700000000__\t211\t10\t1700000000\n";
         assert_eq!(err_line(err).0, 8);
     }
 
+    /// A line of the current dataset with a newline where a tab belongs is an error of that
+    /// line, also on the fast path (which must not read the next line as its columns).
+    #[test]
+    fn newline_in_place_of_a_tab_is_an_error() {
+        for bad in ["p/a@y\n1\t2\t3\n", "p/a@y\t1\n2\t3\n", "p/a@y\t1\t2\n3\n"] {
+            let data = format!("p/a@x\t1\t2\t3\n{bad}");
+            let result = SnapshotTable::parse(data.as_bytes()).map(|t| t.len());
+            assert_eq!(err_line(result).0, 2, "{bad:?}");
+        }
+    }
+
     /// The run view of a table: one per dataset listed together, none for one interleaved
     /// with another; names compared by bytes and length.
     #[test]
