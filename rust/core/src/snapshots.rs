@@ -757,6 +757,104 @@ rpool/data/vm-100-disk-1@__replicate_100-0_1700000000__\t211\t10\t1700000000\n";
         assert_eq!(err_line(err).0, 8);
     }
 
+    /// A line of the current dataset with a newline where a tab belongs is an error of that
+    /// line, also on the fast path (which must not read the next line as its columns).
+    #[test]
+    fn newline_in_place_of_a_tab_is_an_error() {
+        for bad in ["p/a@y\n1\t2\t3\n", "p/a@y\t1\n2\t3\n", "p/a@y\t1\t2\n3\n"] {
+            let data = format!("p/a@x\t1\t2\t3\n{bad}");
+            let result = SnapshotTable::parse(data.as_bytes()).map(|t| t.len());
+            assert_eq!(err_line(result).0, 2, "{bad:?}");
+        }
+    }
+
+    /// The run view of a table: one per dataset listed together, none for one interleaved
+    /// with another; names compared by bytes and length.
+    #[test]
+    fn runs_lengths_and_names() {
+        let empty = SnapshotTable::parse(b"").unwrap();
+        assert!(empty.is_empty());
+        assert_eq!(empty.len(), 0);
+        assert!(SnapshotRun::default().is_empty());
+        let t = SnapshotTable::parse(
+            b"p/a@x\t1\t2\t3\np/a@yy\t4\t5\t6\np/b@yy\t7\t8\t9\np/b@x\t1\t1\t1\np/b@zz\t2\t2\t2\n",
+        )
+        .unwrap();
+        assert!(!t.is_empty() && t.len() == 5);
+        let (a, b) = (t.snapshot_run(0).unwrap(), t.snapshot_run(1).unwrap());
+        assert!(!a.is_empty() && a.len() == 2 && b.len() == 3);
+        assert_eq!((a.name(1), a.guid(1), a.createtxg(1)), ("yy", 4, 5));
+        assert!(a.same_name(1, &b, 0) && a.same_name(0, &b, 1));
+        assert!(!a.same_name(0, &b, 0), "x / yy");
+        assert!(!a.same_name(1, &b, 2), "yy / zz: same length");
+        let t = SnapshotTable::parse(b"p/a@x\t1\t2\t3\np/b@x\t1\t2\t3\np/a@y\t1\t2\t3\n").unwrap();
+        assert!(t.snapshot_run(0).is_none(), "interleaved");
+        assert_eq!(t.snapshot_run(1).unwrap().name(0), "x");
+    }
+
+    /// A line longer than the read buffer (256 KiB) grows the buffer instead of splitting it.
+    #[test]
+    fn streamed_parse_takes_a_line_longer_than_its_buffer() {
+        let long = "s".repeat(600_000);
+        let data = format!("pool/d@{long}\t1\t2\t3\npool/d@b\t4\t5\t6\n");
+        let streamed = SnapshotTable::parse_reader(&mut Trickle(data.as_bytes(), 50_000), 0)
+            .unwrap()
+            .unwrap();
+        let names: Vec<&str> = streamed.snapshots(0).map(|s| s.name).collect();
+        assert_eq!(names, [long.as_str(), "b"]);
+        assert_eq!(streamed.snapshots(0).map(|s| s.creation).sum::<i64>(), 9);
+    }
+
+    /// A reader interrupted by a signal before every piece, then failing for real once
+    /// `fail_after` pieces are out (if set).
+    struct Flaky<'a> {
+        inner: Trickle<'a>,
+        interrupt: bool,
+        fail_after: Option<usize>,
+    }
+
+    impl std::io::Read for Flaky<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.interrupt = !self.interrupt;
+            if self.interrupt {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            match &mut self.fail_after {
+                Some(0) => return Err(std::io::Error::from_raw_os_error(libc::EIO)),
+                Some(n) => *n -= 1,
+                None => {}
+            }
+            self.inner.read(buf)
+        }
+    }
+
+    /// EINTR is retried (the listing is whole); any other read error is the caller's, at
+    /// once, however often it would come again.
+    #[test]
+    fn streamed_parse_retries_interrupts_and_returns_errors() {
+        let whole = SnapshotTable::parse(LIST.as_bytes()).unwrap();
+        let mut reader = Flaky {
+            inner: Trickle(LIST.as_bytes(), 9),
+            interrupt: false,
+            fail_after: None,
+        };
+        let streamed = SnapshotTable::parse_reader(&mut reader, 0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(whole.len(), streamed.len());
+        assert!(whole.snapshots(0).eq(streamed.snapshots(0)));
+        let mut reader = Flaky {
+            inner: Trickle(LIST.as_bytes(), 9),
+            interrupt: false,
+            fail_after: Some(2),
+        };
+        match SnapshotTable::parse_reader(&mut reader, 0) {
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO)),
+            Ok(other) => panic!("{other:?}"),
+        }
+        assert_eq!(reader.fail_after, Some(0));
+    }
+
     #[test]
     fn zfs_get_three_columns() {
         let data = b"pool/a\tguid\t42\npool/a\trefquota\t0\npool/b@s\tguid\t7\npool/a\tguid\t43\n";

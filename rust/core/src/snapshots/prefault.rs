@@ -91,4 +91,74 @@ mod tests {
         ahead(&mut p, &v, 8);
         assert_eq!(p.base, v.as_ptr() as usize);
     }
+
+    /// Which of the pages in [addr, addr + len) are mapped in (addr page-aligned).
+    fn resident(addr: usize, len: usize) -> Vec<bool> {
+        let mut map = vec![0u8; len.div_ceil(PAGE)];
+        // SAFETY: mincore only reports on the pages; `map` has one byte per page.
+        let r = unsafe { libc::mincore(addr as *mut libc::c_void, len, map.as_mut_ptr()) };
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+        map.iter().map(|m| m & 1 != 0).collect()
+    }
+
+    /// The populated range, exactly: from the first page boundary after what is used, at
+    /// least 1 MiB (STEP), never past the last whole page of the capacity; and the pages are
+    /// really mapped in (a fresh anonymous mapping has none; an allocator's block could be
+    /// recycled, so the buffer is mapped here, at an offset like a heap block's header).
+    #[test]
+    fn populates_whole_pages_of_the_spare_capacity() {
+        // The step the module promises (1 MiB), written out: not the constant under test.
+        const MIB: usize = 1 << 20;
+        let cap = 8 << 20;
+        // SAFETY: a private anonymous mapping, unmapped at the end.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                cap + PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(map, libc::MAP_FAILED);
+        let base = map as usize + 16;
+        let ptr = base as *const u8;
+        let first = base.next_multiple_of(PAGE);
+        let last = (base + cap) / PAGE * PAGE;
+        assert!(
+            !resident(first, 2 * MIB).iter().any(|r| *r),
+            "a fresh mapping"
+        );
+        let mut p = Prefault::default();
+        p.ahead(ptr, 0, cap, 100);
+        assert_eq!(p.done, first + MIB);
+        assert_eq!(p.beyond(ptr, 0), first + MIB - base);
+        assert!(resident(first, MIB).iter().all(|r| *r));
+        assert!(!resident(first + MIB, MIB).iter().any(|r| *r));
+
+        // half a MiB used, 3 MiB ahead: from where it stopped, the
+        // whole distance in one call (more than a step).
+        p.ahead(ptr, MIB / 2, cap, 3 << 20);
+        assert_eq!(p.done, base + MIB / 2 + (3 << 20));
+        let end = p.done / PAGE * PAGE;
+        assert!(resident(first, end - first).iter().all(|r| *r));
+
+        // up to the end, from what is used (the caller has written that): whole pages only,
+        // `done` at the capacity
+        p.ahead(ptr, 6 << 20, cap, 1 << 30);
+        assert_eq!(p.done, base + cap);
+        let from = (base + (6 << 20)).next_multiple_of(PAGE);
+        assert!(resident(from, last - from).iter().all(|r| *r));
+        assert!(!resident(end + PAGE, from - end - PAGE).iter().any(|r| *r));
+        if last < base + cap {
+            assert_eq!(
+                resident(last, PAGE),
+                [false],
+                "the partial last page is left alone"
+            );
+        }
+        // SAFETY: the mapping made above, no longer used.
+        assert_eq!(unsafe { libc::munmap(map, cap + PAGE) }, 0);
+    }
 }

@@ -202,6 +202,68 @@ mod tests {
         assert_eq!(delimiters4(b"a\tb\nc", 0), None);
     }
 
+    /// Every byte value in every position of fields of every length (and just before the
+    /// field, where the word loads reach but must not look): the digit test is exact, also
+    /// for bytes that are not UTF-8 text and for those whose low bits look like a digit.
+    #[test]
+    fn every_byte_in_every_position_of_a_field() {
+        for len in 1..=20usize {
+            for pos in 0..len {
+                for c in 0..=255u8 {
+                    let mut b = vec![b'1'; len + 1];
+                    b[1..]
+                        .iter_mut()
+                        .zip(b"12345678901234567890")
+                        .for_each(|(x, d)| *x = *d);
+                    b[1 + pos] = c;
+                    let want = if c.is_ascii_digit() {
+                        std::str::from_utf8(&b[1..]).unwrap().parse::<u64>().ok()
+                    } else {
+                        None
+                    };
+                    assert_eq!(parse_field(&b, 1, len + 1), want, "{b:?}");
+                }
+            }
+            for c in 0..=255u8 {
+                let mut b = vec![c; 9];
+                b.extend(std::iter::repeat_n(b'3', len));
+                let want = std::str::from_utf8(&b[9..]).unwrap().parse::<u64>().ok();
+                assert_eq!(parse_field(&b, 9, 9 + len), want, "{b:?}");
+            }
+        }
+    }
+
+    /// Every byte value next to every other kind of byte, in blocks and in single words:
+    /// only '\t' and '\n' are delimiters, whatever their neighbours (no borrow or carry
+    /// crosses a byte).
+    #[test]
+    fn every_byte_value_is_classified() {
+        let kinds = [b'\t', b'\n', 0, 0x7f, 0x80, 0x89, 0x8a, 0xff, b'a', b'0'];
+        for c in 0..=255u8 {
+            for (k, d) in kinds.iter().enumerate() {
+                let mut block = [0u8; 64];
+                for (i, x) in block.iter_mut().enumerate() {
+                    *x = match (i + k) % 3 {
+                        0 => c,
+                        1 => *d,
+                        _ => c ^ 0x80,
+                    };
+                }
+                let want = block
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c == b'\t' || **c == b'\n')
+                    .fold(0u64, |m, (i, _)| m | 1 << i);
+                assert_eq!(delimiter_bits(&block), want, "{block:?}");
+                assert_eq!(delimiter_bits_portable(&block), want, "{block:?}");
+                for i in 0..8 {
+                    let word = word_bits(load8(&block, i * 8));
+                    assert_eq!(word, (want >> (i * 8)) & 0xff, "{block:?}");
+                }
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn same_bytes_is_eq(a in prop::collection::vec(0u8..3, 0..40), b in prop::collection::vec(0u8..3, 0..40)) {
