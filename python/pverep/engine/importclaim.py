@@ -192,7 +192,7 @@ class ImportRegistry:
                 # another request of this same process (a ``pverep serve`` session): never
                 # stop ourselves; it ends on its own (the timeout below otherwise)
                 stopped.add(holder.importer)
-            if holder is not None and holder.importer not in stopped:
+            elif holder is not None and holder.importer not in stopped:
                 stopped.add(holder.importer)
                 self._stop(holder)
             if time.monotonic() >= deadline:

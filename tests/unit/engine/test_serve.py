@@ -49,7 +49,9 @@ def test_hello_then_one_answer_per_request_with_the_verbs_output() -> None:
         req(1, "prepare", jobid="100-0", volids=[VOL], scan=["local-zfs"], last_sync=20),
         req(2, "finalize", jobid="100-0", volids=[VOL], last_sync=20),
     )
-    assert answers[0] == {"serve": "pverep", "version": 1, "ops": ["prepare", "finalize"]}
+    assert answers[0] == {
+        "serve": "pverep", "version": 1, "ops": ["prepare", "finalize", "import"]
+    }  # fmt: skip
     by_id = {a["id"]: a for a in answers[1:]}
     first = by_id[1]
     assert first["ok"] is True
@@ -67,7 +69,7 @@ def test_hello_then_one_answer_per_request_with_the_verbs_output() -> None:
         ("[1]", "request is not a JSON object"),
         ('{"op": "prepare"}', "request id: a non-negative integer expected"),
         ('{"id": true, "op": "prepare"}', "request id: a non-negative integer expected"),
-        ('{"id": 4, "op": "import"}', "unknown request 'import'"),
+        ('{"id": 4, "op": "export"}', "unknown request 'export'"),
         ('{"id": 4, "op": "prepare", "args": []}', "args: a JSON object expected"),
         (req(4, "prepare", jobid="100-0", volids="x"), "volids: a list of strings expected"),
         (req(4, "prepare", jobid="100-0", volids=[VOL], last_sync="1"),
