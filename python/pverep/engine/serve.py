@@ -24,7 +24,9 @@ session ends at the end of its input, after the running requests.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from pverep.engine import remote
 from pverep.engine.servechannel import DataChannel
 from pverep.errors import PverepError, ValidationError
 from pverep.storage.streamform import ImportMode
+from pverep.transport import procs
 from pverep.validate import (
     check_job_id_param,
     check_parent_snapname,
@@ -46,6 +49,8 @@ PROTOCOL_VERSION = 1
 OPS = ("prepare", "finalize", "import")
 #: A request line longer than this is refused (a job has a few volumes, not megabytes).
 MAX_REQUEST_BYTES = 1 << 20
+#: How often a session-hosted import checks that its receiver still runs.
+RECEIVER_POLL = 0.2
 
 #: (probe the zfs features?, log sink) → this node as a target, read fresh per request.
 TargetFactory = Callable[[bool, Callable[[str], None]], remote.TargetNode]
@@ -189,10 +194,31 @@ def run_import(
         ctx.ready({"port": channel.port, "key": channel.key.hex()})
         conn = channel.accept(log)
     with conn, remote.claimed_import(target, plan, hosted=True) as claimed:
-        imported = remote.run_import(
-            claimed, conn.fileno(), on_stderr=log, stall_timeout=ctx.stall_timeout
-        )
+        done = threading.Event()
+        watcher = threading.Thread(target=_end_channel_with_receiver, args=(claimed, conn, done))
+        watcher.start()
+        try:
+            imported = remote.run_import(
+                claimed, conn.fileno(), on_stderr=log, stall_timeout=ctx.stall_timeout
+            )
+        finally:
+            done.set()
+            watcher.join()
     return f"successfully imported '{imported}'"
+
+
+def _end_channel_with_receiver(
+    plan: remote.ImportPlan, conn: socket.socket, done: threading.Event
+) -> None:
+    """A superseding import stops only this request's ``zfs recv`` (importclaim, hosted): then
+    end its channel too, or the receive would wait on a vanished source's socket until its
+    stall timeout while holding the volume's claim."""
+    while not done.wait(RECEIVER_POLL):
+        receiver = None if plan.claim is None else plan.claim.record.receiver
+        if receiver is not None and not procs.is_running(receiver):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            return
 
 
 _HANDLERS = {"prepare": run_prepare, "finalize": run_finalize}
