@@ -414,8 +414,7 @@ def transfer_volume_session(
     chan = spawn_argv(argv, stdin=PIPE, stdout=PIPE)
     assert chan.stdin is not None and chan.stdout is not None
     try:
-        chan.stdin.write(key)
-        chan.stdin.flush()
+        os.write(chan.stdin.fileno(), key)  # unbuffered: nothing left to flush on a kill
         acked = _read_line(chan.stdout, SESSION_ACK_TIMEOUT) == "ok"
     except OSError:
         acked = False
