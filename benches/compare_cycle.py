@@ -9,9 +9,12 @@ job due, and times one ``pverep run`` pass (the scheduler's, as the timer runs i
                   after the other, one ssh connection per remote call);
 * ``serial``    — ``--max-workers 1``: pvesr's order over one ssh master per job;
 * ``workers=N`` — N jobs at once (the default, DEFAULT_MAX_WORKERS, among them);
-* ``per-verb``  — the default worker count with ``PVEREP_SERVE_SESSION=0``: prepare and
-                  finalize as their own remote commands, as before the ``pverep serve``
-                  session (issue 13.3), for the before/after ratio in the same run.
+* ``per-verb``  — the default worker count with ``PVEREP_SERVE_SESSION=0``: prepare, import
+                  and finalize as their own remote commands, as before the ``pverep serve``
+                  session (issue 13.3), for the before/after ratio in the same run;
+* ``verb-import`` — the default worker count with the session but ``PVEREP_SERVE_IMPORT=0``:
+                  prepare and finalize through the session, every import its own ``pverep
+                  import`` (as before imports went through the session).
 
 Reported per mode: the pass's wall time, its speed-up against ``pvesr``, and the spread of the
 recovery points (newest minus oldest last_sync among the guests: how long the last guest waits
@@ -49,11 +52,14 @@ for vmid, tid in json.loads(sys.argv[1]):
 STATE_FILE = "/var/lib/pve-manager/pve-replication-state.json"
 
 
-def run_pass(lab: Lab, workers: int | None, multiplex: bool, serve: bool = True) -> float:
+def run_pass(
+    lab: Lab, workers: int | None, multiplex: bool, serve: bool = True, serve_import: bool = True
+) -> float:
     argv = ["pverep", "run"] + ([] if workers is None else ["--max-workers", str(workers)])
     env = dict(os.environ)
     env["PVEREP_SSH_MULTIPLEX"] = "1" if multiplex else "0"
     env["PVEREP_SERVE_SESSION"] = "1" if serve else "0"
+    env["PVEREP_SERVE_IMPORT"] = "1" if serve_import else "0"
     t0 = time.monotonic()
     res = lab.exec("pve1", argv, env=env, timeout=1800)
     wall = time.monotonic() - t0
@@ -69,14 +75,19 @@ def recovery_points(lab: Lab, plan: list[tuple[int, str]]) -> list[int]:
 
 
 def cycle(
-    lab: Lab, plan: list[tuple[int, str]], workers: int | None, multiplex: bool, serve: bool
+    lab: Lab,
+    plan: list[tuple[int, str]],
+    workers: int | None,
+    multiplex: bool,
+    serve: bool,
+    serve_import: bool,
 ) -> dict:
     for vmid, _target in plan:
         guests.write(lab, vmid, CHANGE)
     due = json.dumps([[vmid, f"local/{target}"] for vmid, target in plan])
     lab.exec("pve1", [lab.config.python, "-c", MAKE_DUE, due], check=True)
     before = recovery_points(lab, plan)
-    wall = run_pass(lab, workers, multiplex, serve)
+    wall = run_pass(lab, workers, multiplex, serve, serve_import)
     after = recovery_points(lab, plan)
     if any(a <= b for a, b in zip(after, before, strict=True)):
         raise SystemExit("a guest got no new recovery point in the pass")
@@ -109,17 +120,18 @@ def main() -> int:
         run_pass(lab, 8, True)
         print(f"compare_cycle: {args.guests} guests, first full sync in "
               f"{time.monotonic() - t0:.1f}s", flush=True)  # fmt: skip
-        modes: list[tuple[str, int | None, bool, bool]] = [
-            ("pvesr", 1, False, False),
-            ("serial", 1, True, True),
-            ("per-verb", DEFAULT_MAX_WORKERS, True, False),
+        modes: list[tuple[str, int | None, bool, bool, bool]] = [
+            ("pvesr", 1, False, False, False),
+            ("serial", 1, True, True, True),
+            ("per-verb", DEFAULT_MAX_WORKERS, True, False, False),
+            ("verb-import", DEFAULT_MAX_WORKERS, True, True, False),
         ]
-        modes += [(f"workers={n}", int(n), True, True) for n in args.workers.split(",")]
-        if not any(w == DEFAULT_MAX_WORKERS and s for _, w, _, s in modes):
-            modes.append((f"workers={DEFAULT_MAX_WORKERS}", DEFAULT_MAX_WORKERS, True, True))
+        modes += [(f"workers={n}", int(n), True, True, True) for n in args.workers.split(",")]
+        if not any(w == DEFAULT_MAX_WORKERS and s and i for _, w, _, s, i in modes):
+            modes.append((f"workers={DEFAULT_MAX_WORKERS}", DEFAULT_MAX_WORKERS, True, True, True))
         results = {}
-        for name, workers, multiplex, serve in modes:
-            results[name] = cycle(lab, plan, workers, multiplex, serve)
+        for name, workers, multiplex, serve, serve_import in modes:
+            results[name] = cycle(lab, plan, workers, multiplex, serve, serve_import)
             r = results[name]
             print(f"  {name:<11} {r['wall']:7.1f}s  spread {r['spread']:4d}s", flush=True)
         anchor = results["pvesr"]["wall"]

@@ -22,7 +22,7 @@ import pytest
 from pverep.lab import guests
 from pverep.lab.control import Lab
 from pverep.transport.peer import PeerCommands
-from pverep.transport.ssh import SshTarget, pvesr_ssh_argv
+from pverep.transport.ssh import SshTarget, pvesr_ssh_argv, ssh_options
 
 pytestmark = pytest.mark.lab
 PEER = PeerCommands()
@@ -161,4 +161,65 @@ def test_import_watchdog_aborts_a_receive_whose_input_stops(lab: Lab, volume: Vo
     again = lab.exec("pve2", PEER.import_(v.vol, v.sync, v.base), input=v.stream, timeout=120)
     assert again.returncode == 0, again.stderr
     assert _guids(lab, "pve2", v.ds) == _guids(lab, "pve1", v.ds)
+    assert guests.checksum(lab, v.vmid, "pve2") == guests.checksum(lab, v.vmid, "pve1")
+
+
+def test_a_newer_import_stops_only_the_receiver_of_a_session_hosted_one(
+    lab: Lab, volume: Volume
+) -> None:
+    """The stale import is a request of a ``pverep serve`` session (its stream over ``ssh
+    -W`` to the session's loopback port, the key first): the newer import stops its
+    ``zfs recv`` only, the stale request fails, and the session answers its next request."""
+    v = volume
+    target = SshTarget("pve2", lab.node_ip("pve2"), "/etc/pve/nodes/pve2/ssh_known_hosts")
+    session = lab.popen("pve1", _ssh(lab, "pve2", ["pverep", "serve"]), stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    chan: subprocess.Popen[bytes] | None = None
+    assert session.stdin is not None and session.stdout is not None
+    try:
+        assert json.loads(session.stdout.readline())["serve"] == "pverep"
+        args = {"volid": v.vol, "format": "zfs", "snapshot": v.sync, "base": v.base}
+        session.stdin.write(json.dumps({"id": 1, "op": "import", "args": args}).encode() + b"\n")
+        session.stdin.flush()
+        ready = json.loads(session.stdout.readline())
+        assert ready["id"] == 1 and ready["ready"] is True
+        forward = [*ssh_options(target), "-W", f"127.0.0.1:{ready['port']}", f"root@{target.ip}"]
+        chan = lab.popen("pve1", forward, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)  # fmt: skip
+        assert chan.stdin is not None and chan.stdout is not None
+        chan.stdin.write(bytes.fromhex(ready["key"]))
+        chan.stdin.flush()
+        assert chan.stdout.read(3) == b"ok\n"
+        chan.stdin.write(v.stream[: len(v.stream) // 2])  # then the sender "vanishes"
+        chan.stdin.flush()
+        rec = _wait_receiver(lab, v.ds)
+        assert rec["hosted"] is True
+        importer, receiver = rec["importer"], rec["receiver"]
+        assert isinstance(importer, list) and isinstance(receiver, list)
+
+        argv = _ssh(lab, "pve2", PEER.import_(v.vol, v.sync, v.base))
+        newer = lab.exec("pve1", argv, input=v.stream, text=False, timeout=120)
+        err = newer.stderr.decode()
+        assert newer.returncode == 0, err
+        assert f"(serve session pid {importer[0]}, zfs recv pid {receiver[0]}" in err
+        assert not _running(lab, "pve2", *receiver)
+        assert _running(lab, "pve2", *importer)  # the session lives on
+        stale = json.loads(session.stdout.readline())
+        assert stale["id"] == 1 and stale["ok"] is False, stale
+        finalize = {"jobid": f"{v.vmid}-0", "volids": [v.vol], "last_sync": 2000}
+        session.stdin.write(json.dumps({"id": 2, "op": "finalize", "args": finalize}).encode()
+                            + b"\n")  # fmt: skip
+        session.stdin.flush()
+        assert json.loads(session.stdout.readline()) == {
+            "id": 2, "ok": True, "stdout": "", "log": [
+                f"delete stale replication snapshot '{v.base}' on {v.vol}"
+            ],
+        }  # fmt: skip
+    finally:
+        for proc in (chan, session):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert list(_guids(lab, "pve2", v.ds)) == [v.sync]
+    assert _guids(lab, "pve2", v.ds)[v.sync] == _guids(lab, "pve1", v.ds)[v.sync]
     assert guests.checksum(lab, v.vmid, "pve2") == guests.checksum(lab, v.vmid, "pve1")

@@ -189,3 +189,62 @@ def test_a_claim_held_by_this_same_process_is_waited_for_never_stopped(tmp_path:
     assert lines == []  # no "stopping stale import" of itself
     with reg.claim(VOLUME):  # released: free again
         pass
+
+
+#: A stand-in for a ``pverep serve`` session hosting an import: its claim is ``hosted``; when
+#: its receiver dies the request fails and releases the claim, the session itself lives on.
+HOSTED_HOLDER = textwrap.dedent(
+    """
+    import subprocess, sys, time
+    from pathlib import Path
+    from pverep.engine.importclaim import ImportRegistry
+    reg = ImportRegistry(Path(sys.argv[1]), print)
+    claim = reg.claim(sys.argv[2], hosted=True)
+    recv = subprocess.Popen(["sh", "-c", "sleep 600 & wait"], process_group=0)
+    claim.set_receiver(recv.pid)
+    print("ready", flush=True)
+    recv.wait()
+    claim.release()
+    print("released", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_superseding_a_session_hosted_import_stops_only_its_receiver(tmp_path: Path) -> None:
+    session = subprocess.Popen(
+        [sys.executable, "-c", HOSTED_HOLDER, str(tmp_path), VOLUME],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert session.stdout is not None
+    try:
+        assert session.stdout.readline() == "ready\n"
+        stale = ImportRegistry(tmp_path, lambda line: None).read(VOLUME)
+        assert stale is not None and stale.hosted and stale.receiver is not None
+        lines: list[str] = []
+        reg = ImportRegistry(tmp_path, lines.append, timeout=10)
+        with reg.claim(VOLUME):
+            assert not procs.is_running(stale.receiver)
+            assert _group_members(stale.receiver.pid) == []
+            rec = reg.read(VOLUME)
+            assert rec is not None and rec.importer == procs.this_process() and not rec.hosted
+        assert session.stdout.readline() == "released\n"
+        assert session.poll() is None  # the session (the importer process) lives on
+        assert len(lines) == 1
+        assert lines[0].startswith(
+            f"stopping stale import of '{VOLUME}' (serve session pid {session.pid}, "
+            f"zfs recv pid {stale.receiver.pid}, started "
+        )
+    finally:
+        session.kill()
+        session.wait()
+        session.stdout.close()
+
+
+def test_a_hosted_record_round_trips_and_an_old_record_is_not_hosted() -> None:
+    rec = ImportRecord(VOLUME, ProcessId(10, 20), ProcessId(11, 21), 1234.0, hosted=True)
+    assert ImportRecord.from_json(rec.to_json()) == rec
+    plain = ImportRecord(VOLUME, ProcessId(10, 20), None, 1234.0)
+    assert b"hosted" not in plain.to_json()
+    assert ImportRecord.from_json(plain.to_json()) == plain

@@ -390,7 +390,7 @@ def mtunnel_cmd(network: str | None, get_ip: str) -> None:
 @cli.command(serve.SERVE_VERB, hidden=True)
 @click.pass_obj
 def serve_cmd(app: App) -> None:
-    """Serve prepare/finalize requests as line-delimited JSON on stdin/stdout (pverep
+    """Serve prepare/import/finalize requests as line-delimited JSON on stdin/stdout (pverep
     sources only; engine/serve.py has the protocol)."""
     # the protocol owns fd 1: stray output of this process or its children goes to stderr
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
@@ -399,6 +399,7 @@ def serve_cmd(app: App) -> None:
     def make_target(probe: bool, log: Callable[[str], None]) -> remote.TargetNode:
         return _target(app, probe=probe, log=log)
 
+    stall_timeout = _import_stall_timeout()
     app.cluster()  # filled once here, before request threads share it
     with protocol:
-        serve.serve(make_target, sys.stdin.buffer, protocol)
+        serve.serve(make_target, sys.stdin.buffer, protocol, stall_timeout=stall_timeout)

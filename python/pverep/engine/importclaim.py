@@ -17,6 +17,11 @@ receiver as (pid, start time) in ``<dataset>.json``. A new import that finds the
 the record, stops the recorded importer (which closes the receiver's stdin: a clean end of
 stream), gives the receiver a moment to abort on its own, kills its process group if it does
 not, and takes the lock once the old importer is gone. A recycled pid never matches a record.
+
+An import hosted by a ``pverep serve`` session (``hosted``) shares its importer process with
+the session's other requests: superseding it stops only its receiver (the ``zfs recv`` process
+group); the session then sees its receive fail, closes that request's data channel and
+releases the claim, and its other requests go on.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ class ImportRecord:
     importer: ProcessId
     receiver: ProcessId | None
     since: float  # wall-clock start, for the log line only
+    #: The importer is a ``pverep serve`` session: never stop it, only the receiver.
+    hosted: bool = False
 
     def to_json(self) -> bytes:
         doc: dict[str, Any] = {
@@ -60,6 +67,8 @@ class ImportRecord:
             "receiver": None if self.receiver is None else [self.receiver.pid, self.receiver.start],
             "since": int(self.since),
         }
+        if self.hosted:
+            doc["hosted"] = True
         return (json.dumps(doc, separators=(",", ":")) + "\n").encode()
 
     @classmethod
@@ -70,7 +79,8 @@ class ImportRecord:
             importer = ProcessId(int(doc["importer"][0]), int(doc["importer"][1]))
             rec = doc["receiver"]
             receiver = None if rec is None else ProcessId(int(rec[0]), int(rec[1]))
-            return cls(str(doc["volume"]), importer, receiver, float(doc["since"]))
+            hosted = doc.get("hosted", False) is True
+            return cls(str(doc["volume"]), importer, receiver, float(doc["since"]), hosted)
         except (ValueError, TypeError, KeyError, IndexError):
             return None
 
@@ -86,7 +96,11 @@ class ImportClaim:
     def set_receiver(self, pid: int) -> None:
         """Record the receiver (call right after starting it, before it reads anything)."""
         self.record = ImportRecord(
-            self.record.volume, self.record.importer, procs.identify(pid), self.record.since
+            self.record.volume,
+            self.record.importer,
+            procs.identify(pid),
+            self.record.since,
+            self.record.hosted,
         )
         self._registry.write(self.record)
 
@@ -143,13 +157,14 @@ class ImportRegistry:
     def write(self, record: ImportRecord) -> None:
         atomic_write(self.record_path(record.volume), record.to_json(), mode=0o600)
 
-    def claim(self, volume: str) -> ImportClaim:
-        """Become the one import of ``volume`` (the dataset name), stopping a stale one."""
+    def claim(self, volume: str, *, hosted: bool = False) -> ImportClaim:
+        """Become the one import of ``volume`` (the dataset name), stopping a stale one.
+        ``hosted``: this import is one request of a ``pverep serve`` session."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.lock_path(volume), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             self._acquire(fd, volume)
-            record = ImportRecord(volume, procs.this_process(), None, self.clock())
+            record = ImportRecord(volume, procs.this_process(), None, self.clock(), hosted)
             self.write(record)
         except BaseException:
             os.close(fd)
@@ -167,11 +182,17 @@ class ImportRegistry:
             except BlockingIOError:
                 pass
             holder = self.read(volume) or holder
-            if holder is not None and holder.importer == procs.this_process():
+            if holder is not None and holder.hosted:
+                # a session's request: stop its receiver, never the session itself (its
+                # receiver is recorded right after the claim: the next poll sees it)
+                if holder.receiver is not None and holder.receiver not in stopped:
+                    stopped.add(holder.receiver)
+                    self._stop_hosted(holder, holder.receiver)
+            elif holder is not None and holder.importer == procs.this_process():
                 # another request of this same process (a ``pverep serve`` session): never
                 # stop ourselves; it ends on its own (the timeout below otherwise)
                 stopped.add(holder.importer)
-            if holder is not None and holder.importer not in stopped:
+            elif holder is not None and holder.importer not in stopped:
                 stopped.add(holder.importer)
                 self._stop(holder)
             if time.monotonic() >= deadline:
@@ -199,6 +220,20 @@ class ImportRegistry:
         procs.wait_gone([holder.importer], self.timeout)
         if holder.receiver is not None:
             self._stop_receiver(holder.receiver)
+
+    def _stop_hosted(self, holder: ImportRecord, receiver: ProcessId) -> None:
+        """A session-hosted receiver reads a socket its session keeps open: it never sees an
+        end of stream by itself, so its process group is stopped right away."""
+        if not procs.is_running(receiver):
+            return
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.since))
+        self.log(
+            f"stopping stale import of '{holder.volume}' (serve session pid "
+            f"{holder.importer.pid}, zfs recv pid {receiver.pid}, started {started}): "
+            "superseded by this import"
+        )
+        procs.kill_group(receiver)
+        procs.wait_gone([receiver], self.timeout)
 
     def _stop_receiver(self, receiver: ProcessId) -> None:
         """Its stdin was the dead importer's pipe: it sees end of stream and aborts the receive

@@ -131,3 +131,7 @@ def stream_form(volid: str, form: str) -> str:
 def partial_kept(volid: str, node: str) -> str:
     """pverep only: a broken transfer's partial receive stays on the target for resuming."""
     return f"partial receive of '{volid}' kept on '{node}' - the next run resumes it"
+
+
+def session_channel_unavailable(node: str, why: str) -> str:
+    return f"no data channel through the serve session on '{node}' ({why}): importing per verb"

@@ -292,17 +292,20 @@ def check_import(plan: ImportPlan) -> None:
 
 
 @contextlib.contextmanager
-def claimed_import(target: TargetNode, plan: ImportPlan) -> Iterator[ImportPlan]:
+def claimed_import(
+    target: TargetNode, plan: ImportPlan, *, hosted: bool = False
+) -> Iterator[ImportPlan]:
     """Register ``plan`` as the one import of its volume on this node for the block, first
     stopping a stale import of the same volume (``importclaim``: safe because a second import
     of a volume can only come from a run that gave up on the first), then run the pre-checks
     against what that import left behind. Validate first: nothing is stopped for a request
-    that would be refused anyway."""
+    that would be refused anyway. ``hosted``: the import is a ``pverep serve`` request (a
+    superseding import then stops only its receiver, importclaim)."""
     if target.imports is None:
         check_import(plan)
         yield plan
         return
-    with target.imports.claim(plan.pool.dataset(plan.volname)) as claim:
+    with target.imports.claim(plan.pool.dataset(plan.volname), hosted=hosted) as claim:
         check_import(plan)
         yield replace(plan, claim=claim)
 

@@ -15,7 +15,12 @@ from pverep.engine import messages
 from pverep.engine.planner import parse_prepare_info
 from pverep.engine.ports import LogFunc
 from pverep.engine.resume import ResumeCheckError, ResumePoint, parse_resume_check
-from pverep.engine.transfer import TransferSpec, transfer_volume
+from pverep.engine.transfer import (
+    ChannelUnavailable,
+    TransferSpec,
+    transfer_volume,
+    transfer_volume_session,
+)
 from pverep.errors import ValidationError
 from pverep.storage.streamform import ImportMode, StreamForm, choose_stream_form
 from pverep.storage.zfs import resume_send_argv
@@ -54,6 +59,9 @@ class ShellTarget:
     #: The run's ``pverep serve`` session on the target (transport/serveclient.py), or None:
     #: prepare and finalize then run as their own remote commands (pvesr's way).
     session: Callable[[], ServeSession | None] = lambda: None
+    #: port → the argv of a byte channel to that port on the target's loopback (``ssh -W``
+    #: over the job's master), or None: imports then run as their own remote commands.
+    forward: Callable[[int], list[str] | None] | None = None
     remote_caps: ZfsCaps | None = None
     partial: dict[str, str] = field(default_factory=dict)  # volid → the target's token
     resume_points: dict[str, ResumePoint] = field(default_factory=dict)
@@ -268,6 +276,20 @@ class ShellTarget:
         spec = TransferSpec(
             volid, send_argv, self.commands.import_(volid, snapshot, base, file, mode)
         )
+        session = self._import_session(insecure)
+        if session is not None and self.forward is not None:
+            args = _import_args(volid, snapshot, base, mode)
+            try:
+                transfer_volume_session(
+                    self.local, session, self.forward, spec, args, rate_bps=rate_bps,
+                    stall_timeout=self.stall_timeout, log=log, budget=self.budget(),
+                    progress_offset=offset,
+                )  # fmt: skip
+                return
+            except ChannelUnavailable as err:
+                if session.channel_works is None:  # never worked: per verb for the run
+                    session.channel_works = False
+                log(messages.session_channel_unavailable(self.node, str(err)))
         transfer_volume(
             self.local,
             self.remote,
@@ -281,7 +303,30 @@ class ShellTarget:
             progress_offset=offset,
         )
 
+    def _import_session(self, insecure: bool) -> ServeSession | None:
+        """The serve session to import through: secure mode, a pverep peer whose session
+        serves imports and whose data channel was not found broken in this run."""
+        if insecure or not self.peer_is_pverep or self.forward is None:
+            return None
+        session = self.session()
+        if session is None or "import" not in session.ops or session.channel_works is False:
+            return None
+        return session
+
     def close(self) -> None:
         done = self.release if self.release is not None else self.close_remote
         if done is not None:
             done()
+
+
+def _import_args(
+    volid: str, snapshot: str, base: str | None, mode: ImportMode
+) -> dict[str, object]:
+    """A serve ``import`` request's arguments: exactly what ``PeerCommands.import_`` puts
+    in the verb's argv (``-allow-rename 0``, the pverep-only options)."""
+    return {
+        "volid": volid, "format": "zfs", "snapshot": snapshot, "base": base,
+        "allow_rename": False, "resumable": mode.resumable, "raw": mode.raw,
+        "resume": mode.resuming, "discard_partial": mode.discard_partial,
+        "prune": list(mode.prune),
+    }  # fmt: skip

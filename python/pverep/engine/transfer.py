@@ -26,7 +26,8 @@ from pverep.engine import messages
 from pverep.engine.progress import ProgressThinner, parse_estimate, summary_line
 from pverep.errors import PverepError
 from pverep.transport import streamend, tcp
-from pverep.transport.base import DEVNULL, PIPE, Process, Shell, display_argv
+from pverep.transport.base import DEVNULL, PIPE, Process, Shell, display_argv, spawn_argv
+from pverep.transport.serveclient import Answer, Pending, ServeSession, SessionError
 
 LogFunc = Callable[[str], None]
 
@@ -38,10 +39,21 @@ DEFAULT_STALL_TIMEOUT = 600.0
 TCP_ANNOUNCE_TIMEOUT = 60.0
 #: How long the importer may take to finish after the stream has ended.
 TARGET_EXIT_TIMEOUT = 30.0
+#: A serve session's import: how long until it is ready (validated, listening), how long the
+#: data channel may take to confirm the key, how long the final answer may take after the end
+#: of the stream (a dead session fails it at once).
+SESSION_READY_TIMEOUT = 60.0
+SESSION_ACK_TIMEOUT = 30.0
+SESSION_ANSWER_TIMEOUT = 120.0
 
 
 class TransferError(PverepError):
     """The volume transfer failed; str() says which side and why."""
+
+
+class ChannelUnavailable(TransferError):
+    """A serve session's data channel could not be forwarded; nothing was received: the
+    caller imports per verb instead."""
 
 
 @dataclass(frozen=True)
@@ -146,17 +158,27 @@ def transfer_volume(
     ``progress_offset``: bytes already on the target (a resumed stream); progress lines count
     from there, the closing summary line counts what this stream moved.
     """
-    if rate_bps is not None:
-        log(messages.bandwidth_limit(rate_bps, spec.volid))
-    if budget is not None:
-        log(messages.node_budget(budget.rate))
-    limits = _Limits(rate_bps, budget, stall_timeout)
+    limits = _limits(spec, rate_bps, budget, stall_timeout, log)
     abort = on_stall or (lambda: None)
     if insecure:
         watch = _Watch(log, prefix=f"[{remote.node}] ", offset=progress_offset)
         return _insecure(local, remote, spec, limits, watch, abort)
     watch = _Watch(log, offset=progress_offset)
     return _secure(local, remote, spec, limits, watch, abort)
+
+
+def _limits(
+    spec: TransferSpec,
+    rate_bps: int | None,
+    budget: Budget | None,
+    stall_timeout: float | None,
+    log: LogFunc,
+) -> _Limits:
+    if rate_bps is not None:
+        log(messages.bandwidth_limit(rate_bps, spec.volid))
+    if budget is not None:
+        log(messages.node_budget(budget.rate))
+    return _Limits(rate_bps, budget, stall_timeout)
 
 
 @dataclass(frozen=True)
@@ -354,3 +376,95 @@ def _insecure(
     recv_code = _finish_target(recv, abort)
     out_thread.join(5)
     return _outcome(spec, watch, send, recv, [send_code, recv_code], pump_error)
+
+
+def transfer_volume_session(
+    local: Shell,
+    session: ServeSession,
+    forward: Callable[[int], list[str] | None],
+    spec: TransferSpec,
+    import_args: dict[str, object],
+    *,
+    rate_bps: int | None,
+    stall_timeout: float | None,
+    log: LogFunc,
+    budget: Budget | None = None,
+    progress_offset: int = 0,
+) -> str:
+    """Send one volume into an ``import`` request of the run's serve session (engine/serve):
+    the stream goes over that request's own data channel, ``forward(port)``'s argv (``ssh -W``
+    over the job's master), the key its first bytes. Raises ChannelUnavailable (nothing was
+    received: import per verb) when the channel cannot be forwarded, TransferError otherwise.
+    A dying channel fails this transfer only; the session and its other requests go on."""
+    pending = session.start("import", import_args)
+    ready = pending.wait_ready(SESSION_READY_TIMEOUT)
+    if ready is None:
+        if not pending.done:
+            session.forget(pending.rid)
+            raise TransferError(f"import of '{spec.volid}': the session did not get ready")
+        answer = _session_answer(pending)
+        for line in answer.log:
+            log(line)
+        raise TransferError(_session_failure(spec, answer.error))
+    port, key = _ready_fields(ready)
+    argv = forward(port) if port and key else None
+    if argv is None:
+        session.forget(pending.rid)
+        raise ChannelUnavailable("no data channel offered")
+    chan = spawn_argv(argv, stdin=PIPE, stdout=PIPE)
+    assert chan.stdin is not None and chan.stdout is not None
+    try:
+        os.write(chan.stdin.fileno(), key)  # unbuffered: nothing left to flush on a kill
+        acked = _read_line(chan.stdout, SESSION_ACK_TIMEOUT) == "ok"
+    except OSError:
+        acked = False
+    if not acked:
+        session.forget(pending.rid)
+        chan.kill()
+        tail = "; ".join(chan.stderr_tail[-2:])
+        why = f"ssh -W 127.0.0.1:{port} did not connect"
+        raise ChannelUnavailable(f"{why} - {tail}" if tail else why)
+    session.channel_works = True
+    limits = _limits(spec, rate_bps, budget, stall_timeout, log)
+    watch = _Watch(log, offset=progress_offset)
+    send = local.spawn(spec.send_argv, stdout=PIPE, on_stderr=watch.send_line)
+    pump_error: PumpError | None = None
+    try:
+        # a stall closes the channel (below): the target sees the end, its receive fails
+        pump_error = _relay(send, chan.stdin.fileno(), chan, lambda: None, limits, watch)
+    finally:
+        chan.stdin.close()  # the end of the stream for the target
+    answer = _session_answer(pending, SESSION_ANSWER_TIMEOUT)
+    for line in answer.log:
+        watch.target_line(line)
+    if answer.ok:
+        watch.target_line(answer.stdout)
+    else:
+        chan.kill()
+    send_code, _ = _finish([send, chan])
+    if isinstance(pump_error, StallError):
+        raise TransferError(f"transfer of '{spec.volid}' stalled - {pump_error}")
+    if not answer.ok:
+        raise TransferError(_session_failure(spec, answer.error))
+    return _outcome(spec, watch, send, chan, [send_code], pump_error)
+
+
+def _session_answer(pending: Pending, timeout: float | None = 0.0) -> Answer:
+    try:
+        return pending.answer(timeout)
+    except SessionError as err:
+        return Answer(ok=False, stdout="", error=str(err), log=[])
+
+
+def _session_failure(spec: TransferSpec, error: str) -> str:
+    return f"command '{display_argv(spec.import_argv)}' (serve session) failed: {error}"
+
+
+def _ready_fields(ready: dict[str, object]) -> tuple[int, bytes]:
+    """The port and key of a ``ready`` message; (0, b"") when they are not well-formed."""
+    port, key = ready.get("port"), ready.get("key")
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        return 0, b""
+    if not isinstance(key, str) or not re.fullmatch(r"[0-9a-f]{64}", key):
+        return 0, b""
+    return port, bytes.fromhex(key)

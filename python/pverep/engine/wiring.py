@@ -64,6 +64,8 @@ STALL_TIMEOUT_ENV = "PVEREP_STALL_TIMEOUT"
 SSH_MULTIPLEX_ENV = "PVEREP_SSH_MULTIPLEX"
 #: Set to 0 for per-verb prepare/finalize calls to pverep targets too (for comparisons).
 SERVE_SESSION_ENV = "PVEREP_SERVE_SESSION"
+#: "0": imports stay per-verb ``pverep import`` commands even with a serve session.
+SERVE_IMPORT_ENV = "PVEREP_SERVE_IMPORT"
 
 
 def _stderr(msg: str) -> None:
@@ -372,6 +374,9 @@ class Node:
             session=(lambda: None)
             if sessions is None or peer.kind != "pverep"
             else (lambda: sessions.serve_session(ssh, peer.pverep)),
+            forward=None
+            if sessions is None or os.environ.get(SERVE_IMPORT_ENV, "1") == "0"
+            else ssh.forward_argv,
             budget=self.budget.current,
             local_caps=caps,
             local_snapshots=snapshots,

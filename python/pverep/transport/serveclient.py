@@ -74,6 +74,45 @@ def _read_hello(proc: Process, timeout: float) -> dict[str, Any] | None:
     return doc
 
 
+class _Slot:
+    """One request's mailbox."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.answers: list[Answer] = []
+        self.ready_event = threading.Event()
+        self.ready: dict[str, Any] | None = None
+
+
+class Pending:
+    """A request in flight."""
+
+    def __init__(self, session: ServeSession, rid: int, slot: _Slot) -> None:
+        self.session = session
+        self.rid = rid
+        self._slot = slot
+
+    @property
+    def done(self) -> bool:
+        return self._slot.done.is_set()
+
+    def wait_ready(self, timeout: float) -> dict[str, Any] | None:
+        """An import's ``ready`` message; None if its final answer (an error) came first, the
+        session ended, or nothing came in ``timeout`` s."""
+        self._slot.ready_event.wait(timeout)
+        return self._slot.ready
+
+    def answer(self, timeout: float | None = None) -> Answer:
+        """The final answer; SessionError if the session ends (or ``timeout`` passes) first."""
+        if not self._slot.done.wait(timeout):
+            self.session.forget(self.rid)
+            waited = f"{timeout:g}" if timeout is not None else "?"
+            raise SessionError(f"session on '{self.session.node}': no answer in {waited} s")
+        if not self._slot.answers:
+            raise SessionError(f"session on '{self.session.node}': {self.session._why()}")
+        return self._slot.answers[0]
+
+
 class ServeSession:
     """One running ``pverep serve`` on a target."""
 
@@ -82,7 +121,9 @@ class ServeSession:
         self.node = node
         self.ops = frozenset(ops)
         self._next_id = 0
-        self._pending: dict[int, tuple[threading.Event, list[Answer]]] = {}
+        self._pending: dict[int, _Slot] = {}
+        #: False once an import's data channel could not be forwarded (per-verb imports then)
+        self.channel_works: bool | None = None
         self._lock = threading.Lock()
         self._dead: str | None = None
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -119,10 +160,19 @@ class ServeSession:
             return
         rid = doc.get("id")
         with self._lock:
-            slot = self._pending.pop(rid, None) if isinstance(rid, int) else None
+            if not isinstance(rid, int):
+                return
+            if doc.get("ready") is True:  # an import's first message; its answer follows
+                slot = self._pending.get(rid)
+                if slot is not None:
+                    slot.ready = doc
+                    slot.ready_event.set()
+                return
+            slot = self._pending.pop(rid, None)
         if slot is not None:
-            slot[1].append(_parse_answer(doc))
-            slot[0].set()
+            slot.answers.append(_parse_answer(doc))
+            slot.done.set()
+            slot.ready_event.set()
 
     def _end(self, why: str) -> None:
         tail = "; ".join(self.proc.stderr_tail[-2:])
@@ -130,23 +180,21 @@ class ServeSession:
             if self._dead is None:
                 self._dead = f"{why}{' - ' + tail if tail else ''}"
             pending, self._pending = self._pending, {}
-        for event, _answers in pending.values():
-            event.set()  # no answer: the caller raises SessionError
+        for slot in pending.values():
+            slot.done.set()  # no answer: the caller raises SessionError
+            slot.ready_event.set()
 
-    def call(self, op: str, args: Mapping[str, Any]) -> Answer:
-        """Send one request and wait for its answer. Raises SessionError if the session ends
-        first (the request may or may not have run on the target: the verbs are idempotent
-        cleanups, and the job fails, as with a cut per-verb ssh call)."""
+    def start(self, op: str, args: Mapping[str, Any]) -> Pending:
+        """Send one request; its answer (and an import's ``ready``) come to the Pending."""
         if op not in self.ops:
             raise SessionError(f"session on '{self.node}' does not serve '{op}'")
-        event = threading.Event()
-        answers: list[Answer] = []
+        slot = _Slot()
         with self._lock:
             if self._dead is not None:
                 raise SessionError(f"session on '{self.node}': {self._dead}")
             rid = self._next_id
             self._next_id += 1
-            self._pending[rid] = (event, answers)
+            self._pending[rid] = slot
             data = json.dumps({"id": rid, "op": op, "args": dict(args)}).encode() + b"\n"
             try:
                 assert self.proc.stdin is not None
@@ -156,12 +204,22 @@ class ServeSession:
                 self._pending.pop(rid, None)
                 self._dead = "the session ended"
                 raise SessionError(f"session on '{self.node}': {self._dead}") from None
-        event.wait()
-        if not answers:
-            with self._lock:
-                why = self._dead or "the session ended"
-            raise SessionError(f"session on '{self.node}': {why}")
-        return answers[0]
+        return Pending(self, rid, slot)
+
+    def _why(self) -> str:
+        with self._lock:
+            return self._dead or "the session ended"
+
+    def forget(self, rid: int) -> None:
+        """Stop waiting for ``rid`` (its answer, should it come, is dropped)."""
+        with self._lock:
+            self._pending.pop(rid, None)
+
+    def call(self, op: str, args: Mapping[str, Any]) -> Answer:
+        """Send one request and wait for its answer. Raises SessionError if the session ends
+        first (the request may or may not have run on the target: the verbs are idempotent
+        cleanups, and the job fails, as with a cut per-verb ssh call)."""
+        return self.start(op, args).answer()
 
     def close(self) -> None:
         """End the input (the target finishes its running requests and exits), then reap."""

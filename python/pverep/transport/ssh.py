@@ -220,6 +220,19 @@ class SshShell(CommandShell):
             extra = ["-o", f"ControlPath={path}", "-o", "ControlMaster=no"]
         return [*ssh_options(self.target), *extra, host, "--", *remote]
 
+    def forward_argv(self, port: int) -> list[str] | None:
+        """``ssh -W 127.0.0.1:<port>`` through the running master: a byte channel to a port
+        the target listens on on its loopback only (None: no master to ride on)."""
+        path = self.control_path
+        if path is None or not 0 < port < 65536:
+            return None
+        return [
+            *ssh_options(self.target),
+            "-o", f"ControlPath={path}", "-o", "ControlMaster=no",
+            "-W", f"127.0.0.1:{int(port)}",
+            f"root@{self.target.ip}",
+        ]  # fmt: skip
+
     # --- master lifecycle ---
     def open(self) -> SshShell:
         """Start the multiplexing master (no-op without multiplexing or if already up)."""
