@@ -71,10 +71,13 @@ class FakeZfsShell:
         assert a[0] == "zfs", a
         verb = a[1]
         if verb == "list" and "snapshot" in a:
-            ds = self.datasets.get(a[-1])
-            if ds is None:
-                return self._fail(a, f"cannot open '{a[-1]}': dataset does not exist")
-            lines = [f"{a[-1]}@{n}\t{g}\t{t}\t{c}" for n, g, t, c in ds.snapshots]
+            names = a[a.index("-o") + 2 :]  # one dataset, or a job's disks at once
+            lines = []
+            for name in names:
+                ds = self.datasets.get(name)
+                if ds is None:  # zfs names the first missing one and fails the whole call
+                    return self._fail(a, f"cannot open '{name}': dataset does not exist")
+                lines += [f"{name}@{n}\t{g}\t{t}\t{c}" for n, g, t, c in ds.snapshots]
             return self._ok(a, "".join(line + "\n" for line in lines))
         if verb == "list":
             pool = a[-1]

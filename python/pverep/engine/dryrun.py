@@ -37,6 +37,9 @@ class RecordingVolumes:
     def snapshot_info(self, volid: str) -> Sequence[_core.SnapshotInfo]:
         return self.inner.snapshot_info(volid)
 
+    def snapshot_infos(self, volids: Sequence[str]) -> dict[str, list[_core.SnapshotInfo]] | None:
+        return self.inner.snapshot_infos(volids)
+
     def list_images(self, storeid: str, vmid: int | None = None) -> list[str]:
         return self.inner.list_images(storeid, vmid)
 

@@ -28,6 +28,16 @@ class SnapshotVolumes(Protocol):
     def delete_snapshot(self, volid: str, snap: str) -> None: ...
 
 
+def _list_at_once(
+    volumes: SnapshotVolumes, volids: Sequence[str]
+) -> dict[str, list[_core.SnapshotInfo]] | None:
+    """All volumes' snapshots from one listing where the volumes offer it (storage.volumes:
+    one ``zfs list`` for a job's disks); None: list them one by one (also when the batch
+    failed, so a missing volume is reported exactly as pvesr's per-volume order does)."""
+    batch = getattr(volumes, "snapshot_infos", None)
+    return batch(volids) if batch is not None else None
+
+
 def _stderr(msg: str) -> None:
     # zfs errors end with a newline already (like Perl's warn, print the line once)
     print(msg.rstrip("\n"), file=sys.stderr, flush=True)
@@ -61,9 +71,10 @@ def prepare(
     """
     result = PrepareResult()
     keep = keep or {}
+    listed = _list_at_once(volumes, volids)
     for volid in volids:
         try:
-            infos = {volid: list(volumes.snapshot_info(volid))}
+            infos = {volid: listed[volid] if listed else list(volumes.snapshot_info(volid))}
         except VolumeMissingError:
             if not missing_ok:
                 raise

@@ -7,12 +7,12 @@ not a zfspool storage is refused with pvesr's ``storage '<sid>' is not replicata
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pverep import _core
 from pverep.config.storage import StorageConfig
 from pverep.errors import PverepError
-from pverep.storage.zfs import ZfsFlags, ZfsImage, ZfsPool, ZfsRunner
+from pverep.storage.zfs import ZfsFlags, ZfsImage, ZfsPool, ZfsRunner, snapshot_list_argv
 from pverep.validate import parse_volume_id
 
 
@@ -54,6 +54,24 @@ class Volumes:
     def snapshot_info(self, volid: str) -> list[_core.SnapshotInfo]:
         pool, volname = self._resolve(volid)
         return pool.snapshot_info(volname)
+
+    def snapshot_infos(self, volids: Sequence[str]) -> dict[str, list[_core.SnapshotInfo]] | None:
+        """The snapshots of all ``volids`` from one ``zfs list`` (a job's disks: one call, not
+        one per disk), or None when that listing fails (a missing dataset, a storage that is
+        not replicatable): the caller then lists volume by volume, which stops at the failing
+        volume with its own message, in pvesr's order."""
+        if len(volids) < 2:
+            return None
+        try:
+            datasets = {}
+            for volid in volids:
+                pool, volname = self._resolve(volid)
+                datasets[volid] = pool.dataset(volname)
+            text = self.runner.run(snapshot_list_argv(*dict.fromkeys(datasets.values())))
+        except PverepError:
+            return None
+        listing = _core.parse_snapshot_list(text)
+        return {volid: list(listing.get(ds, [])) for volid, ds in datasets.items()}
 
     def delete_snapshot(self, volid: str, snap: str) -> None:
         pool, volname = self._resolve(volid)

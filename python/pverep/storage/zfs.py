@@ -59,10 +59,12 @@ def set_snapshot_refquota_argv(ds: str, snap: str, value: str) -> list[str]:
     return [ZFS, "set", f"pve-storage:refquota={value}", f"{ds}@{snap}"]
 
 
-def snapshot_list_argv(ds: str) -> list[str]:
+def snapshot_list_argv(*datasets: str) -> list[str]:
     """Spec §5.8 lists ``name,guid,creation``; createtxg is added because the Rust parser (and
-    the newest-common-base rule) orders by it. The command is local, not a wire format."""
-    return [ZFS, "list", "-Hp", "-r", "-t", "snapshot", "-o", "name,guid,createtxg,creation", ds]
+    the newest-common-base rule) orders by it. The command is local, not a wire format.
+    Several datasets: one call lists them all (a job's disks)."""
+    return [ZFS, "list", "-Hp", "-r", "-t", "snapshot", "-o", "name,guid,createtxg,creation",
+            *datasets]  # fmt: skip
 
 
 def destroy_snapshot_argv(ds: str, snap: str) -> list[str]:
