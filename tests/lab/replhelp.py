@@ -164,6 +164,24 @@ def seed_removal_after_move(lab: Lab, vmid: int, prefix: str) -> None:
     assert datasets(lab, "pve3", vmid) == {f"{prefix}-{vmid}-disk-{i}" for i in (0, 1)}
 
 
+def pvesr_incremental_calls(
+    job: str, volids: list[str], last_sync: int, base: str, snap: str, synced: int
+) -> list[list[str]]:
+    """What pvesr runs on a stock target for an incremental sync of ``volids`` (one storage,
+    local-zfs), in its order: written out from pvesr's behaviour, not from our code."""
+    imports = [
+        ["pvesm", "import", v, "zfs", "-", "-with-snapshots", "1", "-snapshot", snap,
+         "-allow-rename", "0", "-base", base]
+        for v in volids
+    ]  # fmt: skip
+    return [
+        ["pvesr", "prepare-local-job", job, "--scan", "local-zfs", *volids,
+         "--last_sync", str(last_sync)],
+        *imports,
+        ["pvesr", "finalize-local-job", job, *volids, "--last_sync", str(synced)],
+    ]  # fmt: skip
+
+
 @contextmanager
 def written_guest(lab: Lab, vmid: int, sizes: list[str], nbytes: int) -> Iterator[int]:
     """A container with disks of ``sizes`` on pve1, ``nbytes`` written; its jobs dropped after."""

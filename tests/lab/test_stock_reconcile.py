@@ -19,7 +19,16 @@ import pytest
 from pverep.lab import fakepve, guests
 from pverep.lab.control import Lab
 
-from .replhelp import align, datasets, job_log, pverep, run_job, snapshots, written_guest
+from .replhelp import (
+    align,
+    datasets,
+    job_log,
+    pverep,
+    pvesr_incremental_calls,
+    run_job,
+    snapshots,
+    written_guest,
+)
 
 STOCK, PVEREP = "pve3", "pve2"
 
@@ -94,15 +103,9 @@ def test_reconcile_of_a_moved_guest_only_reads_the_stock_target(lab: Lab, guest:
     pverep(lab, PVEREP, "run", "--id", to_stock)
     t2 = _sync_time(lab, PVEREP, to_stock)
     s2 = f"__replicate_{to_stock}_{t2}__"
-    assert fakepve.recorded(lab, STOCK) == [
-        ["pvesr", "prepare-local-job", to_stock, "--scan", "local-zfs", v0, v1,
-         "--last_sync", str(t1)],
-        ["pvesm", "import", v0, "zfs", "-", "-with-snapshots", "1", "-snapshot", s2,
-         "-allow-rename", "0", "-base", s1],
-        ["pvesm", "import", v1, "zfs", "-", "-with-snapshots", "1", "-snapshot", s2,
-         "-allow-rename", "0", "-base", s1],
-        ["pvesr", "finalize-local-job", to_stock, v0, v1, "--last_sync", str(t2)],
-    ]  # fmt: skip
+    assert fakepve.recorded(lab, STOCK) == pvesr_incremental_calls(
+        to_stock, [v0, v1], t1, s1, s2, t2
+    )
     assert f"{to_stock}: incremental sync '{v0}' ({s1} => {s2})" in job_log(lab, PVEREP, to_stock)
     assert guests.checksum(lab, vmid, STOCK) == guests.checksum(lab, vmid, PVEREP)
     source, replica = snapshots(lab, PVEREP, vmid), snapshots(lab, STOCK, vmid)

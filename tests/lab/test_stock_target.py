@@ -14,7 +14,7 @@ import pytest
 from pverep.lab import fakepve, guests
 from pverep.lab.control import Lab
 
-from .replhelp import align, job_log, pverep, snapshots, written_guest
+from .replhelp import align, job_log, pverep, pvesr_incremental_calls, snapshots, written_guest
 
 STOCK, PVEREP = "pve3", "pve2"
 
@@ -78,15 +78,9 @@ def test_stock_and_pverep_targets_in_one_run_full_then_incremental(lab: Lab, gue
     t2 = _sync_time(lab, stock_job)
     s2 = f"__replicate_{stock_job}_{t2}__"
     assert t2 > t1
-    assert fakepve.recorded(lab, STOCK) == [
-        ["pvesr", "prepare-local-job", stock_job, "--scan", "local-zfs", v0, v1,
-         "--last_sync", str(t1)],
-        ["pvesm", "import", v0, "zfs", "-", "-with-snapshots", "1", "-snapshot", s2,
-         "-allow-rename", "0", "-base", s1],
-        ["pvesm", "import", v1, "zfs", "-", "-with-snapshots", "1", "-snapshot", s2,
-         "-allow-rename", "0", "-base", s1],
-        ["pvesr", "finalize-local-job", stock_job, v0, v1, "--last_sync", str(t2)],
-    ]  # fmt: skip
+    assert fakepve.recorded(lab, STOCK) == pvesr_incremental_calls(
+        stock_job, [v0, v1], t1, s1, s2, t2
+    )
     log = job_log(lab, "pve1", stock_job)
     assert f"{stock_job}: incremental sync '{v0}' ({s1} => {s2})" in log
     assert f"{stock_job}: successfully imported '{v1}'" in log

@@ -18,6 +18,17 @@ fn pipe() -> (std::fs::File, std::fs::File) {
     }
 }
 
+/// The pump failed with an I/O error of `errno` on `side`.
+fn assert_io_error(result: Result<Stats>, side: Side, errno: i32) {
+    match result {
+        Err(Error::Io { side: got, source }) => {
+            assert_eq!(got, side);
+            assert_eq!(source.raw_os_error(), Some(errno));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 % 251) as u8).collect()
 }
@@ -145,15 +156,7 @@ fn closed_reader_is_a_write_side_error() {
     w.write_all(b"hello").unwrap();
     drop(w);
     let pump = Pump::new(r.as_raw_fd(), w2.as_raw_fd(), PumpConfig::default()).unwrap();
-    match pump.run(&mut |_| true) {
-        Err(Error::Io {
-            side: Side::Write,
-            source,
-        }) => {
-            assert_eq!(source.raw_os_error(), Some(libc::EPIPE))
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_io_error(pump.run(&mut |_| true), Side::Write, libc::EPIPE);
 }
 
 #[test]
@@ -713,13 +716,7 @@ fn full_device_is_a_write_side_error() {
     w.write_all(b"data").unwrap();
     drop(w);
     let pump = Pump::new(r.as_raw_fd(), full.as_raw_fd(), PumpConfig::default()).unwrap();
-    match pump.run(&mut |_| true) {
-        Err(Error::Io {
-            side: Side::Write,
-            source,
-        }) => assert_eq!(source.raw_os_error(), Some(libc::ENOSPC)),
-        other => panic!("{other:?}"),
-    }
+    assert_io_error(pump.run(&mut |_| true), Side::Write, libc::ENOSPC);
 }
 
 #[test]
@@ -727,13 +724,7 @@ fn unreadable_source_is_a_read_side_error() {
     let dir = std::fs::File::open(std::env::temp_dir()).unwrap();
     let (_r, w) = pipe();
     let pump = Pump::new(dir.as_raw_fd(), w.as_raw_fd(), PumpConfig::default()).unwrap();
-    match pump.run(&mut |_| true) {
-        Err(Error::Io {
-            side: Side::Read,
-            source,
-        }) => assert_eq!(source.raw_os_error(), Some(libc::EISDIR)),
-        other => panic!("{other:?}"),
-    }
+    assert_io_error(pump.run(&mut |_| true), Side::Read, libc::EISDIR);
 }
 
 #[test]
@@ -744,13 +735,7 @@ fn read_write_loop_reports_a_closed_reader_on_the_write_side() {
     (&a).write_all(b"hello").unwrap();
     drop(a);
     let pump = Pump::new(b.as_raw_fd(), d.as_raw_fd(), PumpConfig::default()).unwrap();
-    match pump.run(&mut |_| true) {
-        Err(Error::Io {
-            side: Side::Write,
-            source,
-        }) => assert_eq!(source.raw_os_error(), Some(libc::EPIPE)),
-        other => panic!("{other:?}"),
-    }
+    assert_io_error(pump.run(&mut |_| true), Side::Write, libc::EPIPE);
 }
 
 #[test]
