@@ -217,9 +217,13 @@ def test_a_newer_import_stops_only_the_receiver_of_a_session_hosted_one(
         }  # fmt: skip
     finally:
         for proc in (chan, session):
-            if proc is not None and proc.poll() is None:
+            if proc is None:
+                continue
+            if proc.poll() is None:
                 proc.kill()
-                proc.wait()
+            # reaps it and closes its pipes: an unclosed pipe is a ResourceWarning, an error
+            # under filterwarnings=error whenever the garbage collector finds it
+            proc.communicate(timeout=30)
     assert list(_guids(lab, "pve2", v.ds)) == [v.sync]
     assert _guids(lab, "pve2", v.ds)[v.sync] == _guids(lab, "pve1", v.ds)[v.sync]
     assert guests.checksum(lab, v.vmid, "pve2") == guests.checksum(lab, v.vmid, "pve1")
