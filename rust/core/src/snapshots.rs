@@ -876,6 +876,56 @@ rpool/data/vm-100-disk-1@__replicate_100-0_1700000000__\t211\t10\t1700000000\n";
         assert_eq!(line, 2);
     }
 
+    #[test]
+    fn zfs_get_refuses_an_empty_name_or_property() {
+        for data in [&b"a\tguid\t1\n\tguid\t2\n"[..], b"a\tguid\t1\na\t\t2\n"] {
+            let (line, msg) = err_line(parse_zfs_get(data));
+            assert_eq!((line, msg.as_str()), (2, "empty name or property column"));
+        }
+    }
+
+    /// Lines the fast path must not take for good ones: each is one field short, long, empty
+    /// or out of range, and the message is the general parser's.
+    #[test]
+    fn near_miss_lines_are_errors() {
+        let cases: [(&[u8], &str); 6] = [
+            // 3 columns, and the name ends in a digit (a field started one byte early
+            // would read "1", "5", "6" as guid, createtxg, creation).
+            (b"a@1\t5\t6\n", "expected 4 tab-separated columns"),
+            (b"a@1\t1\t2\t3\t4\n", "expected 4 tab-separated columns"),
+            (b"a@1\t\t1\t1\n", "invalid guid ''"),
+            (b"a@1\t1\t\t1\n", "invalid createtxg ''"),
+            (b"a@\t1\t1\t1\n", "expected a snapshot name <dataset>@<snapshot>, got 'a@'"),
+            (
+                b"a@1\t1\t1\t9223372036854775808\n",
+                "creation '9223372036854775808' out of range",
+            ),
+        ];
+        for (data, want) in cases {
+            let (line, msg) = err_line(parse_snapshot_list(data));
+            assert_eq!(line, 1);
+            assert!(msg.contains(want), "{msg}");
+        }
+        // The largest creation that fits is taken.
+        let out = parse_snapshot_list(b"a@1\t1\t1\t9223372036854775807\n").unwrap();
+        assert_eq!(out[0].1[0].creation, i64::MAX);
+    }
+
+    /// Messages quote at most 80 bytes of a line, cut at a character boundary.
+    #[test]
+    fn messages_clip_long_lines() {
+        let long = "x".repeat(200);
+        let (_, msg) = err_line(parse_snapshot_list(long.as_bytes()));
+        assert!(msg.ends_with(&format!(": '{}...'", "x".repeat(80))), "{msg}");
+        // 'é' takes bytes 79 and 80: the cut falls before it.
+        let wide = format!("{}\u{e9}{}", "x".repeat(79), "y".repeat(50));
+        let (_, msg) = err_line(parse_snapshot_list(wide.as_bytes()));
+        assert!(msg.ends_with(&format!(": '{}...'", "x".repeat(79))), "{msg}");
+        // Exactly 80 bytes: quoted whole.
+        let (_, msg) = err_line(parse_snapshot_list("z".repeat(80).as_bytes()));
+        assert!(msg.ends_with(&format!(": '{}'", "z".repeat(80))), "{msg}");
+    }
+
     /// The obvious implementation, line by line through the general (slow) line parser.
     fn reference(data: &str) -> Result<Vec<(String, Vec<Snapshot>)>> {
         let mut out: Vec<(String, Vec<Snapshot>)> = Vec::new();
