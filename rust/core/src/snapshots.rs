@@ -895,7 +895,10 @@ rpool/data/vm-100-disk-1@__replicate_100-0_1700000000__\t211\t10\t1700000000\n";
             (b"a@1\t1\t2\t3\t4\n", "expected 4 tab-separated columns"),
             (b"a@1\t\t1\t1\n", "invalid guid ''"),
             (b"a@1\t1\t\t1\n", "invalid createtxg ''"),
-            (b"a@\t1\t1\t1\n", "expected a snapshot name <dataset>@<snapshot>, got 'a@'"),
+            (
+                b"a@\t1\t1\t1\n",
+                "expected a snapshot name <dataset>@<snapshot>, got 'a@'",
+            ),
             (
                 b"a@1\t1\t1\t9223372036854775808\n",
                 "creation '9223372036854775808' out of range",
@@ -916,11 +919,17 @@ rpool/data/vm-100-disk-1@__replicate_100-0_1700000000__\t211\t10\t1700000000\n";
     fn messages_clip_long_lines() {
         let long = "x".repeat(200);
         let (_, msg) = err_line(parse_snapshot_list(long.as_bytes()));
-        assert!(msg.ends_with(&format!(": '{}...'", "x".repeat(80))), "{msg}");
+        assert!(
+            msg.ends_with(&format!(": '{}...'", "x".repeat(80))),
+            "{msg}"
+        );
         // 'é' takes bytes 79 and 80: the cut falls before it.
         let wide = format!("{}\u{e9}{}", "x".repeat(79), "y".repeat(50));
         let (_, msg) = err_line(parse_snapshot_list(wide.as_bytes()));
-        assert!(msg.ends_with(&format!(": '{}...'", "x".repeat(79))), "{msg}");
+        assert!(
+            msg.ends_with(&format!(": '{}...'", "x".repeat(79))),
+            "{msg}"
+        );
         // Exactly 80 bytes: quoted whole.
         let (_, msg) = err_line(parse_snapshot_list("z".repeat(80).as_bytes()));
         assert!(msg.ends_with(&format!(": '{}'", "z".repeat(80))), "{msg}");
