@@ -792,6 +792,37 @@ rpool/data/vm-100-disk-1@__replicate_100-0_1700000000__\t211\t10\t1700000000\n";
         assert_eq!(t.snapshot_run(1).unwrap().name(0), "x");
     }
 
+    /// The disks of a guest, snapshotted together, store each snapshot name once: the name
+    /// at a position of a dataset's run is shared with that position of the run before, the
+    /// last position included; a different name there is stored.
+    #[test]
+    fn runs_share_names_with_the_run_before() {
+        let line = |d: &str, n: &str| format!("p/{d}@{n}\t1\t2\t3\n");
+        let same: String = ["a", "b", "c"]
+            .iter()
+            .flat_map(|d| [line(d, "s1"), line(d, "s22")])
+            .collect();
+        let t = SnapshotTable::parse(same.as_bytes()).unwrap();
+        assert_eq!(t.names, "s1s22");
+        assert_eq!(
+            t.snapshots(2).map(|s| s.name).collect::<Vec<_>>(),
+            ["s1", "s22"]
+        );
+        let other = [
+            line("a", "s1"),
+            line("a", "s22"),
+            line("b", "s1"),
+            line("b", "s33"),
+        ]
+        .concat();
+        let t = SnapshotTable::parse(other.as_bytes()).unwrap();
+        assert_eq!(t.names, "s1s22s33");
+        assert_eq!(
+            t.snapshots(1).map(|s| s.name).collect::<Vec<_>>(),
+            ["s1", "s33"]
+        );
+    }
+
     /// A line longer than the read buffer (256 KiB) grows the buffer instead of splitting it.
     #[test]
     fn streamed_parse_takes_a_line_longer_than_its_buffer() {
