@@ -919,12 +919,15 @@ rpool/data/vm-100-disk-1@__replicate_100-0_1700000000__\t211\t10\t1700000000\n";
     /// or out of range, and the message is the general parser's.
     #[test]
     fn near_miss_lines_are_errors() {
-        let cases: [(&[u8], &str); 6] = [
+        let cases: [(&[u8], &str); 8] = [
             // 3 columns, and the name ends in a digit (a field started one byte early
             // would read "1", "5", "6" as guid, createtxg, creation).
             (b"a@1\t5\t6\n", "expected 4 tab-separated columns"),
             (b"a@1\t1\t2\t3\t4\n", "expected 4 tab-separated columns"),
             (b"a@1\t\t1\t1\n", "invalid guid ''"),
+            // All three empty, or all three without a single digit: no field is a number.
+            (b"a@1\t\t\t\n", "invalid guid ''"),
+            (b"a@1\tx\ty\tz\n", "invalid guid 'x'"),
             (b"a@1\t1\t\t1\n", "invalid createtxg ''"),
             (
                 b"a@\t1\t1\t1\n",
