@@ -16,9 +16,11 @@
 #
 # MUTANTS_ONLY=rust|python runs one side; MUTANTS_JOBS (default 2) sets the parallelism;
 # MUTANTS_RUST_FILES="rust/core/src/x.rs …" and MUTANTS_PY_SELECT="pverep.calendar.* …" (mutant
-# name globs) narrow a run to what an issue changed. MUTANTS_PY_FILES="src/pverep/calendar.py …"
-# (stage paths) mutates only those files, and MUTANTS_PY_TESTS="tests/unit/test_calendar.py …"
-# maps and runs only those tests: far faster than mapping the whole fast suite.
+# name globs) narrow a run to what an issue changed, and MUTANTS_RUST_RE (a regex on the names
+# `cargo mutants --list` shows, e.g. 'snapshots\.rs:5[0-9][0-9]:') the Rust side further.
+# MUTANTS_PY_FILES="src/pverep/calendar.py …" (stage paths) mutates only those files, and
+# MUTANTS_PY_TESTS="tests/unit/test_calendar.py …" maps and runs
+# only those tests: far faster than mapping the whole fast suite.
 set -euo pipefail
 set -f  # mutant selections are globs for the tools, not for the shell
 cd "$(dirname "$0")/.."
@@ -36,6 +38,7 @@ if [ "$only" != python ]; then
     # --no-shuffle: a stable order, so two reports compare line by line.
     files=()
     for f in ${MUTANTS_RUST_FILES:-}; do files+=(--file "$f"); done
+    [ -z "${MUTANTS_RUST_RE:-}" ] || files+=(--re "$MUTANTS_RUST_RE")
     nice -n 10 "$root/.tools/bin/cargo-mutants" mutants --package pverep-core "${files[@]}" \
         --jobs "$jobs" --no-shuffle --minimum-test-timeout 10 \
         --output "$report/rust" || true  # survivors are a result, not a failure

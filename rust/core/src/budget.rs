@@ -125,6 +125,34 @@ mod tests {
         assert!(b.take(1 << 20).unwrap() >= n);
     }
 
+    /// Idle long enough to fill up, a budget holds exactly its burst: 50 ms at its rate...
+    #[test]
+    fn burst_is_fifty_milliseconds_of_the_rate() {
+        let b = Budget::new(1e8).unwrap();
+        std::thread::sleep(Duration::from_millis(100)); // 10 MB at the rate, capped at 5 MB
+        assert_eq!(b.take(u64::MAX), Ok(5_000_000));
+        assert_eq!(b.bytes(), 5_000_000);
+    }
+
+    /// ...but never less than 256 KiB (50 ms at 1 MB/s would be 50 000 bytes).
+    #[test]
+    fn slow_budgets_get_the_minimum_burst() {
+        let b = Budget::new(1e6).unwrap();
+        std::thread::sleep(Duration::from_millis(400)); // 400 000 bytes at the rate
+        assert_eq!(b.take(u64::MAX), Ok(256 << 10));
+    }
+
+    /// A new rate applies at once, with its own burst: the tokens saved at the old rate are
+    /// kept only up to the new burst.
+    #[test]
+    fn set_rate_applies_the_new_rate_and_its_burst() {
+        let b = Budget::new(1e8).unwrap();
+        std::thread::sleep(Duration::from_millis(100)); // full: 5 MB
+        b.set_rate(1e6).unwrap();
+        assert_eq!(b.rate(), 1e6);
+        assert_eq!(b.take(u64::MAX), Ok(256 << 10));
+    }
+
     /// Four threads hammering one budget move `rate` bytes/s together, within 2 %.
     #[test]
     fn threads_share_the_rate() {

@@ -792,6 +792,37 @@ rpool/data/vm-100-disk-1@__replicate_100-0_1700000000__\t211\t10\t1700000000\n";
         assert_eq!(t.snapshot_run(1).unwrap().name(0), "x");
     }
 
+    /// The disks of a guest, snapshotted together, store each snapshot name once: the name
+    /// at a position of a dataset's run is shared with that position of the run before, the
+    /// last position included; a different name there is stored.
+    #[test]
+    fn runs_share_names_with_the_run_before() {
+        let line = |d: &str, n: &str| format!("p/{d}@{n}\t1\t2\t3\n");
+        let same: String = ["a", "b", "c"]
+            .iter()
+            .flat_map(|d| [line(d, "s1"), line(d, "s22")])
+            .collect();
+        let t = SnapshotTable::parse(same.as_bytes()).unwrap();
+        assert_eq!(t.names, "s1s22");
+        assert_eq!(
+            t.snapshots(2).map(|s| s.name).collect::<Vec<_>>(),
+            ["s1", "s22"]
+        );
+        let other = [
+            line("a", "s1"),
+            line("a", "s22"),
+            line("b", "s1"),
+            line("b", "s33"),
+        ]
+        .concat();
+        let t = SnapshotTable::parse(other.as_bytes()).unwrap();
+        assert_eq!(t.names, "s1s22s33");
+        assert_eq!(
+            t.snapshots(1).map(|s| s.name).collect::<Vec<_>>(),
+            ["s1", "s33"]
+        );
+    }
+
     /// A line longer than the read buffer (256 KiB) grows the buffer instead of splitting it.
     #[test]
     fn streamed_parse_takes_a_line_longer_than_its_buffer() {
@@ -874,6 +905,68 @@ rpool/data/vm-100-disk-1@__replicate_100-0_1700000000__\t211\t10\t1700000000\n";
         assert_eq!(parse_zfs_get(b"x\ty\t\n").unwrap()[0].1[0].1, "");
         let (line, _) = err_line(parse_zfs_get(b"x\ty\tz\nonly-two\tcols\n"));
         assert_eq!(line, 2);
+    }
+
+    #[test]
+    fn zfs_get_refuses_an_empty_name_or_property() {
+        for data in [&b"a\tguid\t1\n\tguid\t2\n"[..], b"a\tguid\t1\na\t\t2\n"] {
+            let (line, msg) = err_line(parse_zfs_get(data));
+            assert_eq!((line, msg.as_str()), (2, "empty name or property column"));
+        }
+    }
+
+    /// Lines the fast path must not take for good ones: each is one field short, long, empty
+    /// or out of range, and the message is the general parser's.
+    #[test]
+    fn near_miss_lines_are_errors() {
+        let cases: [(&[u8], &str); 8] = [
+            // 3 columns, and the name ends in a digit (a field started one byte early
+            // would read "1", "5", "6" as guid, createtxg, creation).
+            (b"a@1\t5\t6\n", "expected 4 tab-separated columns"),
+            (b"a@1\t1\t2\t3\t4\n", "expected 4 tab-separated columns"),
+            (b"a@1\t\t1\t1\n", "invalid guid ''"),
+            // All three empty, or all three without a single digit: no field is a number.
+            (b"a@1\t\t\t\n", "invalid guid ''"),
+            (b"a@1\tx\ty\tz\n", "invalid guid 'x'"),
+            (b"a@1\t1\t\t1\n", "invalid createtxg ''"),
+            (
+                b"a@\t1\t1\t1\n",
+                "expected a snapshot name <dataset>@<snapshot>, got 'a@'",
+            ),
+            (
+                b"a@1\t1\t1\t9223372036854775808\n",
+                "creation '9223372036854775808' out of range",
+            ),
+        ];
+        for (data, want) in cases {
+            let (line, msg) = err_line(parse_snapshot_list(data));
+            assert_eq!(line, 1);
+            assert!(msg.contains(want), "{msg}");
+        }
+        // The largest creation that fits is taken.
+        let out = parse_snapshot_list(b"a@1\t1\t1\t9223372036854775807\n").unwrap();
+        assert_eq!(out[0].1[0].creation, i64::MAX);
+    }
+
+    /// Messages quote at most 80 bytes of a line, cut at a character boundary.
+    #[test]
+    fn messages_clip_long_lines() {
+        let long = "x".repeat(200);
+        let (_, msg) = err_line(parse_snapshot_list(long.as_bytes()));
+        assert!(
+            msg.ends_with(&format!(": '{}...'", "x".repeat(80))),
+            "{msg}"
+        );
+        // 'é' takes bytes 79 and 80: the cut falls before it.
+        let wide = format!("{}\u{e9}{}", "x".repeat(79), "y".repeat(50));
+        let (_, msg) = err_line(parse_snapshot_list(wide.as_bytes()));
+        assert!(
+            msg.ends_with(&format!(": '{}...'", "x".repeat(79))),
+            "{msg}"
+        );
+        // Exactly 80 bytes: quoted whole.
+        let (_, msg) = err_line(parse_snapshot_list("z".repeat(80).as_bytes()));
+        assert!(msg.ends_with(&format!(": '{}'", "z".repeat(80))), "{msg}");
     }
 
     /// The obvious implementation, line by line through the general (slow) line parser.
