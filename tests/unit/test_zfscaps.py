@@ -289,3 +289,42 @@ def test_the_cache_file_and_its_bad_forms(tmp_path: Path, monkeypatch: pytest.Mo
     elsewhere = tmp_path / "none.json"
     assert zfscaps.local_caps(UsageShell("d"), elsewhere) == OPENZFS  # type: ignore[arg-type]
     assert not elsewhere.exists()
+
+
+def test_usage_text_details_that_still_count() -> None:
+    from pverep.storage import zfscaps
+
+    # a continuation line that starts with an operand still belongs to its verb
+    recv = "usage:\n\treceive [-s]\n\t    <filesystem> [-x <property>]\n"
+    assert parse_caps("", recv) == ZfsCaps(recv_resumable=True, recv_exclude=True)
+
+    class Latin1(UsageShell):  # a translated usage text in another codec: no reason to fail
+        def run(self, argv: Sequence[str], *, timeout: float | None = None) -> CommandResult:
+            text = (OPENZFS_SEND if argv[1] == "send" else OPENZFS_RECV) + "Verwendung: \xfc\n"
+            return CommandResult(list(argv), 2, b"", text.encode("latin-1"))
+
+    assert zfscaps.probe_caps(Latin1("n")) == OPENZFS  # type: ignore[arg-type]
+
+
+def test_the_cache_in_an_existing_directory_and_none_without_a_binary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pverep.storage import zfscaps
+
+    binary = tmp_path / "bin" / "zfs"
+    binary.parent.mkdir()
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    monkeypatch.setenv("PATH", str(binary.parent))
+    monkeypatch.setattr(zfscaps, "_CACHE", {})
+    (tmp_path / "run").mkdir()
+    cache = tmp_path / "run" / "zfs-caps.json"
+    zfscaps.local_caps(UsageShell("a"), cache)  # type: ignore[arg-type]
+    assert cache.exists()
+    # without a zfs binary there is no identity, and a record without one is never used
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    everything = ZfsCaps(True, True, True, True, True, True, True)
+    cache.write_text(__import__("json").dumps({"binary": None, "caps": everything.to_json()}))
+    shell = UsageShell("b")
+    assert zfscaps.local_caps(shell, cache) == OPENZFS  # type: ignore[arg-type]
+    assert shell.calls == 2
