@@ -234,11 +234,11 @@ def test_superseding_a_session_hosted_import_stops_only_its_receiver(tmp_path: P
             assert rec is not None and rec.importer == procs.this_process() and not rec.hosted
         assert session.stdout.readline() == "released\n"
         assert session.poll() is None  # the session (the importer process) lives on
-        assert len(lines) == 1
-        assert lines[0].startswith(
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stale.since))
+        assert lines == [
             f"stopping stale import of '{VOLUME}' (serve session pid {session.pid}, "
-            f"zfs recv pid {stale.receiver.pid}, started "
-        )
+            f"zfs recv pid {stale.receiver.pid}, started {started}): superseded by this import"
+        ]
     finally:
         session.kill()
         session.wait()
@@ -430,3 +430,17 @@ def test_a_recorded_importer_that_is_gone_is_not_signalled_or_logged(tmp_path: P
         if locker.poll() is None:
             locker.kill()
         locker.wait()
+
+
+def test_a_hosted_claim_stays_hosted_when_its_receiver_is_recorded(tmp_path: Path) -> None:
+    reg = ImportRegistry(tmp_path, lambda line: None, clock=lambda: 77.0)
+    with subprocess.Popen(["sleep", "30"]) as child:
+        try:
+            with reg.claim(VOLUME, hosted=True) as claim:
+                claim.set_receiver(child.pid)
+                expected = ImportRecord(
+                    VOLUME, procs.this_process(), procs.identify(child.pid), 77.0, hosted=True
+                )
+                assert claim.record == expected and reg.read(VOLUME) == expected
+        finally:
+            child.kill()

@@ -79,9 +79,11 @@ def test_loss_after_receiver_closed() -> None:
             "the receiver stopped reading with 7 bytes of the stream unread"
         )
         b.sendall(b"x")
-        assert "more data followed" in str(streamend.loss_after_receiver_closed(0, a.fileno(), 5))
-        assert "did not end within 0.05 s" in str(
-            streamend.loss_after_receiver_closed(0, a.fileno(), 0.05)
+        assert streamend.loss_after_receiver_closed(0, a.fileno(), 5) == (
+            "the receiver stopped reading before the end of the stream (more data followed)"
+        )
+        assert streamend.loss_after_receiver_closed(0, a.fileno(), 0.05) == (
+            "the receiver stopped reading but the stream did not end within 0.05 s"
         )
         b.close()
         assert streamend.loss_after_receiver_closed(0, a.fileno(), 5) is None
