@@ -444,3 +444,30 @@ def test_a_hosted_claim_stays_hosted_when_its_receiver_is_recorded(tmp_path: Pat
                 assert claim.record == expected and reg.read(VOLUME) == expected
         finally:
             child.kill()
+
+
+def test_a_hosted_import_whose_receiver_is_not_recorded_yet_is_waited_for(tmp_path: Path) -> None:
+    """A session's claim before its receiver is recorded: nothing to stop yet, the new claim
+    waits (here until its timeout) and signals nobody."""
+    lines: list[str] = []
+    reg = ImportRegistry(tmp_path, lines.append, timeout=0.3)
+    with subprocess.Popen(["sleep", "30"]) as session:
+        locker = subprocess.Popen(
+            ["flock", str(reg.lock_path(VOLUME)), "sleep", "30"], stdin=subprocess.DEVNULL
+        )
+        try:
+            _wait_locked(reg, VOLUME)
+            importer = procs.identify(session.pid)
+            assert importer is not None
+            reg.write(ImportRecord(VOLUME, importer, None, 0.0, hosted=True))
+            with pytest.raises(PverepError) as err:
+                reg.claim(VOLUME)
+            assert str(err.value) == (
+                f"another import of '{VOLUME}' is running (pid {session.pid}) and did not "
+                "stop within 0.3 s"
+            )
+            assert procs.is_running(importer) and lines == []
+        finally:
+            locker.kill()
+            locker.wait()
+            session.kill()
