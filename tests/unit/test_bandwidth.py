@@ -15,6 +15,7 @@ import pytest
 from pverep import _core
 from pverep.bandwidth import BandwidthPlan, Timeframe, parse_rate
 from pverep.config.runconf import DEFAULT_MAX_WORKERS, read_run_settings
+from pverep.engine import nodebudget
 from pverep.engine.nodebudget import UNLIMITED, NodeBudget
 from pverep.errors import ConfigError, InvalidArgumentError, ValidationError
 from pverep.transport import tcp
@@ -164,3 +165,73 @@ def test_dead_peer_options_on_a_socket() -> None:
         interval = a.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)
         count = a.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)
         assert idle + interval * count <= 30
+
+
+def _budget_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "pverep-budget"}
+
+
+def _wait_for_rate(budget: _core.Budget, rate: float) -> bool:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if budget.rate == rate:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_running_budget_follows_the_schedule_by_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transfer that runs across 18:00 changes speed there, although nobody asks current()
+    again: one daemon thread per budget re-reads the schedule."""
+    monkeypatch.setattr(nodebudget, "FOLLOW_INTERVAL", 0.01)
+    before = _budget_threads()
+    now = [WED_09]
+    budget = NodeBudget(BandwidthPlan.parse(None, "20MB mon..fri 8-18"), clock=lambda: now[0])
+    shared = budget.current()
+    assert shared is not None and shared.rate == 20e6
+    assert budget.current() is shared
+    followers = _budget_threads() - before
+    assert len(followers) == 1 and all(t.daemon for t in followers)
+    now[0] = WED_18
+    assert _wait_for_rate(shared, UNLIMITED)
+    now[0] = datetime(2026, 12, 3, 9, 0)
+    assert _wait_for_rate(shared, 20e6)  # it keeps following, not just once
+    assert _budget_threads() - before == followers
+
+
+def test_a_budget_without_schedule_rules_starts_no_thread() -> None:
+    before = _budget_threads()
+    budget = NodeBudget(BandwidthPlan.parse("5MB", None))
+    shared = budget.current()
+    assert shared is not None and shared.rate == 5e6
+    assert budget.current() is shared
+    assert _budget_threads() - before == set()
+
+
+def test_a_budget_starts_when_its_first_limited_time_frame_begins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(nodebudget, "FOLLOW_INTERVAL", 0.01)
+    now = [WED_18]
+    budget = NodeBudget(BandwidthPlan.parse(None, "20MB mon..fri 8-18"), clock=lambda: now[0])
+    assert budget.current() is None
+    now[0] = SAT_09
+    assert budget.current() is None
+    now[0] = WED_09
+    shared = budget.current()
+    assert shared is not None and shared.rate == 20e6
+
+
+def test_unlimited_is_faster_than_any_link() -> None:
+    assert UNLIMITED >= 1e12  # 8 Tbit/s
+
+
+def test_the_default_clock_is_local_wall_clock_time() -> None:
+    """A rule for the current hour (local time, the schedule's clock) applies now."""
+    hour = datetime.now().hour
+    if datetime.now().minute == 59:
+        pytest.skip("the hour may change during the test")
+    frame = f"{hour}:00-{hour + 1}:00" if hour < 23 else "23:00-24:00"
+    budget = NodeBudget(BandwidthPlan.parse("1MB", f"7MB {frame}"))
+    shared = budget.current()
+    assert shared is not None and shared.rate == 7e6

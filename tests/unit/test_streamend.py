@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import threading
+import time
 
 import pytest
 
@@ -77,9 +79,82 @@ def test_loss_after_receiver_closed() -> None:
             "the receiver stopped reading with 7 bytes of the stream unread"
         )
         b.sendall(b"x")
-        assert "more data followed" in str(streamend.loss_after_receiver_closed(0, a.fileno(), 5))
-        assert "did not end within 0.05 s" in str(
-            streamend.loss_after_receiver_closed(0, a.fileno(), 0.05)
+        assert streamend.loss_after_receiver_closed(0, a.fileno(), 5) == (
+            "the receiver stopped reading before the end of the stream (more data followed)"
+        )
+        assert streamend.loss_after_receiver_closed(0, a.fileno(), 0.05) == (
+            "the receiver stopped reading but the stream did not end within 0.05 s"
         )
         b.close()
         assert streamend.loss_after_receiver_closed(0, a.fileno(), 5) is None
+
+
+def test_rest_of_input_waits_for_data_that_comes_later() -> None:
+    """The timeout counts from the call: a byte or the end arriving within it is seen."""
+    for send, rest in [(lambda b: b.sendall(b"x"), Rest.MORE), (lambda b: b.close(), Rest.EMPTY)]:
+        a, b = socket.socketpair()
+        with a, b:
+            timer = threading.Timer(0.3, send, (b,))
+            timer.start()
+            try:
+                assert streamend.rest_of_input(a.fileno(), 30) is rest
+            finally:
+                timer.join()
+
+
+def test_rest_of_input_with_no_time_left_looks_once() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        assert streamend.rest_of_input(a.fileno(), 0) is Rest.STALLED
+        b.sendall(b"x")
+        assert streamend.rest_of_input(a.fileno(), 0) is Rest.MORE
+
+
+def test_a_stall_is_reported_when_its_timeout_ends() -> None:
+    """Exact lower bound (never before the timeout); the upper one is far above it."""
+    a, b = socket.socketpair()
+    with a, b:
+        start = time.monotonic()
+        assert streamend.rest_of_input(a.fileno(), 0.05) is Rest.STALLED
+        assert 0.05 <= time.monotonic() - start < 0.9
+
+
+def _readiness_without_data(monkeypatch: pytest.MonkeyPatch, times: int | None) -> list[int]:
+    """``os.read`` fails with EAGAIN ``times`` times (None: always), as on a non-blocking fd
+    whose data another reader took between poll and read."""
+    calls = [0]
+    real_read = os.read
+
+    def read(fd: int, n: int) -> bytes:
+        calls[0] += 1
+        if times is None or calls[0] <= times:
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+        return real_read(fd, n)
+
+    monkeypatch.setattr(os, "read", read)
+    return calls
+
+
+def test_readiness_without_data_waits_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    r, w = os.pipe()
+    try:
+        os.write(w, b"x")
+        calls = _readiness_without_data(monkeypatch, 3)
+        assert streamend.rest_of_input(r, 30) is Rest.MORE
+        assert calls[0] == 4
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_readiness_without_data_until_the_timeout_is_a_stall(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    r, w = os.pipe()
+    try:
+        os.write(w, b"x")
+        _readiness_without_data(monkeypatch, None)
+        assert streamend.rest_of_input(r, 0.05) is Rest.STALLED
+    finally:
+        os.close(r)
+        os.close(w)

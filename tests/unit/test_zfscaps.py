@@ -185,6 +185,7 @@ def test_caps_are_cached_per_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     binary.write_text("#!/bin/sh\n")
     binary.chmod(0o755)
     monkeypatch.setenv("PATH", str(binary.parent))
+    monkeypatch.setattr(zfscaps, "_CACHE", {})  # a fresh process (mutmut reruns in one)
     cache = tmp_path / "run" / "zfs-caps.json"
 
     first = UsageShell("n1")
@@ -197,3 +198,133 @@ def test_caps_are_cached_per_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     upgraded = UsageShell("n3")
     zfscaps.local_caps(upgraded, cache)  # type: ignore[arg-type]
     assert upgraded.calls == 2
+
+
+def test_usage_parsing_details() -> None:
+    # "recv" is receive's short name; continuation lines start with [, < or -
+    recv = "usage:\n\trecv [-s] <fs>\n\treceive\n\t  -A <fs>\n\trecv -x prop\n"
+    caps = parse_caps("usage:\n\tsend [-nP]\n\t  [-w]\n\tsend -t <token>\n", recv)
+    assert caps == ZfsCaps(
+        send_resume=True, recv_resumable=True, recv_abort=True, send_raw=True,
+        recv_exclude=True, send_dry_run=True,
+    )  # fmt: skip
+    # flags of other verbs, or after an unrelated line, are not this verb's
+    other = "usage:\n\tlist [-w]\n\t[-U]\n\tsnapshot [-n]\n\tsend [-P]\n"
+    assert parse_caps(other, "usage:\n\tlist [-s]\n\t-A x\n") == ZfsCaps()
+    # -t / -A only as words; -n without -P is no dry run with sizes
+    assert parse_caps("usage:\n\tsend [-n] -tx\n", "usage:\n\treceive -Ax\n") == ZfsCaps()
+    assert parse_caps("usage:\n\tsend -t\n", "usage:\n\treceive -A\n") == ZfsCaps(recv_abort=True)
+    assert parse_caps("usage:\n\tsend [-n] [-P]\n", "").send_dry_run
+
+
+def test_the_probes_ask_zfs_send_and_receive_with_a_timeout() -> None:
+    from pverep.storage import zfscaps
+
+    seen: list[tuple[list[str], float | None]] = []
+
+    class Shell(UsageShell):
+        def run(self, argv: Sequence[str], *, timeout: float | None = None) -> CommandResult:
+            seen.append((list(argv), timeout))
+            return super().run(argv, timeout=timeout)
+
+    assert zfscaps.probe_caps(Shell("n")) == OPENZFS  # type: ignore[arg-type]
+    assert seen == [(["zfs", "send"], 10.0), (["zfs", "receive"], 10.0)]
+
+
+def test_a_zfs_that_fails_to_start_counts_as_zfs_fuse() -> None:
+    from pverep.storage import zfscaps
+
+    class Broken(UsageShell):
+        def run(self, argv: Sequence[str], *, timeout: float | None = None) -> CommandResult:
+            raise FileNotFoundError(2, "No such file or directory", "zfs")
+
+    assert zfscaps.probe_caps(Broken("n")) == ZfsCaps()  # type: ignore[arg-type]
+
+
+def test_binary_identity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pverep.storage import zfscaps
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert zfscaps.binary_identity() is None
+    (tmp_path / "real").write_text("#!/bin/sh\n")
+    (tmp_path / "real").chmod(0o755)
+    (tmp_path / "zfs").symlink_to(tmp_path / "real")
+    st = (tmp_path / "real").stat()
+    assert zfscaps.binary_identity() == (
+        f"{tmp_path / 'real'}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+    )
+    assert zfscaps.binary_identity("real") == zfscaps.binary_identity()
+
+
+def test_the_cache_file_and_its_bad_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pverep.storage import zfscaps
+
+    binary = tmp_path / "bin" / "zfs"
+    binary.parent.mkdir()
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    monkeypatch.setenv("PATH", str(binary.parent))
+    ident = zfscaps.binary_identity()
+    cache = tmp_path / "run" / "deep" / "zfs-caps.json"
+    monkeypatch.setattr(zfscaps, "_CACHE", {})
+    zfscaps.local_caps(UsageShell("a"), cache)  # type: ignore[arg-type]
+    doc = {"binary": ident, "caps": OPENZFS.to_json()}
+    assert cache.read_text() == __import__("json").dumps(doc, sort_keys=True) + "\n"
+    for bad in ["{", "[]", '{"binary": "other", "caps": {}}']:
+        cache.write_text(bad)
+        shell = UsageShell(f"n-{bad}")
+        assert zfscaps.local_caps(shell, cache) == OPENZFS  # type: ignore[arg-type]
+        assert shell.calls == 2
+    # the same process asks once per node, with or without a cache file
+    shell = UsageShell("b")
+    zfscaps.local_caps(shell, None)  # type: ignore[arg-type]
+    zfscaps.local_caps(shell, None)  # type: ignore[arg-type]
+    assert shell.calls == 2
+    # a cache that cannot be written is no error
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    assert zfscaps.local_caps(UsageShell("c"), blocked / "caps.json") == OPENZFS  # type: ignore[arg-type]
+    # no zfs on PATH: no cache file is read or written
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    elsewhere = tmp_path / "none.json"
+    assert zfscaps.local_caps(UsageShell("d"), elsewhere) == OPENZFS  # type: ignore[arg-type]
+    assert not elsewhere.exists()
+
+
+def test_usage_text_details_that_still_count() -> None:
+    from pverep.storage import zfscaps
+
+    # a continuation line that starts with an operand still belongs to its verb
+    recv = "usage:\n\treceive [-s]\n\t    <filesystem> [-x <property>]\n"
+    assert parse_caps("", recv) == ZfsCaps(recv_resumable=True, recv_exclude=True)
+
+    class Latin1(UsageShell):  # a translated usage text in another codec: no reason to fail
+        def run(self, argv: Sequence[str], *, timeout: float | None = None) -> CommandResult:
+            text = (OPENZFS_SEND if argv[1] == "send" else OPENZFS_RECV) + "Verwendung: \xfc\n"
+            return CommandResult(list(argv), 2, b"", text.encode("latin-1"))
+
+    assert zfscaps.probe_caps(Latin1("n")) == OPENZFS  # type: ignore[arg-type]
+
+
+def test_the_cache_in_an_existing_directory_and_none_without_a_binary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pverep.storage import zfscaps
+
+    binary = tmp_path / "bin" / "zfs"
+    binary.parent.mkdir()
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    monkeypatch.setenv("PATH", str(binary.parent))
+    monkeypatch.setattr(zfscaps, "_CACHE", {})
+    (tmp_path / "run").mkdir()
+    cache = tmp_path / "run" / "zfs-caps.json"
+    zfscaps.local_caps(UsageShell("a"), cache)  # type: ignore[arg-type]
+    assert cache.exists()
+    # without a zfs binary there is no identity, and a record without one is never used
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    everything = ZfsCaps(True, True, True, True, True, True, True)
+    cache.write_text(__import__("json").dumps({"binary": None, "caps": everything.to_json()}))
+    shell = UsageShell("b")
+    assert zfscaps.local_caps(shell, cache) == OPENZFS  # type: ignore[arg-type]
+    assert shell.calls == 2

@@ -186,14 +186,16 @@ class ImportRegistry:
                 # a session's request: stop its receiver, never the session itself (its
                 # receiver is recorded right after the claim: the next poll sees it)
                 if holder.receiver is not None and holder.receiver not in stopped:
-                    stopped.add(holder.receiver)
+                    # pragma below: stopping it twice only finds it gone (_stop_hosted waited)
+                    stopped.add(holder.receiver)  # pragma: no mutate
                     self._stop_hosted(holder, holder.receiver)
             elif holder is not None and holder.importer == procs.this_process():
                 # another request of this same process (a ``pverep serve`` session): never
                 # stop ourselves; it ends on its own (the timeout below otherwise)
-                stopped.add(holder.importer)
+                stopped.add(holder.importer)  # pragma: no mutate (no branch reads it for us)
             elif holder is not None and holder.importer not in stopped:
-                stopped.add(holder.importer)
+                # pragma below: stopping it twice only finds it gone (_stop waited)
+                stopped.add(holder.importer)  # pragma: no mutate
                 self._stop(holder)
             if time.monotonic() >= deadline:
                 who = f" (pid {holder.importer.pid})" if holder is not None else ""
