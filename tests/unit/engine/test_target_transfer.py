@@ -380,7 +380,9 @@ def test_resume_capable_needs_a_pverep_peer_and_send_t_and_dry_run(
 
 def test_close_releases_or_else_drops_the_connection() -> None:
     events: list[str] = []
-    make(release=lambda: events.append("release"), close_remote=lambda: events.append("drop")).close()
+    make(
+        release=lambda: events.append("release"), close_remote=lambda: events.append("drop")
+    ).close()
     make(close_remote=lambda: events.append("drop")).close()
     make().close()  # neither: nothing to do
     assert events == ["release", "drop"]
