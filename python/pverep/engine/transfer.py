@@ -442,6 +442,7 @@ def transfer_volume_session(
     else:
         chan.kill()
     send_code, _ = _finish([send, chan])
+    chan.close()  # our end of its stdout (the ack's pipe): else one fd leaks per import
     if isinstance(pump_error, StallError):
         raise TransferError(f"transfer of '{spec.volid}' stalled - {pump_error}")
     if not answer.ok:
