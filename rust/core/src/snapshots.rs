@@ -677,6 +677,22 @@ rpool/data/vm-100-disk-1@__replicate_100-0_1700000000__\t211\t10\t1700000000\n";
         assert_eq!(parse_snapshot_list(no_nl.as_bytes()).unwrap().len(), 2);
     }
 
+    /// The input's last line without its newline, of the same dataset as the line before:
+    /// the fast path sees its end at the end of the input (no byte there to look at).
+    #[test]
+    fn last_line_of_the_current_dataset_without_newline() {
+        let out = parse_snapshot_list(b"a@1\t1\t2\t3\na@2\t4\t5\t6").unwrap();
+        assert_eq!(out.len(), 1);
+        let got: Vec<_> = out[0]
+            .1
+            .iter()
+            .map(|s| (s.name.as_str(), s.guid, s.createtxg, s.creation))
+            .collect();
+        assert_eq!(got, [("1", 1, 2, 3), ("2", 4, 5, 6)]);
+        let t = SnapshotTable::parse(b"a@1\t1\t2\t3\na@2\t4\t5\t6").unwrap();
+        assert_eq!(t.len(), 2);
+    }
+
     #[test]
     fn interleaved_datasets_keep_input_order() {
         let data = "a@1\t1\t1\t1\nb@1\t2\t2\t2\na@2\t3\t3\t3\n";
