@@ -67,7 +67,7 @@ def probe_peer_kind(
         try:
             info = json.loads(result.stdout_text.strip().splitlines()[-1])
         except (ValueError, IndexError):
-            info = None
+            info = None  # pragma: no mutate (any answer that is not an object is not pverep)
         if isinstance(info, dict) and info.get("program") == "pverep":
             return "pverep"
     tail = "; ".join(result.stderr_tail(2)) or f"exit code {result.returncode}"
@@ -82,7 +82,7 @@ def decide_peer_kind(
     timeout: float | None = None,
 ) -> PeerKind:
     """``"pverep"`` or ``"pve"`` (stock) for target ``node``: the override, else the probe."""
-    setting = settings.get(node.lower(), "auto")
+    setting = settings.get(node.lower())  # no entry: "auto", the probe decides
     if setting == "stock":
         return "pve"
     if setting == "pverep":

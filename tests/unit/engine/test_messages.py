@@ -101,3 +101,7 @@ def test_error_text_keeps_inner_newlines_and_other_trailing_space() -> None:
     assert m.delete_stale_snapshot_error("x\ny\n\n") == (
         "delete stale replication snapshot error: x\ny"
     )
+    # Only newlines go: a space or a tab before them stays, as in the other texts.
+    assert m.delete_stale_snapshot_error("busy \t\n") == (
+        "delete stale replication snapshot error: busy \t"
+    )

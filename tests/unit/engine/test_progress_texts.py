@@ -108,6 +108,11 @@ def test_summary_line_at_zero_seconds() -> None:
     assert summary_line(3_000_000, 0.5) == "3000000 bytes (2.9 MiB) copied, 0.500 s, 6.00 MB/s"
 
 
+def test_summary_rate_is_in_decimal_megabytes() -> None:
+    # 10^12 bytes in 1 s is exactly 10^6 MB/s: a divisor off by one shows in the last digits.
+    assert summary_line(10**12, 1.0).endswith(", 1.000 s, 1000000.00 MB/s")
+
+
 def test_thinner_lines_carry_the_estimate_and_skip_second_zero() -> None:
     thin = ProgressThinner(estimate=4096)
     assert thin.line(10, 0.5, 20.0) is None  # second 0 is never shown
