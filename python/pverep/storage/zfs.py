@@ -351,7 +351,7 @@ class ZfsPool:
     def destroy_volume(self, volname: str) -> None:
         """``zfs destroy -r``: retried on "dataset is busy", "does not exist" counts as done."""
         argv = destroy_volume_argv(self.dataset(volname))
-        err: ZfsError | None = None
+        err: ZfsError | None = None  # pragma: no mutate (always set before it is read)
         for attempt in range(DESTROY_TRIES):
             try:
                 self.runner.run(argv)
@@ -477,7 +477,7 @@ class ZfsPool:
         stdin: int,
         base: str | None = None,
         *,
-        allow_rename: bool = False,
+        allow_rename: bool = False,  # pragma: no mutate (check_import's; unused here)
         on_stderr: LineSink | None = None,
         stall_timeout: float | None = None,
         on_receiver: Callable[[int], None] | None = None,
@@ -517,7 +517,8 @@ class ZfsPool:
         assert proc.stdin is not None
         stalled: _core.StallError | None = None
         pump_error: _core.PumpError | None = None
-        unread = 0  # bytes zfs recv left in its pipe when it stopped reading
+        # bytes zfs recv left in its pipe when it stopped reading (read only if set below)
+        unread = 0  # pragma: no mutate
         try:
             if on_receiver is not None:
                 on_receiver(proc.pid)
