@@ -193,7 +193,7 @@ def parse_image_list(text: str, pool: str) -> list[ZfsImage]:
         if not m:
             continue
         if dtype == "filesystem":
-            size = 0 if refquota in ("none", "-") else _int(refquota)
+            size = _int(refquota)  # "none" and "-" (no quota) are 0, as is anything odd
             fmt = "subvol"
         else:
             size, fmt = _int(volsize), "raw"
