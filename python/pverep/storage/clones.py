@@ -24,7 +24,7 @@ V = TypeVar("V")
 def dataset_key(volid: str) -> str:
     """``<storeid>:<dataset name>``: equal for every spelling of the same zfspool volume."""
     storeid, volname = parse_volume_id(volid)
-    return f"{storeid}:{volname.rsplit('/', 1)[-1]}"
+    return f"{storeid}:{volname.rpartition('/')[2]}"
 
 
 def same_volume(a: str, b: str) -> bool:

@@ -193,7 +193,7 @@ def parse_image_list(text: str, pool: str) -> list[ZfsImage]:
         if not m:
             continue
         if dtype == "filesystem":
-            size = 0 if refquota in ("none", "-") else _int(refquota)
+            size = _int(refquota)  # "none" and "-" (no quota) are 0, as is anything odd
             fmt = "subvol"
         else:
             size, fmt = _int(volsize), "raw"
@@ -351,7 +351,7 @@ class ZfsPool:
     def destroy_volume(self, volname: str) -> None:
         """``zfs destroy -r``: retried on "dataset is busy", "does not exist" counts as done."""
         argv = destroy_volume_argv(self.dataset(volname))
-        err: ZfsError | None = None
+        err: ZfsError | None = None  # pragma: no mutate (always set before it is read)
         for attempt in range(DESTROY_TRIES):
             try:
                 self.runner.run(argv)
@@ -477,7 +477,7 @@ class ZfsPool:
         stdin: int,
         base: str | None = None,
         *,
-        allow_rename: bool = False,
+        allow_rename: bool = False,  # pragma: no mutate (check_import's; unused here)
         on_stderr: LineSink | None = None,
         stall_timeout: float | None = None,
         on_receiver: Callable[[int], None] | None = None,
@@ -517,7 +517,8 @@ class ZfsPool:
         assert proc.stdin is not None
         stalled: _core.StallError | None = None
         pump_error: _core.PumpError | None = None
-        unread = 0  # bytes zfs recv left in its pipe when it stopped reading
+        # bytes zfs recv left in its pipe when it stopped reading (read only if set below)
+        unread = 0  # pragma: no mutate
         try:
             if on_receiver is not None:
                 on_receiver(proc.pid)
