@@ -5,9 +5,7 @@ small Python process); helper calls get canned answers (real zfs: the lab)."""
 from __future__ import annotations
 
 import logging
-import os
 import socket
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +19,7 @@ from pverep.storage.zfs import ZfsError, ZfsFlags, ZfsPool, ZfsRunner
 from pverep.storage.zfscaps import ZfsCaps
 from pverep.transport.base import PIPE, CommandResult
 from tests.unit.test_zfs_import_end import STREAM
-from tests.unit.test_zfs_import_partial import PropsShell
+from tests.unit.test_zfs_import_partial import PropsShell, import_from_pipe
 from tests.unit.test_zfscaps import OPENZFS, TOKEN
 
 DS = "rpool/data/vm-100-disk-0"
@@ -64,27 +62,7 @@ def _pool(shell: RecordingShell, caps: ZfsCaps = OPENZFS) -> ZfsPool:
 def _import(
     shell: RecordingShell, base: str | None, mode: ImportMode, **kwargs: Any
 ) -> str | PverepError:
-    read_fd, write_fd = os.pipe()
-
-    def sender() -> None:
-        try:
-            os.write(write_fd, STREAM)
-        except BrokenPipeError:
-            pass
-        finally:
-            os.close(write_fd)
-
-    thread = threading.Thread(target=sender)
-    thread.start()
-    try:
-        return _pool(shell).import_(
-            "vm-100-disk-0", read_fd, base, stall_timeout=20, mode=mode, **kwargs
-        )
-    except PverepError as err:
-        return err
-    finally:
-        os.close(read_fd)
-        thread.join(20)
+    return import_from_pipe(_pool(shell), base, mode, **kwargs)
 
 
 def test_receiver_leads_its_own_group_and_its_pid_is_handed_out() -> None:

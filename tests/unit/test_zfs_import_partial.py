@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -51,6 +52,14 @@ def do_import(
 ) -> str | ZfsError | PverepError:
     storage = StorageDef("local-zfs", "zfspool", {"pool": "rpool/data"})
     pool = ZfsPool(storage, ZfsRunner(shell), flags=ZfsFlags.from_caps(caps))
+    return import_from_pipe(pool, base, mode)
+
+
+def import_from_pipe(
+    pool: ZfsPool, base: str | None, mode: ImportMode, **kwargs: Any
+) -> str | PverepError:
+    """``pool.import_`` of vm-100-disk-0 from a pipe a thread fills with STREAM; the error
+    raised, if any, is returned."""
     read_fd, write_fd = os.pipe()
 
     def sender() -> None:
@@ -64,7 +73,7 @@ def do_import(
     thread = threading.Thread(target=sender)
     thread.start()
     try:
-        return pool.import_("vm-100-disk-0", read_fd, base, stall_timeout=20, mode=mode)
+        return pool.import_("vm-100-disk-0", read_fd, base, stall_timeout=20, mode=mode, **kwargs)
     except PverepError as err:
         return err
     finally:
