@@ -1,0 +1,179 @@
+"""engine/wiring.py ``dry_run``: ``pverep run --dry-run`` and ``delete --dry-run`` built from
+this node's files, with both nodes' zfs played by the FAKE in-memory zfs.
+
+``LocalShell`` and ``SshShell`` are replaced by ``FakeZfsShell`` (a named fake: no zfs command
+and no sshd run here; tests/lab/test_dry_run.py drives the real ones). The node is this host,
+as ``pverep run`` finds it.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pverep.engine import wiring
+from pverep.errors import PverepError
+from pverep.lab import gentree
+from pverep.paths import Paths
+from pverep.storage.zfscaps import ZfsCaps
+from pverep.transport.ssh import SshTarget
+from tests.unit.zfs_fake import FakeZfsShell
+
+HOST = socket.gethostname().split(".", 1)[0]
+NOW = 1_700_000_900
+DS0, DS1 = "rpool/data/vm-100-disk-0", "rpool/data/vm-101-disk-0"
+V0, V1 = "local-zfs:vm-100-disk-0", "local-zfs:vm-101-disk-0"
+JOBS = """\
+local: 100-0
+\ttarget pve2
+\tschedule */15
+
+local: 101-0
+\ttarget pve3
+\tschedule */15
+"""
+
+
+class TargetZfs(FakeZfsShell):
+    """Stands in for SshShell: the target's zfs, reached at the address it was built with."""
+
+    def __init__(self, target: SshTarget, *, multiplex: bool = True) -> None:
+        super().__init__(target.node)
+        self.target = target
+        self.closed = 0
+        made.append(self)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+made: list[TargetZfs] = []
+
+
+class Files:
+    """The files a dry run must leave alone, as bytes (None: absent)."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = (paths.replication_cfg, paths.state_file, paths.job_log_dir)
+
+    def read(self) -> list[object]:
+        out: list[object] = []
+        for p in self.paths:
+            if p.is_dir():
+                out.append(sorted(x.name for x in p.iterdir()))
+            else:
+                out.append(p.read_bytes() if p.exists() else None)
+        return out
+
+
+@pytest.fixture
+def local() -> FakeZfsShell:
+    shell = FakeZfsShell(HOST)
+    shell.add(DS0, kind="volume")
+    shell.add(DS1, kind="volume")
+    shell.datasets[DS0].props["referenced"] = "5000"
+    shell.datasets[DS1].props["referenced"] = "7000"
+    return shell
+
+
+@pytest.fixture
+def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local: FakeZfsShell) -> Iterator[Paths]:
+    paths = Paths(tmp_path)
+    gentree.write_members(paths, HOST, (HOST, "pve2", "pve3"))
+    gentree.atomic_write(paths.storage_cfg, gentree.STORAGE_CFG)
+    gentree.write_guest(paths, HOST, "qemu", 100, f"scsi0: {V0},size=1G\n")
+    gentree.write_guest(paths, HOST, "qemu", 101, f"scsi0: {V1},size=1G\n")
+    gentree.atomic_write(paths.replication_cfg, JOBS)
+    made.clear()
+    monkeypatch.setattr(wiring, "SshShell", TargetZfs)
+    monkeypatch.setattr(wiring, "LocalShell", lambda node: local)
+    monkeypatch.setattr(wiring, "local_caps", lambda shell, cache=None: ZfsCaps())
+    yield paths
+    made.clear()
+
+
+def dry(paths: Paths, **kwargs: object) -> tuple[int, list[str]]:
+    said: list[str] = []
+    failed = wiring.dry_run(paths, said.append, now=NOW, **kwargs)  # type: ignore[arg-type]
+    return failed, said
+
+
+def test_one_job_by_id_is_planned_and_nothing_is_written(tree: Paths, local: FakeZfsShell) -> None:
+    before = Files(tree).read()
+    failed, said = dry(tree, jobid="100-0")
+    assert failed == 0
+    assert said == [
+        "job 100-0: guest 100 -> pve2",
+        f"would create snapshot '__replicate_100-0_{NOW}__' on {V0} ({HOST})",
+        f"would send {V0} to pve2: full, estimated 5000 bytes",
+    ]
+    assert Files(tree).read() == before
+    [target] = made
+    assert (target.target.node, target.target.ip) == ("pve2", "10.213.7.12")
+    assert target.closed == 1
+    assert {argv[1] for argv in local.calls + target.calls} <= {"list", "get"}
+
+
+def test_delete_dry_run_plans_the_removal(tree: Paths, local: FakeZfsShell) -> None:
+    snap = "__replicate_100-0_1700000100__"
+    local.add(DS0, snap, kind="volume")
+    failed, said = dry(tree, jobid="100-0", remove="local")
+    assert failed == 0
+    assert said == [
+        "job 100-0: guest 100 -> pve2",
+        f"would delete snapshot '{snap}' on {V0} ({HOST})",
+        "would remove job '100-0' from replication.cfg",
+    ]
+    assert made == [] and local.snapshot_names(DS0) == [snap]
+    assert "local: 100-0" in tree.replication_cfg.read_text()
+
+
+def test_an_unknown_job(tree: Paths) -> None:
+    with pytest.raises(PverepError) as err:
+        dry(tree, jobid="100-9")
+    assert str(err.value) == "no such job '100-9'"
+
+
+def test_without_an_id_every_due_job_in_the_schedulers_order(tree: Paths) -> None:
+    # 101-0 ran last at an older iteration than 100-0: the scheduler takes it first
+    states = {
+        "100": {"local/pve2": {"last_iteration": 1_700_000_000, "last_sync": 0}},
+        "101": {"local/pve3": {"last_iteration": 1_600_000_000, "last_sync": 0}},
+    }
+    tree.state_file.parent.mkdir(parents=True, exist_ok=True)
+    tree.state_file.write_text(json.dumps(states))
+    failed, said = dry(tree)
+    assert failed == 0
+    assert [line for line in said if line.startswith("job ")] == [
+        "job 101-0: guest 101 -> pve3",
+        "job 100-0: guest 100 -> pve2",
+    ]
+    assert [t.target.node for t in made] == ["pve3", "pve2"]
+    assert [t.closed for t in made] == [1, 1]
+
+
+def test_no_job_due(tree: Paths) -> None:
+    last = NOW - 60  # synced a minute ago: the next */15 slot is later
+    states = {
+        "100": {"local/pve2": {"last_iteration": last, "last_try": last, "last_sync": last}},
+        "101": {"local/pve3": {"last_iteration": last, "last_try": last, "last_sync": last}},
+    }
+    tree.state_file.parent.mkdir(parents=True, exist_ok=True)
+    tree.state_file.write_text(json.dumps(states))
+    assert dry(tree) == (0, ["no replication job is due"])
+    assert made == []
+
+
+def test_a_job_that_cannot_be_planned_is_counted_and_the_rest_go_on(tree: Paths) -> None:
+    members = json.loads(tree.members.read_text())
+    members["nodelist"]["pve3"]["ip"] = ""
+    tree.members.write_text(json.dumps(members))
+    failed, said = dry(tree)
+    assert failed == 1
+    assert "job 101-0: would fail - no IP address for node 'pve3'" in said
+    assert "job 100-0: guest 100 -> pve2" in said
+    assert [t.target.node for t in made] == ["pve2"] and made[0].closed == 1
