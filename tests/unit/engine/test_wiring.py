@@ -477,3 +477,27 @@ def test_build_scheduler_fail_count_and_notify(
     assert sched.notify is not None
     sched.notify(job, "boom", 3)
     assert sent == [wiring.notify.Failure("100-0", "pve2", "*/15", 1700000000, 3, "boom", host)]
+
+
+def test_connect_lets_go_of_its_shell_when_the_address_query_fails(
+    tree: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class NoQuorum(FakeSsh):
+        def __init__(self, target: SshTarget, *, multiplex: bool = True) -> None:
+            super().__init__(target, multiplex=multiplex)
+            self.answers = [result(["pvecm"], 2, "", "no quorum\n")]
+
+    monkeypatch.setattr(wiring, "SshShell", NoQuorum)
+    alone = node(tree)
+    alone.peer_kinds["pve2"] = "pve"
+    with pytest.raises(CommandError):
+        alone.connect("pve2", "10.99.0.0/24")
+    (ssh,) = FakeSsh.made
+    assert ssh.closed == 1  # its own connection: ended
+    sessions = wiring.SshSessions()
+    shared = node(tree, sessions)
+    shared.peer_kinds["pve2"] = "pve"
+    with pytest.raises(CommandError):
+        shared.connect("pve2", "10.99.0.0/24")
+    master = FakeSsh.made[1]
+    assert sessions._users[id(master)] == 0 and master.closed == 0  # the run's: released

@@ -1,5 +1,6 @@
-"""engine/wiring.py ``dry_run``: ``pverep run --dry-run`` and ``delete --dry-run`` built from
-this node's files, with both nodes' zfs played by the FAKE in-memory zfs.
+"""engine/wiring.py on a tree where this host is the node, as ``pverep run`` finds it:
+``dry_run`` (``run --dry-run``, ``delete --dry-run``) and ``build_scheduler``, with both nodes'
+zfs played by the FAKE in-memory zfs.
 
 ``LocalShell`` and ``SshShell`` are replaced by ``FakeZfsShell`` (a named fake: no zfs command
 and no sshd run here; tests/lab/test_dry_run.py drives the real ones). The node is this host,
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from pverep.config.runconf import DEFAULT_MAX_WORKERS, MAX_WORKERS_LIMIT
 from pverep.engine import wiring
 from pverep.errors import PverepError
 from pverep.lab import gentree
@@ -34,7 +36,6 @@ local: 100-0
 
 local: 101-0
 \ttarget pve3
-\tschedule */15
 """
 
 
@@ -177,3 +178,81 @@ def test_a_job_that_cannot_be_planned_is_counted_and_the_rest_go_on(tree: Paths)
     assert "job 101-0: would fail - no IP address for node 'pve3'" in said
     assert "job 100-0: guest 100 -> pve2" in said
     assert [t.target.node for t in made] == ["pve2"] and made[0].closed == 1
+
+
+# --- build_scheduler -------------------------------------------------------------------------
+
+
+def test_scheduler_statuses_record_the_source_once(tree: Paths) -> None:
+    sched = wiring.build_scheduler(tree)
+    assert sched.local_node == HOST and sched.max_workers == DEFAULT_MAX_WORKERS
+    found = sched.job_status()
+    assert [(s.job.id, s.last_iteration, s.next_sync) for s in found] == [
+        ("100-0", 0, 900), ("101-0", 0, 900)]  # fmt: skip
+    text = tree.replication_cfg.read_text()
+    assert text.count(f"\tsource {HOST}\n") == 2  # pvesr records where the job runs
+    inode = tree.replication_cfg.stat().st_ino
+    assert len(sched.job_status()) == 2
+    assert tree.replication_cfg.stat().st_ino == inode  # nothing changed: not rewritten
+
+
+def test_scheduler_reads_jobs_and_vmlist_fresh(tree: Paths) -> None:
+    sched = wiring.build_scheduler(tree)
+    assert sorted(sched.read_jobs()) == ["100-0", "101-0"]
+    assert sorted(sched.vmlist()) == [100, 101]
+    gentree.atomic_write(tree.replication_cfg, "local: 100-0\n\ttarget pve2\n")
+    gentree.write_guest(tree, "pve2", "qemu", 105, "memory: 512\n")
+    assert sorted(sched.read_jobs()) == ["100-0"]
+    assert sched.vmlist()[105].node == "pve2"
+
+
+def test_scheduler_purge_keeps_the_states_of_this_nodes_jobs(tree: Paths) -> None:
+    gentree.write_guest(tree, "pve2", "qemu", 105, "memory: 512\n")
+    gentree.atomic_write(tree.replication_cfg, JOBS + "\nlocal: 105-0\n\ttarget pve3\n")
+    entry = {"last_sync": 1700000000}
+    states = {
+        "100": {"local/pve2": entry, "local/pve9": entry},  # pve9: no such job
+        "101": {"local/pve3": entry},
+        "102": {"local/pve2": entry},  # no job at all
+        "105": {"local/pve3": entry},  # the guest lives on pve2: its node keeps the state
+    }
+    tree.state_file.parent.mkdir(parents=True, exist_ok=True)
+    tree.state_file.write_text(json.dumps(states))
+    wiring.build_scheduler(tree).purge_old_states()
+    assert json.loads(tree.state_file.read_text()) == {
+        "100": {"local/pve2": entry}, "101": {"local/pve3": entry}}  # fmt: skip
+
+
+def test_scheduler_workers_from_the_flag_over_pverep_conf(tree: Paths) -> None:
+    tree.pverep_conf.parent.mkdir(parents=True, exist_ok=True)
+    tree.pverep_conf.write_text("[run]\nmax_workers = 2\n")
+    assert wiring.build_scheduler(tree).max_workers == 2
+    assert wiring.build_scheduler(tree, max_workers=3).max_workers == 3
+    with pytest.raises(PverepError) as err:
+        wiring.build_scheduler(tree, max_workers=0)
+    assert str(err.value) == f"--max-workers: max_workers must be 1..{MAX_WORKERS_LIMIT}, got 0"
+
+
+def test_scheduler_run_lock_and_the_end_of_run(tree: Paths) -> None:
+    sched = wiring.build_scheduler(tree)
+    tree.run_lock.parent.mkdir(parents=True, exist_ok=True)
+    with sched.run_lock(1.0):
+        assert tree.run_lock.exists()
+    assert isinstance(sched.end_of_run.__self__, wiring.SshSessions)  # type: ignore[attr-defined]
+    assert sched.after_run is not None and sched.notify is not None
+
+
+def test_scheduler_mail_names_the_default_schedule(
+    tree: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[object] = []
+    monkeypatch.setattr(wiring.pvenotify, "sender", lambda shell, paths: sent.append)
+    states = {"101": {"local/pve3": {"fail_count": 1, "last_sync": 1700000000}}}
+    tree.state_file.parent.mkdir(parents=True, exist_ok=True)
+    tree.state_file.write_text(json.dumps(states))
+    sched = wiring.build_scheduler(tree)
+    job = sched.read_jobs()["101-0"]
+    assert sched.fail_count(job) == 1
+    assert sched.notify is not None
+    sched.notify(job, "boom", 1)
+    assert sent == [wiring.notify.Failure("101-0", "pve3", "*/15", 1700000000, 1, "boom", HOST)]
