@@ -131,7 +131,7 @@ def _finish_target(recv: Process, abort: Callable[[], None]) -> int:
     return _finish([recv])[0]
 
 
-def _pipeline_error(send: Process, recv: Process, codes: list[int], remote_argv: list[str]) -> str:
+def _pipeline_error(send: Process, codes: list[int], remote_argv: list[str]) -> str:
     shown = f"{display_argv(send.argv)} | {display_argv(remote_argv)}"
     failing = next((c for c in reversed(codes) if c != 0), 0)  # pipefail: rightmost failure
     return f"command '{shown}' failed: exit code {failing}"
@@ -267,7 +267,7 @@ def _secure(
         )
     codes = _finish([send, recv])
     out_thread.join(5)
-    return _outcome(spec, watch, send, recv, codes, pump_error)
+    return _outcome(spec, watch, send, codes, pump_error)
 
 
 def _after_importer_closed(
@@ -293,14 +293,13 @@ def _outcome(
     spec: TransferSpec,
     watch: _Watch,
     send: Process,
-    recv: Process,
     codes: list[int],
     pump_error: PumpError | str | None,
 ) -> str:
     if isinstance(pump_error, StallError):
         raise TransferError(f"transfer of '{spec.volid}' stalled - {pump_error}")
     if any(codes):
-        raise TransferError(_pipeline_error(send, recv, codes, spec.import_argv))
+        raise TransferError(_pipeline_error(send, codes, spec.import_argv))
     if pump_error is not None:
         raise TransferError(f"transfer of '{spec.volid}' failed - {pump_error}")
     if watch.imported is None:
@@ -375,7 +374,7 @@ def _insecure(
             sock.shutdown(socket.SHUT_WR)
     recv_code = _finish_target(recv, abort)
     out_thread.join(5)
-    return _outcome(spec, watch, send, recv, [send_code, recv_code], pump_error)
+    return _outcome(spec, watch, send, [send_code, recv_code], pump_error)
 
 
 def transfer_volume_session(
@@ -406,13 +405,14 @@ def transfer_volume_session(
         for line in answer.log:
             log(line)
         raise TransferError(_session_failure(spec, answer.error))
-    port, key = _ready_fields(ready)
-    argv = forward(port) if port and key else None
+    port, key = _ready_fields(ready)  # both, or (0, b"")
+    argv = forward(port) if port else None
     if argv is None:
         session.forget(pending.rid)
         raise ChannelUnavailable("no data channel offered")
-    chan = spawn_argv(argv, stdin=PIPE, stdout=PIPE)
-    assert chan.stdin is not None and chan.stdout is not None
+    chan = spawn_argv(argv, stdin=PIPE)  # stdout: a pipe (spawn_argv's default), for the ack
+    assert chan.stdin is not None
+    assert chan.stdout is not None
     try:
         os.write(chan.stdin.fileno(), key)  # unbuffered: nothing left to flush on a kill
         acked = _read_line(chan.stdout, SESSION_ACK_TIMEOUT) == "ok"
@@ -431,7 +431,7 @@ def transfer_volume_session(
     pump_error: PumpError | None = None
     try:
         # a stall closes the channel (below): the target sees the end, its receive fails
-        pump_error = _relay(send, chan.stdin.fileno(), chan, lambda: None, limits, watch)
+        pump_error = _relay(send, chan.stdin.fileno(), chan, _channel_only, limits, watch)
     finally:
         chan.stdin.close()  # the end of the stream for the target
     answer = _session_answer(pending, SESSION_ANSWER_TIMEOUT)
@@ -447,7 +447,12 @@ def transfer_volume_session(
         raise TransferError(f"transfer of '{spec.volid}' stalled - {pump_error}")
     if not answer.ok:
         raise TransferError(_session_failure(spec, answer.error))
-    return _outcome(spec, watch, send, chan, [send_code], pump_error)
+    return _outcome(spec, watch, send, [send_code], pump_error)
+
+
+def _channel_only() -> None:
+    """A stalled session import drops its data channel only (``_relay`` kills it); the ssh
+    master and the session go on for the run's other requests."""
 
 
 def _session_answer(pending: Pending, timeout: float | None = 0.0) -> Answer:

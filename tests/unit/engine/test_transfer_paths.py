@@ -551,27 +551,27 @@ def test_finish_target_cuts_off_an_importer_that_does_not_end(
 
 
 def test_pipeline_error_names_both_commands_and_the_rightmost_failure() -> None:
-    send, recv = Proc(["zfs", "send", "a b"]), Proc(["x"])
-    assert _pipeline_error(send, recv, [2, 0], ["pverep", "import"]) == (
+    send = Proc(["zfs", "send", "a b"])
+    assert _pipeline_error(send, [2, 0], ["pverep", "import"]) == (
         "command 'zfs send 'a b' | pverep import' failed: exit code 2"
     )
-    assert _pipeline_error(send, recv, [2, 5], ["r"]).endswith("failed: exit code 5")
-    assert _pipeline_error(send, recv, [0, 0], ["r"]).endswith("failed: exit code 0")
+    assert _pipeline_error(send, [2, 5], ["r"]).endswith("failed: exit code 5")
+    assert _pipeline_error(send, [0, 0], ["r"]).endswith("failed: exit code 0")
 
 
 def test_outcome_in_order_of_precedence() -> None:
     s = TransferSpec(VOLID, ["send"], ["recv"])
-    send, recv = Proc(["send"]), Proc(["recv"])
+    send = Proc(["send"])
     watch = _Watch(lambda line: None)
     with pytest.raises(TransferError, match=r"^unable to get ID of the migrated volume$"):
-        _outcome(s, watch, send, recv, [0, 0], None)
+        _outcome(s, watch, send, [0, 0], None)
     watch.imported = VOLID
-    assert _outcome(s, watch, send, recv, [0, 0], None) == VOLID
+    assert _outcome(s, watch, send, [0, 0], None) == VOLID
     with pytest.raises(TransferError) as exc:
-        _outcome(s, watch, send, recv, [0, 0], "the receiver stopped reading")
+        _outcome(s, watch, send, [0, 0], "the receiver stopped reading")
     assert str(exc.value) == f"transfer of '{VOLID}' failed - the receiver stopped reading"
     with pytest.raises(TransferError) as exc:
-        _outcome(s, watch, send, recv, [0, 1], "x")
+        _outcome(s, watch, send, [0, 1], "x")
     assert str(exc.value) == "command 'send | recv' failed: exit code 1"
 
 
