@@ -110,7 +110,7 @@ def replicate(
     state.storeid_list = [s for s in state.storeid_list if env.storage_exists(s)]
 
     if job.remove_job is not None:
-        _remove(env, job, state, volids, log)
+        _remove(env, job, job.remove_job, state, volids, log)
         return []
 
     target = env.connect(job.target, env.transport.network)
@@ -121,9 +121,8 @@ def replicate(
 
 
 def _remove(
-    env: ReplicateEnv, job: JobLike, state: StateLike, volids: list[str], log: LogFunc
+    env: ReplicateEnv, job: JobLike, mode: str, state: StateLike, volids: list[str], log: LogFunc
 ) -> None:
-    mode = job.remove_job or ""
     log(messages.start_removal(mode))
     if mode == "full" and job.target != env.local_node:
         # The seed change (§9.2) plus its 2022-06 fix: storages of the guest's current disks

@@ -90,7 +90,6 @@ class Runner:
             log = observer.tap(jlog) if observer is not None else jlog
             log(messages.start_job())
             env = self.make_env(lambda t: self.store.record_sync_end(job, state, t))
-            error: str | None = None
             try:
                 volids = replicate(env, job, state, start_time, log)
             except Exception as err:
