@@ -246,12 +246,14 @@ def _secure(
     watch: _Watch,
     abort: Callable[[], None],
 ) -> str:
-    recv = remote.spawn(spec.import_argv, stdin=PIPE, stdout=PIPE, on_stderr=watch.target_line)
-    assert recv.stdout is not None and recv.stdin is not None
+    # stdout is a pipe by default (the importer's lines here, the stream from the sender)
+    recv = remote.spawn(spec.import_argv, stdin=PIPE, on_stderr=watch.target_line)
+    assert recv.stdout is not None
+    assert recv.stdin is not None
     out_thread = _reader(recv.stdout, watch.target_line)
-    send = local.spawn(spec.send_argv, stdout=PIPE, on_stderr=watch.send_line)
+    send = local.spawn(spec.send_argv, on_stderr=watch.send_line)
     assert send.stdout is not None
-    pump_error: PumpError | str | None = None
+    pump_error: PumpError | str | None  # set by the relay; an exception there propagates
     unread: int | None = None  # bytes the importer left in its pipe when it stopped reading
     try:
         pump_error = _relay(send, recv.stdin.fileno(), recv, abort, limits, watch, secure=True)
@@ -262,28 +264,26 @@ def _secure(
         if unread is None:
             send.stdout.close()
     if unread is not None:
-        pump_error = _after_importer_closed(
-            send, recv, unread, limits.stall_timeout, str(pump_error)
-        )
+        pump_error = _after_importer_closed(send, recv, unread, limits.stall_timeout)
     codes = _finish([send, recv])
-    out_thread.join(5)
+    out_thread.join(5)  # pragma: no mutate (it ends with the importer's stdout, just waited for)
     return _outcome(spec, watch, send, codes, pump_error)
 
 
 def _after_importer_closed(
-    send: Process, recv: Process, unread: int, stall_timeout: float | None, pump_error: str
+    send: Process, recv: Process, unread: int, stall_timeout: float | None
 ) -> str | None:
     """The importer stopped reading (EPIPE) before the pump saw the end of ``zfs send``'s
     output. An importer whose ``zfs recv`` reads the stream itself (pvesm import) exits right
     after the END record, and splice reports EPIPE before it looks for the end of its input,
     so this alone is no failure. It is none when the importer succeeded, took every byte
     (nothing unread in its pipe) and ``zfs send`` had nothing more (its output ends right
-    there); otherwise what was lost (or the pump's error, when the importer failed: its exit
-    code is reported)."""
+    there); otherwise what was lost. An importer that failed: None, its exit code is what the
+    caller reports."""
     assert send.stdout is not None
     try:
         if _finish([recv])[0] != 0:
-            return pump_error
+            return None
         return streamend.loss_after_receiver_closed(unread, send.stdout.fileno(), stall_timeout)
     finally:
         send.stdout.close()  # a zfs send with more to write ends with EPIPE
@@ -427,8 +427,8 @@ def transfer_volume_session(
     session.channel_works = True
     limits = _limits(spec, rate_bps, budget, stall_timeout, log)
     watch = _Watch(log, offset=progress_offset)
-    send = local.spawn(spec.send_argv, stdout=PIPE, on_stderr=watch.send_line)
-    pump_error: PumpError | None = None
+    send = local.spawn(spec.send_argv, on_stderr=watch.send_line)  # stdout: a pipe (default)
+    pump_error: PumpError | None  # set by the relay; an exception there propagates
     try:
         # a stall closes the channel (below): the target sees the end, its receive fails
         pump_error = _relay(send, chan.stdin.fileno(), chan, _channel_only, limits, watch)
