@@ -1,6 +1,6 @@
-"""``Scheduler.run_single_job`` (``pverep run --id``, pvesr's run_single_job, spec §3.3) and the
-failure handling of a pass: what is checked before the job runs, with which times, under which
-lock, and what always happens after it."""
+"""``Scheduler.run_single_job`` (``pverep run --id``, pvesr's run_single_job, spec §3.3),
+``run_jobs`` (one pass) and the failure handling of a pass: what is checked before a job runs,
+with which times and arguments, under which lock, and what always happens after it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from pverep.cluster import GuestLocation
 from pverep.engine import scheduler as scheduler_mod
 from pverep.engine.replicate import JobLike
-from pverep.engine.scheduler import RUN_LOCK_TIMEOUT, Scheduler
+from pverep.engine.scheduler import RUN_LOCK_TIMEOUT, JobStatus, Scheduler
 from pverep.errors import PverepError
 
 from .fakes import FakeJob
@@ -190,3 +190,74 @@ def test_no_mail_beyond_the_notify_schedule() -> None:
 def test_the_default_warning_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     scheduler_mod._warn("100-0: something")
     assert capsys.readouterr() == ("", "100-0: something\n")
+
+
+# --- a pass (run_jobs) -----------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self, *ticks: float) -> None:
+        self.ticks = list(ticks)
+
+    def __call__(self) -> float:
+        return self.ticks.pop(0) if len(self.ticks) > 1 else self.ticks[0]
+
+
+def pass_scheduler(events: Events, workers: int, clock: Clock) -> Scheduler:
+    job = FakeJob("100-0", 100, "node2")
+    ran: set[str] = set()
+
+    def run(job: JobLike, iteration: int, start: int, logfunc: object = None,
+            verbose: bool = False) -> list[str]:  # fmt: skip
+        ran.add(job.id)
+        if logfunc is not None:
+            logfunc("start replication job")  # type: ignore[operator]
+        return Events.run_replication(events, job, iteration, start, logfunc, verbose)
+
+    sched = make(events, job)
+    sched.runner = type("R", (), {"run_replication": staticmethod(run)})()
+    sched.job_status = lambda: [JobStatus(job, 10**10 if job.id in ran else 0, 1)]
+    sched.max_workers = workers
+    sched.clock = clock
+    return sched
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_pass_without_now_runs_at_the_clock_and_reports_its_duration(workers: int) -> None:
+    events = Events()
+    sched = pass_scheduler(events, workers, Clock(7000.0, 7000.6, 7000.9, 7002.5))
+    sched.run_jobs()
+    runs = [e for e in events.seen if e[0] == "run"]
+    assert [r[2:4] for r in runs] == [(7000, 7000)]
+    assert runs[0][4] is None and runs[0][5] is False  # no log echo, not verbose by default
+    assert events.seen[0] == ("lock", RUN_LOCK_TIMEOUT)
+    assert events.seen[1] == ("purge",)
+    [after] = [e for e in events.seen if e[0] == "after_run"]
+    assert after == ("after_run", 2.5)  # from the pass's first clock reading to its last
+    assert events.seen[-1] == ("unlock",)
+
+
+@pytest.mark.parametrize(("workers", "tagged"), [(1, False), (2, True)])
+def test_a_parallel_pass_tags_each_line_with_its_job(workers: int, tagged: bool) -> None:
+    events = Events()
+    lines: list[str] = []
+    sched = pass_scheduler(events, workers, Clock(7000.0))
+    sched.run_jobs(8000, lines.append, True)
+    [run] = [e for e in events.seen if e[0] == "run"]
+    assert run[2:4] == (8000, 8000) and run[5] is True
+    assert lines == (["100-0: start replication job"] if tagged else ["start replication job"])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("mail", [False, True])
+def test_a_pass_mails_only_when_asked(workers: int, mail: bool) -> None:
+    events = Events(fail_with=PverepError("boom"))
+    mails: list[int] = []
+    sched = pass_scheduler(events, workers, Clock(7000.0))
+    sched.notify = lambda job, text, count: mails.append(count)
+    if mail:
+        sched.run_jobs(8000, mail=True)
+    else:
+        sched.run_jobs(8000)  # the default: no mail
+    assert mails == ([1] if mail else [])
+    assert ("warn", "100-0: got unexpected replication job error - boom") in events.seen

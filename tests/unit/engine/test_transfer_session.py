@@ -1,4 +1,5 @@
-"""engine/transfer.py ``transfer_volume_session``: how a serve-session import fails.
+"""engine/transfer.py: how a serve-session import (``transfer_volume_session``) fails, and a
+stall on the secure path.
 
 A stall, a failing sender, a channel that breaks while the sender says all is well, an ack
 that cannot be read, and what the transfer hands to its limits and progress. Same FAKES as
@@ -159,3 +160,18 @@ def test_a_session_streams_progress_counts_from_the_offset(
     kw = {} if offset is None else {"progress_offset": offset}
     assert run(FakeSession(pending), relay, FAILING.replace("sys.exit(3)", ""), **kw) == VOLID
     assert made == [offset or 0]
+
+
+def test_a_stalled_secure_stream_drops_the_connection_and_the_importer(tmp_path: Path) -> None:
+    from .test_transfer_paths import IMPORTER
+
+    dropped: list[str] = []
+    s = TransferSpec(VOLID, [sys.executable, "-c", STALLING],
+                     [sys.executable, "-c", IMPORTER, str(tmp_path / "digest"), "0"])  # fmt: skip
+    with pytest.raises(TransferError) as exc:
+        transfer.transfer_volume(LocalShell(), LocalShell("pve2"), s, rate_bps=None,
+                                 stall_timeout=0.3, log=lambda line: None,
+                                 on_stall=lambda: dropped.append("ssh"))  # fmt: skip
+    assert str(exc.value).startswith(f"transfer of '{VOLID}' stalled - ")
+    assert dropped == ["ssh"]
+    assert not (tmp_path / "digest").exists()  # killed before the end of its input
