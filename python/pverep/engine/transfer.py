@@ -26,7 +26,7 @@ from pverep.engine import messages
 from pverep.engine.progress import ProgressThinner, parse_estimate, summary_line
 from pverep.errors import PverepError
 from pverep.transport import streamend, tcp
-from pverep.transport.base import DEVNULL, PIPE, Process, Shell, display_argv, spawn_argv
+from pverep.transport.base import PIPE, Process, Shell, display_argv, spawn_argv
 from pverep.transport.serveclient import Answer, Pending, ServeSession, SessionError
 
 LogFunc = Callable[[str], None]
@@ -125,7 +125,7 @@ def _finish_target(recv: Process, abort: Callable[[], None]) -> int:
     a multiplexed ssh client would wait forever on the pipes its master holds."""
     deadline = time.monotonic() + TARGET_EXIT_TIMEOUT
     while recv.returncode is None and time.monotonic() < deadline:
-        time.sleep(0.1)
+        time.sleep(0.1)  # pragma: no mutate (the poll's period)
     if recv.returncode is None:
         abort()
     return _finish([recv])[0]
@@ -159,7 +159,7 @@ def transfer_volume(
     from there, the closing summary line counts what this stream moved.
     """
     limits = _limits(spec, rate_bps, budget, stall_timeout, log)
-    abort = on_stall or (lambda: None)
+    abort = on_stall or _importer_only
     if insecure:
         watch = _Watch(log, prefix=f"[{remote.node}] ", offset=progress_offset)
         return _insecure(local, remote, spec, limits, watch, abort)
@@ -341,7 +341,8 @@ def _insecure(
     watch: _Watch,
     abort: Callable[[], None],
 ) -> str:
-    recv = remote.spawn(spec.import_argv, stdin=DEVNULL, stdout=PIPE, on_stderr=watch.target_line)
+    # stdin /dev/null, stdout a pipe (the defaults): the importer's announcement, then its lines
+    recv = remote.spawn(spec.import_argv, on_stderr=watch.target_line)
     assert recv.stdout is not None
     try:
         ip = tcp.parse_tunnel_ip(_read_line(recv.stdout, TCP_ANNOUNCE_TIMEOUT))
@@ -364,7 +365,7 @@ def _insecure(
             send = local.spawn(spec.send_argv, stdout=sock.fileno(), on_stderr=watch.send_line)
             send_code = send.wait()  # as long as the stream takes; a stall ends it (above)
         else:
-            send = local.spawn(spec.send_argv, stdout=PIPE, on_stderr=watch.send_line)
+            send = local.spawn(spec.send_argv, on_stderr=watch.send_line)  # stdout: a pipe
             # Unlike the secure path, a pipe-to-socket splice sees the end of zfs send's
             # output before a closed peer: EPIPE here always means bytes were not delivered.
             pump_error = _relay(send, sock.fileno(), recv, abort, limits, watch)
@@ -373,7 +374,7 @@ def _insecure(
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_WR)
     recv_code = _finish_target(recv, abort)
-    out_thread.join(5)
+    out_thread.join(5)  # pragma: no mutate (it ends with the importer's stdout, just waited for)
     return _outcome(spec, watch, send, [send_code, recv_code], pump_error)
 
 
@@ -431,7 +432,7 @@ def transfer_volume_session(
     pump_error: PumpError | None  # set by the relay; an exception there propagates
     try:
         # a stall closes the channel (below): the target sees the end, its receive fails
-        pump_error = _relay(send, chan.stdin.fileno(), chan, _channel_only, limits, watch)
+        pump_error = _relay(send, chan.stdin.fileno(), chan, _importer_only, limits, watch)
     finally:
         chan.stdin.close()  # the end of the stream for the target
     answer = _session_answer(pending, SESSION_ANSWER_TIMEOUT)
@@ -450,9 +451,9 @@ def transfer_volume_session(
     return _outcome(spec, watch, send, [send_code], pump_error)
 
 
-def _channel_only() -> None:
-    """A stalled session import drops its data channel only (``_relay`` kills it); the ssh
-    master and the session go on for the run's other requests."""
+def _importer_only() -> None:
+    """A stall without more to drop: ``_relay`` kills the importer (a session import's is its
+    data channel), the ssh master and a session go on for the run's other requests."""
 
 
 def _session_answer(pending: Pending, timeout: float | None = 0.0) -> Answer:
