@@ -184,3 +184,14 @@ def test_progress_counts_from_the_offset(
                                     stall_timeout=20, log=lambda line: None,
                                     insecure=path == "insecure", **kw) == VOLID  # fmt: skip
     assert made == [("" if path == "secure" else "[pve2] ", offset or 0)]
+
+
+def test_the_line_reader_keeps_what_the_target_said() -> None:
+    r, w = os.pipe()
+    os.write(w, b"one  \r\nbad \xff byte\n\n   \nlast")
+    os.close(w)
+    lines: list[str] = []
+    thread = transfer._reader(os.fdopen(r, "rb"), lines.append)
+    assert thread.daemon is True  # a hung target cannot keep pverep from exiting
+    thread.join(10)
+    assert lines == ["one  ", "bad \ufffd byte", "last"]  # blank lines dropped, spaces kept
