@@ -215,7 +215,8 @@ def _sync(
                 log(messages.incremental_sync(volid, base, sync))
             else:
                 log(messages.full_sync(volid, sync))
-            gone = [n for n in remote.get(volid, {}) if n not in local_keep.get(volid, {})]
+            # (the local prepare answers for every volume; the target may not know it yet)
+            gone = [n for n in remote.get(volid, {}) if n not in local_keep[volid]]
             target.transfer(
                 volid,
                 snapshot=sync,
