@@ -226,7 +226,6 @@ def _sync(
                 log=log,
                 prune=gone,
             )
-        in_flight = None
     except BaseException:
         # the target is not cleaned now: its next prepare removes what is stale (§4.5 step 8);
         # a partial receive kept there needs this run's snapshot to be continued (pverep)
