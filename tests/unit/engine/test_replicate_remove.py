@@ -119,3 +119,22 @@ def test_removal_goes_on_when_a_snapshot_cannot_be_deleted(tmp_path: Path) -> No
     assert f"delete stale replication snapshot error: {busy}" in log
     assert [s.name for s in vols.snapshot_info(V0)] == [OWN] and vols.snapshot_info(V1) == []
     assert w.deleted_jobs == ["900-0"]
+
+
+def test_full_removal_scans_only_storages_that_still_exist_and_not_over_the_network(
+    tmp_path: Path,
+) -> None:
+    from pverep.engine.ports import TransportConfig
+
+    vols = Volumes()
+    snapped(vols, V0, OWN)
+    w, _ = world(tmp_path, vols, V0)
+    env = w.env(None)
+    env.transport = TransportConfig(False, "10.9.0.0/24")
+    asked: list[tuple[str, str | None]] = []
+    env.connect = lambda node, network: (asked.append((node, network)), w.target(node, None))[1]
+    state = FakeState(storeid_list=["local-zfs", "tank"])  # tank: gone from storage.cfg
+    remove(w, "full", state)
+    assert asked == [("node2", None)]
+    assert w.targets["node2"].calls == [("prepare", "900-0", "local-zfs", "1", "True")]
+    assert state.storeid_list == ["local-zfs"]

@@ -233,3 +233,101 @@ def test_the_rate_in_bytes_per_second(tmp_path: Path, rate: str) -> None:
     run(world, job(rate=rate), FakeState(last_sync=0))
     sent = [c for c in target.calls if c[0] == "transfer"]
     assert {c[4] for c in sent} == {int(float(rate) * 1_000_000)}
+
+
+@dataclass
+class PartialTarget(TalkingTarget):
+    """Keeps the partial receive of one volume only; the transfer of ``failing`` breaks."""
+
+    failing: str = V1
+    kept_for: str = V1
+
+    def transfer(self, volid: str, **kw: object) -> None:  # type: ignore[override]
+        super().transfer(volid, **kw)  # type: ignore[arg-type]
+        if volid == self.failing:
+            raise PverepError(f"transfer of '{volid}' failed")
+
+    def keeps_partial(self, volid: str) -> bool:
+        return volid == self.kept_for
+
+
+def test_a_partial_receive_kept_on_the_target_keeps_its_snapshot(tmp_path: Path) -> None:
+    from pverep.engine.replicate import PartialTransferError
+
+    target = PartialTarget(resume_capable=True)
+    world, _ = setup(tmp_path, target)
+    log: list[str] = []
+    with pytest.raises(PartialTransferError) as err:
+        replicate(world.env(None), job(), FakeState(last_sync=0), NOW, log.append)
+    note = f"partial receive of '{V1}' kept on 'node2' - the next run resumes it"
+    assert log[-1] == note
+    assert str(err.value) == f"transfer of '{V1}' failed - {note}"
+    assert names(world, V0) == [] and names(world, V1) == [snap(NOW)]
+
+
+def test_a_failed_transfer_without_a_kept_partial_removes_the_new_snapshots(
+    tmp_path: Path,
+) -> None:
+    from pverep.engine.replicate import PartialTransferError
+
+    target = PartialTarget(resume_capable=True, kept_for=V0)  # not the volume that failed
+    world, _ = setup(tmp_path, target)
+    with pytest.raises(PverepError) as err:
+        replicate(world.env(None), job(), FakeState(last_sync=0), NOW, lambda line: None)
+    assert not isinstance(err.value, PartialTransferError)
+    assert str(err.value) == f"transfer of '{V1}' failed"
+    assert names(world, V0) == [] and names(world, V1) == []
+
+
+def test_a_resumed_receive_of_another_snapshot_leaves_what_is_not_this_jobs(
+    tmp_path: Path,
+) -> None:
+    other = "__replicate_900-1_1500__"  # another job's sync snapshot
+    target = TalkingTarget(resume_capable=True, resumed={V0: snap(LAST), V1: other})
+    world, warnings = setup(tmp_path, target)
+    add(world, V0, snap(LAST), other)
+    add(world, V1, snap(LAST), other)
+    target.held = {V0: {snap(LAST): 1}, V1: {snap(LAST): 1}}
+    run(world, job(), FakeState(last_sync=LAST))
+    assert names(world, V0) == [other, snap(NOW)] and names(world, V1) == [other, snap(NOW)]
+    assert warnings == []  # the previous sync is not deleted twice
+
+
+def test_a_previous_snapshot_that_cannot_be_deleted_is_warned(tmp_path: Path) -> None:
+    target = TalkingTarget()
+    world, warnings = setup(tmp_path, target, undeletable={snap(LAST)})
+    add(world, V0, snap(LAST))
+    add(world, V1, snap(LAST))
+    target.held = {V0: {snap(LAST): 1}, V1: {snap(LAST): 1}}
+    run(world, job(), FakeState(last_sync=LAST))
+    assert warnings == [f"zfs error: '{v}@{snap(LAST)}' is busy" for v in (V0, V1)]
+
+
+# --- replicate() itself ----------------------------------------------------------------------
+
+
+def test_only_local_jobs_are_run(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    target = TalkingTarget()
+    world, _ = setup(tmp_path, target)
+    remote = FakeJob(JOB, 900, "node2", type="remote")
+    with pytest.raises(PverepError) as err:
+        replicate(world.env(None), remote, FakeState(), NOW, lambda line: None)
+    assert str(err.value) == "not implemented - internal error"
+    untyped = SimpleNamespace(id=JOB, guest=900, target="node2", rate=None, rate_mbps=None,
+                              remove_job=None)  # fmt: skip
+    assert replicate(world.env(None), untyped, FakeState(), NOW, lambda line: None) == [V0, V1]
+
+
+def test_the_guest_is_loaded_for_a_sync_or_for_its_cleanup(tmp_path: Path) -> None:
+    target = TalkingTarget()
+    world, _ = setup(tmp_path, target)
+    env = world.env(None)
+    asked: list[tuple[int, bool]] = []
+    load = env.load_guest
+    env.load_guest = lambda vmid, cleanup: (asked.append((vmid, cleanup)), load(vmid, cleanup))[1]
+    replicate(env, job(), FakeState(), NOW, lambda line: None)
+    replicate(env, FakeJob(JOB, 900, "node2", remove_job="local"), FakeState(), NOW,
+              lambda line: None)  # fmt: skip
+    assert asked == [(900, False), (900, True)]
