@@ -41,7 +41,7 @@ class JobRunner(Protocol):
         iteration: int,
         start_time: int,
         logfunc: LogFunc | None = None,
-        verbose: bool = False,
+        verbose: bool = False,  # pragma: no mutate (a Protocol: the runner's own default counts)
     ) -> list[str]: ...
 
 

@@ -331,3 +331,10 @@ def test_the_guest_is_loaded_for_a_sync_or_for_its_cleanup(tmp_path: Path) -> No
     replicate(env, FakeJob(JOB, 900, "node2", remove_job="local"), FakeState(), NOW,
               lambda line: None)  # fmt: skip
     assert asked == [(900, False), (900, True)]
+
+
+def test_the_default_warning_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    from pverep.engine import replicate as replicate_mod
+
+    replicate_mod._warn("zfs error: busy")
+    assert capsys.readouterr() == ("", "zfs error: busy\n")
