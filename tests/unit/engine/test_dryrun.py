@@ -247,12 +247,15 @@ def test_estimate_of_a_platform_that_cannot_tell_is_unknown() -> None:
     assert dryrun.estimate(volumes(shell), VOLID, "s1") is None
 
 
-def test_transfer_line_of_an_unknown_estimate() -> None:
-    shell = FakeZfsShell("pve1")
-    said: list[str] = []
+def dry_target(shell: FakeZfsShell, said: list[str]) -> dryrun.DryTarget:
     side = remote.TargetNode("pve2", parse_storage_cfg(STORAGE_CFG), volumes(shell),
                              lambda v: None, lambda m: None)  # fmt: skip
-    target = dryrun.DryTarget("pve2", side, volumes(shell), said.append)
+    return dryrun.DryTarget("pve2", side, volumes(shell), said.append)
+
+
+def test_transfer_line_of_an_unknown_estimate() -> None:
+    said: list[str] = []
+    target = dry_target(FakeZfsShell("pve1"), said)
     target.transfer(VOLID, snapshot="s2", base="s1", rate_bps=None, insecure=False, log=print)
     assert said == [f"would send {VOLID} to pve2: incremental from 's1', estimated "
                     "unknown (no estimate on this platform)"]  # fmt: skip
@@ -260,11 +263,8 @@ def test_transfer_line_of_an_unknown_estimate() -> None:
 
 
 def test_finalize_plans_the_deletes_of_this_jobs_older_snapshots_only() -> None:
-    shell = FakeZfsShell("pve2")
     said: list[str] = []
-    side = remote.TargetNode("pve2", parse_storage_cfg(STORAGE_CFG), volumes(shell),
-                             lambda v: None, lambda m: None)  # fmt: skip
-    target = dryrun.DryTarget("pve2", side, volumes(shell), said.append)
+    target = dry_target(FakeZfsShell("pve2"), said)
     other = "local-zfs:vm-100-disk-1"
     info = remote.format_prepare_result({})
     assert info == "{}"

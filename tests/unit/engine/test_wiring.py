@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -452,31 +451,6 @@ def test_build_runner(tree: Paths) -> None:
         assert tree.migrate_lock(100).exists()
     env = runner.make_env(lambda t: None)
     assert env.local_node == LOCAL
-
-
-def _scheduler_tree(tree: Paths) -> str:
-    host = socket.gethostname().split(".", 1)[0]
-    gentree.write_members(tree, host, (host, "pve2"))
-    gentree.write_guest(tree, host, "qemu", 100, VM_CONF)
-    gentree.atomic_write(tree.replication_cfg, "local: 100-0\n\ttarget pve2\n\tschedule */15\n")
-    return host
-
-
-def test_build_scheduler_fail_count_and_notify(
-    tree: Paths, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    host = _scheduler_tree(tree)
-    sent: list[object] = []
-    monkeypatch.setattr(wiring.pvenotify, "sender", lambda shell, paths: sent.append)
-    states = {"100": {"local/pve2": {"fail_count": 2, "last_sync": 1700000000}}}
-    tree.state_file.parent.mkdir(parents=True, exist_ok=True)
-    tree.state_file.write_text(json.dumps(states))
-    sched = wiring.build_scheduler(tree)
-    job = sched.read_jobs()["100-0"]
-    assert sched.fail_count(job) == 2
-    assert sched.notify is not None
-    sched.notify(job, "boom", 3)
-    assert sent == [wiring.notify.Failure("100-0", "pve2", "*/15", 1700000000, 3, "boom", host)]
 
 
 def test_connect_lets_go_of_its_shell_when_the_address_query_fails(

@@ -32,7 +32,7 @@ V0, V1 = "local-zfs:vm-100-disk-0", "local-zfs:vm-101-disk-0"
 JOBS = """\
 local: 100-0
 \ttarget pve2
-\tschedule */15
+\tschedule */5
 
 local: 101-0
 \ttarget pve3
@@ -188,7 +188,7 @@ def test_scheduler_statuses_record_the_source_once(tree: Paths) -> None:
     assert sched.local_node == HOST and sched.max_workers == DEFAULT_MAX_WORKERS
     found = sched.job_status()
     assert [(s.job.id, s.last_iteration, s.next_sync) for s in found] == [
-        ("100-0", 0, 900), ("101-0", 0, 900)]  # fmt: skip
+        ("100-0", 0, 300), ("101-0", 0, 900)]  # fmt: skip
     text = tree.replication_cfg.read_text()
     assert text.count(f"\tsource {HOST}\n") == 2  # pvesr records where the job runs
     inode = tree.replication_cfg.stat().st_ino
@@ -242,17 +242,25 @@ def test_scheduler_run_lock_and_the_end_of_run(tree: Paths) -> None:
     assert sched.after_run is not None and sched.notify is not None
 
 
-def test_scheduler_mail_names_the_default_schedule(
-    tree: Paths, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.parametrize(
+    ("jobid", "target", "schedule", "count"),
+    [("100-0", "pve2", "*/5", 2), ("101-0", "pve3", "*/15", 1)],  # 101-0: no schedule written
+)
+def test_scheduler_fail_count_and_mail(
+    tree: Paths, monkeypatch: pytest.MonkeyPatch, jobid: str, target: str, schedule: str,
+    count: int,
+) -> None:  # fmt: skip
     sent: list[object] = []
     monkeypatch.setattr(wiring.pvenotify, "sender", lambda shell, paths: sent.append)
-    states = {"101": {"local/pve3": {"fail_count": 1, "last_sync": 1700000000}}}
+    states = {jobid.split("-")[0]: {f"local/{target}": {"fail_count": count,
+                                                        "last_sync": 1700000000}}}  # fmt: skip
     tree.state_file.parent.mkdir(parents=True, exist_ok=True)
     tree.state_file.write_text(json.dumps(states))
     sched = wiring.build_scheduler(tree)
-    job = sched.read_jobs()["101-0"]
-    assert sched.fail_count(job) == 1
+    job = sched.read_jobs()[jobid]
+    assert sched.fail_count(job) == count
     assert sched.notify is not None
-    sched.notify(job, "boom", 1)
-    assert sent == [wiring.notify.Failure("101-0", "pve3", "*/15", 1700000000, 1, "boom", HOST)]
+    sched.notify(job, "boom", count + 1)
+    assert sent == [
+        wiring.notify.Failure(jobid, target, schedule, 1700000000, count + 1, "boom", HOST)
+    ]
