@@ -88,11 +88,21 @@ def test_an_insecure_sender_that_fails(tmp_path: Path) -> None:
     )
 
 
+#: FAKE zfs send that fails when its output goes away (EPIPE or ECONNRESET on a socket).
+STREAMER = """
+import os
+out = os.fdopen(1, "wb", buffering=0)
+for _ in range(1600):  # 100 MiB: more than any socket buffer holds
+    out.write(b"s" * 65536)
+"""
+
+
 @pytest.mark.parametrize("rate", [None, 200_000_000])
 def test_an_importer_that_hangs_up_early(tmp_path: Path, rate: int | None) -> None:
-    """With a relay (a rate) the pump sees the peer go; without one, zfs send does (it fails
-    on the socket), and the half-close of a socket whose peer is gone fails quietly."""
-    spec = insecure_spec(tmp_path, STUBBORN, take=65536)
+    """With a relay (a rate) the pump sees the peer go, while the sender (its pipe closed)
+    ends well; without one, zfs send writes into the socket and fails there, and the
+    half-close of a socket whose peer is gone fails quietly."""
+    spec = insecure_spec(tmp_path, STUBBORN if rate else STREAMER, take=65536)
     with pytest.raises(TransferError) as exc:
         insecure(spec, rate_bps=rate)
     if rate is None:
