@@ -253,8 +253,10 @@ class SshShell(CommandShell):
         deadline = time.monotonic() + MASTER_START_TIMEOUT
         while not path.exists():
             if master.returncode is not None or time.monotonic() > deadline:
-                self.close()
+                # its own exit, or -1 for one that never got ready (read before close()
+                # stops it: a SIGTERM of ours is not the master's failure)
                 rc = master.returncode if master.returncode is not None else -1
+                self.close()
                 raise CommandError(master.argv, rc, master.stderr_tail)
             time.sleep(0.005)
         return self
