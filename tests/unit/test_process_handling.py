@@ -1,0 +1,275 @@
+"""transport/base.py and transport/procs.py on real child processes: timeouts and their
+errors, the stderr tail, process groups, stop and kill, and the (pid, start time) identity
+that keeps a recycled pid from being signalled. Every child is this test's own and is ended
+by its pid."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pverep.transport import procs
+from pverep.transport.base import (
+    DEVNULL,
+    PIPE,
+    CommandError,
+    CommandTimeout,
+    StderrTail,
+    _lines,
+    run_argv,
+    spawn_argv,
+)
+from pverep.transport.local import LocalShell
+
+PY = sys.executable
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    child = subprocess.Popen([PY, "-c", "import time; time.sleep(60)"])
+    yield child
+    if child.poll() is None:
+        child.kill()
+    child.wait()
+
+
+# --- errors and the stderr tail --------------------------------------------------------------
+
+
+def test_a_timeout_is_pvesrs_got_timeout_with_the_commands_details() -> None:
+    err = CommandTimeout(["zfs", "list"], 2.5, ["a", "b"])
+    assert (str(err), err.args, err.returncode) == ("got timeout", ("got timeout",), -9)
+    assert (err.argv, err.timeout, err.stderr_tail) == (["zfs", "list"], 2.5, ["a", "b"])
+    assert isinstance(err, CommandError)
+
+
+def test_stderr_lines_keep_their_spaces_and_survive_bad_bytes() -> None:
+    assert _lines(b"one \n\n  \nbad \xff\r\n") == ["one ", "bad \ufffd"]
+    tail = StderrTail(limit=2)
+    for line in ("a  \r\n", "\n", "b\n", "c \n"):
+        tail.feed(line)
+    assert list(tail.lines) == ["b", "c "]
+    r, w = os.pipe()
+    os.write(w, b"x\xfe\ny\n")
+    os.close(w)
+    seen: list[str] = []
+    StderrTail(sink=seen.append).drain(os.fdopen(r, "rb"))
+    assert seen == ["x\ufffd", "y"]
+
+
+def test_run_argv_feeds_input_and_times_out_with_the_tail() -> None:
+    res = run_argv([PY, "-c", "import sys; print(sys.stdin.read().upper())"], input=b"abc")
+    assert (res.returncode, res.stdout) == (0, b"ABC\n")
+    quiet = run_argv([PY, "-c", "import sys; print(repr(sys.stdin.read()))"])
+    assert quiet.stdout == b"''\n"  # no input: /dev/null, not our stdin
+    lines = "".join(f"print({i}, file=sys.stderr); " for i in range(25))
+    script = f"import sys, time; {lines}sys.stderr.flush(); time.sleep(30)"
+    with pytest.raises(CommandTimeout) as err:
+        run_argv([PY, "-c", script], timeout=0.5)
+    assert err.value.timeout == 0.5 and err.value.argv == [PY, "-c", script]
+    assert err.value.stderr_tail == [str(i) for i in range(5, 25)]  # the last 20
+
+
+# --- Process ---------------------------------------------------------------------------------
+
+
+def test_wait_with_a_timeout_kills_and_reports() -> None:
+    proc = spawn_argv([PY, "-c", "import sys, time; print('late', file=sys.stderr, flush=True); "
+                       "time.sleep(30)"], stdout=DEVNULL)  # fmt: skip
+    assert proc.leads_group is False
+    time.sleep(0.3)
+    with pytest.raises(CommandTimeout) as err:
+        proc.check(0.3)
+    assert err.value.timeout == 0.3 and err.value.stderr_tail == ["late"]
+    assert proc.returncode == -signal.SIGKILL and gone(proc.pid)
+
+
+def test_check_raises_with_the_exit_code_and_tail() -> None:
+    proc = spawn_argv([PY, "-c", "import sys; print('nope', file=sys.stderr); sys.exit(3)"],
+                      stdout=DEVNULL)  # fmt: skip
+    with pytest.raises(CommandError) as err:
+        proc.check(10)
+    assert (err.value.returncode, err.value.stderr_tail) == (3, ["nope"])
+    assert spawn_argv([PY, "-c", "pass"], stdout=DEVNULL).wait(10) == 0
+
+
+def test_a_group_leader_is_killed_with_its_children(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child"
+    script = ("import subprocess, sys, time\n"
+              f"c = subprocess.Popen([{PY!r}, '-c', 'import time; time.sleep(60)'])\n"
+              f"open({str(pidfile)!r}, 'w').write(str(c.pid))\n"
+              "time.sleep(60)\n")  # fmt: skip
+    leader = LocalShell().spawn([PY, "-c", script], stdout=DEVNULL, new_group=True)
+    assert leader.leads_group is True
+    assert os.getpgid(leader.pid) == leader.pid != os.getpgid(0)
+    while not pidfile.exists() or not pidfile.read_text():
+        time.sleep(0.02)
+    child = int(pidfile.read_text())
+    leader.kill()
+    deadline = time.monotonic() + 10
+    while not gone(child) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert gone(child) and gone(leader.pid)
+    leader.kill()  # again: nothing left, no error
+
+
+def test_a_plain_child_is_killed_alone(tmp_path: Path) -> None:
+    proc = spawn_argv([PY, "-c", "import time; time.sleep(60)"], stdin=PIPE, stdout=DEVNULL)
+    assert os.getpgid(proc.pid) == os.getpgid(0)  # not a group of its own
+    proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert proc.stdin is not None and proc.stdin.closed
+
+
+def test_stop_lets_the_child_end_on_sigterm_first() -> None:
+    proc = spawn_argv([PY, "-c", "import signal, sys, time\n"
+                       "signal.signal(signal.SIGTERM, lambda *a: sys.exit(7))\n"
+                       "print('up', flush=True)\ntime.sleep(60)\n"])  # fmt: skip
+    assert proc.stdout is not None and proc.stdout.readline() == b"up\n"
+    proc.stop()
+    assert proc.returncode == 7  # its own exit on SIGTERM, not our SIGKILL
+
+
+def test_stop_kills_a_child_that_ignores_sigterm_after_the_grace() -> None:
+    proc = spawn_argv([PY, "-c", "import signal, time\n"
+                       "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                       "print('up', flush=True)\ntime.sleep(60)\n"])  # fmt: skip
+    assert proc.stdout is not None and proc.stdout.readline() == b"up\n"
+    proc.stop(grace=0.2)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_the_with_block_kills_a_child_still_running() -> None:
+    with spawn_argv([PY, "-c", "import time; time.sleep(60)"], stdout=DEVNULL) as proc:
+        pass
+    assert proc.returncode == -signal.SIGKILL
+
+
+# --- procs: a process by pid and start time --------------------------------------------------
+
+
+def test_the_stat_of_a_process_whose_name_has_parentheses(tmp_path: Path) -> None:
+    child = subprocess.Popen([PY, "-c", "open('/proc/self/comm', 'wb').write(b'a) 1 2 (\\xff');"
+                              "print('x', flush=True); import time; time.sleep(60)"],
+                             stdout=subprocess.PIPE)  # fmt: skip
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"x\n"
+        raw = Path(f"/proc/{child.pid}/stat").read_bytes()
+        fields = raw[raw.rindex(b")") + 2 :].split()
+        stat = procs._stat(child.pid)
+        assert stat == procs._Stat(state=fields[0].decode(), pgid=os.getpgid(child.pid),
+                                   start=int(fields[19]))  # fmt: skip
+        assert procs.identify(child.pid) == procs.ProcessId(child.pid, int(fields[19]))
+    finally:
+        child.kill()
+        child.wait()
+        assert child.stdout is not None
+        child.stdout.close()
+
+
+def test_identify_of_a_pid_that_is_not_there() -> None:
+    child = subprocess.Popen([PY, "-c", "pass"])
+    child.wait()
+    assert procs.identify(child.pid) is None
+
+
+def test_this_process_without_procfs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert procs.this_process().pid == os.getpid()
+    monkeypatch.setattr(procs, "PROC", str(tmp_path))
+    with pytest.raises(OSError) as err:
+        procs.this_process()
+    assert str(err.value) == f"cannot read {tmp_path}/self/stat"
+
+
+def test_kill_signals_only_the_recorded_process(sleeper: subprocess.Popen[bytes]) -> None:
+    me = procs.identify(sleeper.pid)
+    assert me is not None
+    impostor = procs.ProcessId(sleeper.pid, me.start + 1)  # the pid, recycled
+    assert procs.kill(impostor) is False and sleeper.poll() is None
+    assert procs.kill(me, signal.SIGTERM) is True
+    assert sleeper.wait(10) == -signal.SIGTERM
+    assert procs.kill(me) is False  # a zombie or gone: nothing to signal
+
+
+def test_kill_without_pidfd_uses_the_pid(
+    sleeper: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_pidfd(pid: int) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    me = procs.identify(sleeper.pid)
+    assert me is not None and procs.kill(me, signal.SIGTERM) is True
+    assert sleeper.wait(10) == -signal.SIGTERM
+
+
+def test_kill_of_a_process_that_just_ended(
+    sleeper: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def vanished(fd: int, sig: int) -> None:
+        raise ProcessLookupError
+
+    monkeypatch.setattr(signal, "pidfd_send_signal", vanished)
+    me = procs.identify(sleeper.pid)
+    assert me is not None and procs.kill(me) is False
+
+
+def test_kill_group_ends_a_leaders_group_and_only_the_leader_otherwise(
+    tmp_path: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
+    script = ("import subprocess, sys, time\n"
+              f"c = subprocess.Popen([{PY!r}, '-c', 'import time; time.sleep(60)'])\n"
+              "print(c.pid, flush=True)\ntime.sleep(60)\n")  # fmt: skip
+    leader = subprocess.Popen([PY, "-c", script], stdout=subprocess.PIPE, process_group=0)
+    try:
+        assert leader.stdout is not None
+        child = int(leader.stdout.readline())
+        me = procs.identify(leader.pid)
+        assert me is not None and procs.kill_group(me, signal.SIGTERM) is True
+        assert leader.wait(10) == -signal.SIGTERM
+        assert procs.kill_group(me) is False  # gone
+        # a process that leads no group of its own: only it gets the signal
+        plain = procs.identify(sleeper.pid)
+        assert plain is not None and procs.kill_group(plain, signal.SIGTERM) is True
+        assert sleeper.wait(10) == -signal.SIGTERM
+        deadline = time.monotonic() + 10
+        while not gone(child) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gone(child)  # the whole group got it, the leader's child too
+    finally:
+        leader.kill()
+        leader.wait()
+        assert leader.stdout is not None
+        leader.stdout.close()
+
+
+def test_kill_group_of_a_group_that_just_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    leader = subprocess.Popen([PY, "-c", "import time; time.sleep(60)"], process_group=0)
+    try:
+
+        def vanished(pgid: int, sig: int) -> None:
+            raise ProcessLookupError
+
+        monkeypatch.setattr(os, "killpg", vanished)
+        me = procs.identify(leader.pid)
+        assert me is not None and procs.kill_group(me) is False
+    finally:
+        leader.kill()
+        leader.wait()
