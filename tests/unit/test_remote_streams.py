@@ -176,3 +176,50 @@ def test_export_refuses_another_format_and_bad_snapshot_names() -> None:
         with pytest.raises(ValidationError):
             remote.export_volume(target(pool), VOLID, "zfs", 9, **bad)  # type: ignore[arg-type]
     assert pool.calls == []
+
+
+# --- validate_import and check_import, on the FAKE zfs ---------------------------------------
+
+
+def test_validate_import_plans_every_option() -> None:
+    from tests.unit.test_remote import make_target
+    from tests.unit.zfs_fake import FakeZfsShell
+
+    shell = FakeZfsShell()
+    t, _ = make_target(shell)
+    mode = ImportMode(resumable=True, prune=("p1",))
+    got = remote.validate_import(t, VOLID, "zfs", snapshot="s2", base="s1", allow_rename=True,
+                                 delete_snapshot="s0", mode=mode)  # fmt: skip
+    assert (got.volname, got.base, got.allow_rename, got.delete_snapshot, got.mode) == (
+        "vm-100-disk-0", "s1", True, "s0", mode)  # fmt: skip
+    assert got.pool is t.volumes.pool("local-zfs") and got.claim is None
+    plain = remote.validate_import(t, VOLID, "zfs")
+    assert (plain.base, plain.allow_rename, plain.delete_snapshot, plain.mode) == (
+        None, False, None, ImportMode())  # fmt: skip
+    assert shell.calls == []  # validation touches no zfs
+    with pytest.raises(ValidationError):
+        remote.validate_import(t, VOLID, "zfs", delete_snapshot="a;b")
+    with pytest.raises(ValidationError):
+        remote.validate_import(t, VOLID, "zfs", mode=ImportMode(prune=("a b",)))
+
+
+def test_validate_import_refuses_a_storage_not_on_this_node() -> None:
+    from tests.unit.test_remote import make_target
+    from tests.unit.zfs_fake import FakeZfsShell
+
+    t, _ = make_target(FakeZfsShell())
+    with pytest.raises(PverepError) as err:
+        remote.validate_import(t, "elsewhere:vm-100-disk-0", "zfs")
+    assert "pve2" in str(err.value)  # checked for this node: not available here
+
+
+def test_check_import_hands_the_plan_to_the_pool() -> None:
+    seen: list[tuple[Any, ...]] = []
+
+    class Checking(Pool):
+        def check_import(self, *args: Any) -> None:
+            seen.append(args)
+
+    mode = ImportMode(raw=True)
+    remote.check_import(plan(Checking(), mode=mode))
+    assert seen == [("vm-100-disk-0", "s1", True, mode)]
