@@ -273,3 +273,17 @@ def test_kill_group_of_a_group_that_just_ended(
     finally:
         leader.kill()
         leader.wait()
+
+
+def test_settle_stderr_waits_for_the_last_words_and_leaves_the_child_alone() -> None:
+    proc = spawn_argv([PY, "-c", "import os, sys, time; os.close(1); time.sleep(0.3); "
+                       "print('last words', file=sys.stderr)"])  # fmt: skip
+    assert proc.stdout is not None and proc.stdout.read() == b""  # its stdout ended first
+    proc.settle_stderr(10)
+    assert proc.stderr_tail == ["last words"]
+    alive = spawn_argv([PY, "-c", "import time; time.sleep(60)"], stdout=DEVNULL)
+    alive.settle_stderr(0.1)
+    assert alive.returncode is None  # not killed, only waited for
+    alive.kill()
+    proc.wait(10)
+    proc.close()

@@ -173,6 +173,12 @@ class Process:
             self._reader.join()
         return rc
 
+    def settle_stderr(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for stderr to be drained to its end (the child exits or
+        closes it), so the tail holds its last words; the child itself is left alone."""
+        if self._reader is not None:
+            self._reader.join(timeout)
+
     def kill(self) -> None:
         """Kill this child (by its own pid; its whole group when it leads one), reap it and
         close our pipe ends. The pid cannot be recycled before we reap it."""

@@ -28,6 +28,8 @@ HELLO_TIMEOUT = 60.0
 #: How long a finished session may take to exit after its input ended.
 CLOSE_TIMEOUT = 10.0
 PROTOCOL_VERSION = 1
+#: How long a session that ended may take to finish writing its stderr (its last words).
+STDERR_SETTLE_TIMEOUT = 2.0
 
 
 class SessionError(PverepError):
@@ -149,6 +151,8 @@ class ServeSession:
                     self._deliver(line)
         except OSError:
             pass
+        # its stderr may lag behind the end of stdout: wait briefly for the last words
+        self.proc.settle_stderr(STDERR_SETTLE_TIMEOUT)
         self._end("the session ended")
 
     def _deliver(self, line: bytes) -> None:
