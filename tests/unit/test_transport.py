@@ -11,6 +11,7 @@ import pytest
 
 from pverep.errors import PverepError, ValidationError
 from pverep.paths import Paths
+from pverep.storage.streamform import ImportMode
 from pverep.transport import ssh, tcp
 from pverep.transport.peer import PeerCommands
 
@@ -266,3 +267,27 @@ def test_migration_ip_lookup_argv_for_both_peer_kinds() -> None:
     assert PVEREP.migration_ip("10.77.0.0/24") == ["/usr/bin/pverep", *tail]
     with pytest.raises(ValueError):
         PVE.migration_ip("10.77.0.0/24; reboot")
+
+
+def test_stream_endpoints_and_networks_accept_host_bits() -> None:
+    argv = PVE.import_("local-zfs:vm-100-disk-0", "s", filename="tcp://10.0.0.5/24")
+    assert argv[argv.index("zfs") + 1] == "tcp://10.0.0.5/24"
+    assert PVE.migration_ip("10.77.0.5/24")[-2] == "10.77.0.5/24"
+    with pytest.raises(ValidationError) as err:
+        PVE.import_("local-zfs:vm-100-disk-0", "s", filename="/dev/sda")
+    assert str(err.value) == "unsupported stream endpoint '/dev/sda'"
+
+
+def test_pverep_only_options_and_the_last_sync_check() -> None:
+    argv = PVEREP.prepare_local_job("100-0", [], last_sync=5, pverep_info=True)
+    assert argv == ["/usr/bin/pverep", "prepare-local-job", "100-0", "--last_sync", "5",
+                    "--pverep-info", "1"]  # fmt: skip
+    with pytest.raises(ValidationError) as err:
+        PVE.prepare_local_job("100-0", [], last_sync=5, pverep_info=True)
+    assert str(err.value) == "'--pverep-info' is for pverep peers only"
+    with pytest.raises(ValidationError) as err:
+        PVE.import_("local-zfs:vm-100-disk-0", "s", mode=ImportMode(raw=True))
+    assert str(err.value) == "'-resumable' is for pverep peers only"
+    with pytest.raises(ValidationError) as err:
+        PVEREP.prepare_local_job("100-0", [], last_sync=-1)
+    assert str(err.value) == "last_sync must be >= 0"
