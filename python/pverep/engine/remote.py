@@ -132,14 +132,15 @@ def prepare_local_job(
     for volid in present:
         if volid in wanted:
             continue
+        # (prepare answers for every volume it was given: each present one has an entry)
         stale = volid in result.cleaned or any(
-            is_replication_snapshot(name, jobid) for name in snapshots.get(volid, {})
+            is_replication_snapshot(name, jobid) for name in snapshots[volid]
         )
         if not stale:
             continue
         target.log(f"{jobid}: delete stale volume '{volid}'")
         target.volumes.free(volid)
-        snapshots.pop(volid, None)
+        del snapshots[volid]
     for volid in partial or {}:
         if not snapshots.get(volid):  # a partial first sync is no replica yet: report the token
             snapshots.pop(volid, None)
