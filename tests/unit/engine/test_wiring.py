@@ -475,3 +475,76 @@ def test_connect_lets_go_of_its_shell_when_the_address_query_fails(
         shared.connect("pve2", "10.99.0.0/24")
     master = FakeSsh.made[1]
     assert sessions._users[id(master)] == 0 and master.closed == 0  # the run's: released
+
+
+def test_build_env_volumes_flags_and_freezer(tree: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pverep.engine.ports import GuestView
+    from pverep.storage.zfs import ZfsFlags
+
+    asked: list[tuple[str, object]] = []
+
+    def caps(shell: Any, cache: object = None) -> ZfsCaps:
+        asked.append((shell.node, cache))
+        return CAPS
+
+    monkeypatch.setattr(wiring, "local_caps", caps)
+    n = node(tree)
+    froze: list[tuple[str, str, int]] = []
+
+    class Freezer:
+        def freeze(self, kind: str, vmid: int) -> None:
+            froze.append(("freeze", kind, vmid))
+
+        def thaw(self, kind: str, vmid: int) -> None:
+            froze.append(("thaw", kind, vmid))
+
+    n.__dict__["freezer"] = Freezer()  # the cached property, replaced by a recorder
+    env = wiring.build_env(tree, n, lambda t: None)
+    assert asked == [(LOCAL, tree.zfs_caps_cache)]
+    assert env.volumes.flags == ZfsFlags.from_caps(CAPS)  # type: ignore[attr-defined]
+    assert env.volumes.runner.shell.node == LOCAL  # type: ignore[attr-defined]
+    guest = GuestView(103, "CT", 1, True, (), None, frozenset())
+    env.freeze(guest)
+    env.thaw(guest)
+    assert froze == [("freeze", "CT", 103), ("thaw", "CT", 103)]
+
+
+def test_build_runner_records_history_and_hands_the_sync_callback(tree: Paths) -> None:
+    n = node(tree)
+    states = wiring.StateStore(tree)
+    runner = wiring.build_runner(tree, n, states)
+    assert runner.store.states is states  # type: ignore[attr-defined]
+    assert runner.observe is not None
+    synced: list[int] = []
+    runner.make_env(synced.append).record_sync_end(7)
+    assert synced == [7]
+
+
+def test_build_runner_guest_lock_gives_up_at_its_timeout(tree: Paths) -> None:
+    from pverep.errors import LockError
+    from pverep.locking import flock
+
+    tree.migrate_lock_dir.mkdir(parents=True, exist_ok=True)
+    runner = wiring.build_runner(tree, node(tree), wiring.StateStore(tree))
+    with flock(tree.migrate_lock(100), 1.0):
+        import threading
+
+        errors: list[BaseException] = []
+
+        def other() -> None:
+            try:
+                with runner.guest_lock(100, 0.2):
+                    pass
+            except LockError as err:
+                errors.append(err)
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join(10)
+        assert not t.is_alive() and len(errors) == 1
+
+
+def test_the_default_outputs(capsys: pytest.CaptureFixture[str]) -> None:
+    wiring._stderr("to stderr")
+    wiring._stdout("to stdout")
+    assert capsys.readouterr() == ("to stdout\n", "to stderr\n")

@@ -264,3 +264,36 @@ def test_scheduler_fail_count_and_mail(
     assert sent == [
         wiring.notify.Failure(jobid, target, schedule, 1700000000, count + 1, "boom", HOST)
     ]
+
+
+def test_a_job_due_right_now_is_planned_and_every_failure_counted(tree: Paths) -> None:
+    # both jobs last synced one slot ago: 100-0 (*/5) is due at NOW exactly, 101-0 (*/15) not
+    def synced(t: int) -> dict[str, int]:
+        return {"last_iteration": t, "last_try": t, "last_sync": t}
+
+    states = {"100": {"local/pve2": synced(NOW - 300)}, "101": {"local/pve3": synced(NOW - 60)}}
+    tree.state_file.parent.mkdir(parents=True, exist_ok=True)
+    tree.state_file.write_text(json.dumps(states))
+    failed, said = dry(tree)
+    assert [line for line in said if line.startswith("job ")][:1] == [
+        "job 100-0: guest 100 -> pve2"]  # fmt: skip
+    assert "job 101-0: guest 101 -> pve3" not in said
+    members = json.loads(tree.members.read_text())
+    members["nodelist"]["pve2"]["ip"] = ""
+    members["nodelist"]["pve3"]["ip"] = ""
+    tree.members.write_text(json.dumps(members))
+    tree.state_file.write_text("{}")
+    failed, said = dry(tree)
+    assert failed == 2 and len([s for s in said if "would fail" in s]) == 2
+
+
+def test_a_removal_by_id_of_a_job_already_synced(tree: Paths, local: FakeZfsShell) -> None:
+    snap = f"__replicate_100-0_{NOW - 300}__"
+    local.add(DS0, snap, kind="volume")
+    states = {"100": {"local/pve2": {"last_sync": NOW - 300, "storeid_list": ["local-zfs"]}}}
+    tree.state_file.parent.mkdir(parents=True, exist_ok=True)
+    tree.state_file.write_text(json.dumps(states))
+    before = tree.state_file.read_bytes()
+    failed, said = dry(tree, jobid="100-0", remove="local")
+    assert failed == 0 and f"would delete snapshot '{snap}' on {V0} ({HOST})" in said
+    assert tree.state_file.read_bytes() == before  # the plan's state was a copy
