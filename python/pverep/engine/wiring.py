@@ -190,7 +190,7 @@ class SshSessions:
         """The run's serve session on ``shell``'s target (started on first use over
         ``shell``), or None: no multiplexing (pvesr's pattern), PVEREP_SERVE_SESSION=0, or
         no ``serve`` there."""
-        if not shell.multiplex or os.environ.get(SERVE_SESSION_ENV, "1") == "0":
+        if not shell.multiplex or os.environ.get(SERVE_SESSION_ENV) == "0":
             return None
         key = (shell.target.node, shell.target.ip)
         with self._lock:
@@ -213,7 +213,7 @@ class SshSessions:
             if shell is None:
                 shell = SshShell(
                     SshTarget.for_node(paths, node, ip),
-                    multiplex=os.environ.get(SSH_MULTIPLEX_ENV, "1") != "0",
+                    multiplex=os.environ.get(SSH_MULTIPLEX_ENV) != "0",
                 )
                 shells.append(shell)
                 self._users[id(shell)] = 0
@@ -305,7 +305,7 @@ class Node:
         """The run's shared ssh master to ``ip`` (with sessions), else one for this job."""
         if self.sessions is not None:
             return self.sessions.take(self.paths, node, ip)
-        multiplex = os.environ.get(SSH_MULTIPLEX_ENV, "1") != "0"
+        multiplex = os.environ.get(SSH_MULTIPLEX_ENV) != "0"
         return SshShell(SshTarget.for_node(self.paths, node, ip), multiplex=multiplex)
 
     def _let_go(self, ssh: SshShell) -> None:
@@ -375,7 +375,7 @@ class Node:
             if sessions is None or peer.kind != "pverep"
             else (lambda: sessions.serve_session(ssh, peer.pverep)),
             forward=None
-            if sessions is None or os.environ.get(SERVE_IMPORT_ENV, "1") == "0"
+            if sessions is None or os.environ.get(SERVE_IMPORT_ENV) == "0"
             else ssh.forward_argv,
             budget=self.budget.current,
             local_caps=caps,
