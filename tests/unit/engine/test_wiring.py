@@ -9,6 +9,7 @@ fixed answer, so the values handed to the engine can be compared exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -548,3 +549,63 @@ def test_the_default_outputs(capsys: pytest.CaptureFixture[str]) -> None:
     wiring._stderr("to stderr")
     wiring._stdout("to stdout")
     assert capsys.readouterr() == ("to stdout\n", "to stderr\n")
+
+
+def test_load_guest_listed_in_the_vmlist_without_its_file(tree: Paths) -> None:
+    tree.vmlist.write_text(json.dumps({"ids": {"104": {"node": LOCAL, "type": "lxc"}}}))
+    with pytest.raises(PverepError) as err:
+        node(tree).load_guest(104, False)
+    path = tree.etc_pve / "nodes/pve1/lxc/104.conf"
+    assert str(err.value) == f"Configuration file '{path}' does not exist"
+
+
+def test_load_guest_for_cleanup_takes_every_disk(tree: Paths) -> None:
+    normal = node(tree).load_guest(100, False).volids
+    cleanup = node(tree).load_guest(100, True).volids
+    assert normal == ("local-zfs:vm-100-disk-0", "local-zfs:vm-100-disk-2")
+    assert cleanup == ("local-zfs:vm-100-disk-0", "local-zfs:vm-100-disk-1",
+                       "local-zfs:vm-100-disk-2")  # fmt: skip
+
+
+def test_load_guest_of_a_running_vm(tree: Paths) -> None:
+    pidfile = tree.qemu_pidfile(100)
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    pidfile.write_text(f"{os.getpid()}\n")
+    guest = node(tree).load_guest(100, False)
+    assert (guest.kind, guest.running, guest.freezefs) == ("VM", os.getpid(), False)  # no agent
+
+
+def test_connect_reads_this_nodes_zfs_for_the_target(
+    tree: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pverep.storage.zfs import send_argv
+    from tests.unit.zfs_fake import FakeZfsShell
+
+    local = FakeZfsShell(LOCAL)
+    local.add("rpool/data/vm-100-disk-0", "a", "b", kind="volume")
+    local.datasets["rpool/data/vm-100-disk-0"].props["encryption"] = "aes-256-gcm"
+    local.add("rpool/data/vm-100-disk-2", kind="volume")
+    local.datasets["rpool/data/vm-100-disk-2"].props["encryption"] = "off"
+    monkeypatch.setattr(wiring, "LocalShell", lambda name: local)
+    asked: list[tuple[object, object]] = []
+    openzfs = dataclasses.replace(CAPS, send_raw=True)  # one that knows encryption
+
+    def caps(shell: Any, cache: object = None) -> ZfsCaps:
+        asked.append((shell, cache))
+        return openzfs
+
+    monkeypatch.setattr(wiring, "local_caps", caps)
+    n = node(tree)
+    n.peer_kinds["pve2"] = "pve"
+    target = n.connect("pve2", None)
+    assert asked == [(local, tree.zfs_caps_cache)] and target.local is local
+    assert target.local_snapshots("local-zfs:vm-100-disk-0") == ["a", "b"]
+    assert target.encrypted("local-zfs:vm-100-disk-0") is True
+    assert target.encrypted("local-zfs:vm-100-disk-2") is False
+    form = StreamForm(replication=False, resumable=True, raw=True)
+    assert target.send_argv("local-zfs:vm-100-disk-0", "s2", None, form) == send_argv(
+        "rpool/data/vm-100-disk-0", "s2", None, form=form
+    )
+    assert target.send_argv("local-zfs:vm-100-disk-0", "s2", None, form) != send_argv(
+        "rpool/data/vm-100-disk-0", "s2", None
+    )
