@@ -24,8 +24,10 @@ T = ssh.SshTarget("pve2", "10.0.0.2")
 #: FAKE master: ``argv[1]``: the control path; ``argv[2]``: "ready" (create it, then wait),
 #: "die" (exit 255 with a message) or "hang" (never create it).
 MASTER = """
-import sys, time
+import os, sys, time
 path, mode = sys.argv[1], sys.argv[2]
+if os.readlink("/proc/self/fd/0") != "/dev/null" or os.readlink("/proc/self/fd/1") != "/dev/null":
+    sys.exit(9)  # a master reads and writes nothing: both must be /dev/null
 if mode == "die":
     print("ssh: connect to host 10.0.0.2 port 22: No route to host", file=sys.stderr)
     sys.exit(255)
@@ -165,3 +167,43 @@ def test_the_local_cpu_check_reads_proc_cpuinfo(monkeypatch: pytest.MonkeyPatch)
         assert ssh.local_cpu_has_aes() is False
     finally:
         ssh.local_cpu_has_aes.cache_clear()
+
+
+def test_close_after_the_directory_went_away() -> None:
+    import shutil
+
+    shell = FakeMasterShell()
+    shell.open()
+    path = shell.control_path
+    assert path is not None
+    shutil.rmtree(path.parent)  # e.g. a tmp cleaner
+    shell.close()
+    assert shell.control_path is None and shell._master is None
+
+
+def test_aes_preference_comes_from_this_cpu_unless_given() -> None:
+    assert ssh.SshShell(T).prefer_aes_gcm is ssh.local_cpu_has_aes()
+    assert ssh.SshShell(T, prefer_aes_gcm=False).prefer_aes_gcm is False
+
+
+def test_cpuinfo_flags_lines() -> None:
+    assert ssh.cpu_has_aes("flags:aes") is True
+    assert ssh.cpu_has_aes("flags\t: x:y aes") is True
+    assert ssh.cpu_has_aes("model name\t: aes\n") is False
+    assert ssh.cpu_has_aes("flags\t: aesni sse\n") is False
+
+
+def test_target_and_command_errors_name_the_bad_value() -> None:
+    from pverep.errors import ValidationError
+
+    with pytest.raises(ValidationError) as err:
+        ssh.SshTarget("pve 2", "10.0.0.2")
+    assert str(err.value) == "invalid node name 'pve 2'"
+    with pytest.raises(ValidationError) as err:
+        ssh.SshTarget("pve2", "10.0.0.256")
+    assert str(err.value) == "invalid IP address '10.0.0.256'"
+    with pytest.raises(ValidationError) as err:
+        ssh.quote_remote([])
+    assert str(err.value) == "empty remote command"
+    assert ssh.mtunnel_argv(T, "10.77.0.5/24")[-3:] == ["-migration_network", "10.77.0.5/24",
+                                                        "-get_migration_ip"]  # fmt: skip
