@@ -287,3 +287,8 @@ def test_settle_stderr_waits_for_the_last_words_and_leaves_the_child_alone() -> 
     alive.kill()
     proc.wait(10)
     proc.close()
+
+
+def test_a_local_shell_is_named_localhost_unless_told() -> None:
+    assert LocalShell().node == "localhost" and LocalShell("pve1").node == "pve1"
+    assert LocalShell().command(("zfs", "list")) == ["zfs", "list"]
