@@ -169,8 +169,15 @@ def test_the_stat_of_a_process_whose_name_has_parentheses(tmp_path: Path) -> Non
                              stdout=subprocess.PIPE)  # fmt: skip
     try:
         assert child.stdout is not None and child.stdout.readline() == b"x\n"
-        raw = Path(f"/proc/{child.pid}/stat").read_bytes()
-        fields = raw[raw.rindex(b")") + 2 :].split()
+        # the child may still be running (R) just after its print: wait until it sleeps, so
+        # both reads below see the same state
+        deadline = time.monotonic() + 10
+        while True:
+            raw = Path(f"/proc/{child.pid}/stat").read_bytes()
+            fields = raw[raw.rindex(b")") + 2 :].split()
+            if fields[0] == b"S" or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
         stat = procs._stat(child.pid)
         assert stat == procs._Stat(state=fields[0].decode(), pgid=os.getpgid(child.pid),
                                    start=int(fields[19]))  # fmt: skip
