@@ -297,3 +297,142 @@ def test_a_removal_by_id_of_a_job_already_synced(tree: Paths, local: FakeZfsShel
     failed, said = dry(tree, jobid="100-0", remove="local")
     assert failed == 0 and f"would delete snapshot '{snap}' on {V0} ({HOST})" in said
     assert tree.state_file.read_bytes() == before  # the plan's state was a copy
+
+
+# --- what the scheduler's runner and a dry run are built from --------------------------------
+
+
+def test_the_schedulers_runner_works_on_this_node_with_the_runs_sessions(tree: Paths) -> None:
+    from pverep.bandwidth import BandwidthPlan
+
+    tree.pverep_conf.parent.mkdir(parents=True, exist_ok=True)
+    tree.pverep_conf.write_text("[run]\nbandwidth = 10MB\n")
+    sched = wiring.build_scheduler(tree)
+    env = sched.runner.make_env(lambda t: None)
+    n = env.connect.__self__  # type: ignore[attr-defined]
+    assert isinstance(n, wiring.Node)
+    assert n.paths is tree and n.local_node == HOST and n.cluster.paths == tree
+    assert n.sessions is sched.end_of_run.__self__  # type: ignore[attr-defined]
+    assert n.budget.plan == BandwidthPlan(10_000_000)  # pverep.conf's [run]
+    assert isinstance(sched.runner.store, wiring.StateRecorder)
+    assert isinstance(sched.runner.store.states, wiring.StateStore)
+    assert sched.runner.store.states.paths == tree
+    flag = BandwidthPlan(5_000_000)
+    over = wiring.build_scheduler(tree, bandwidth=flag).runner.make_env(lambda t: None)
+    assert over.connect.__self__.budget.plan is flag  # type: ignore[attr-defined]
+
+
+def test_the_scheduler_retries_a_failing_job_while_its_target_is_online(tree: Paths) -> None:
+    states = {"100": {"local/pve2": {"fail_count": 1, "last_try": NOW, "last_sync": 0}}}
+    tree.state_file.parent.mkdir(parents=True, exist_ok=True)
+    tree.state_file.write_text(json.dumps(states))
+    found = {s.job.id: s.next_sync for s in wiring.build_scheduler(tree).job_status()}
+    assert found["100-0"] == NOW + 300  # the first retry, 5 min after the failed try
+
+
+def test_the_schedulers_mail_goes_out_from_this_node(
+    tree: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shells: list[object] = []
+
+    def sender(shell: object, paths: Paths) -> object:
+        shells.append((shell, paths))
+        return lambda failure: None
+
+    monkeypatch.setattr(wiring, "LocalShell", lambda node: ("shell of", node))
+    monkeypatch.setattr(wiring.pvenotify, "sender", sender)
+    wiring.build_scheduler(tree)
+    assert shells == [(("shell of", HOST), tree)]
+
+
+def test_the_schedulers_mail_for_a_job_without_a_schedule_field(
+    tree: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Bare:  # a JobLike with only the engine's fields: no schedule attribute at all
+        id, guest, target, rate, rate_mbps, remove_job = "101-0", 101, "pve3", None, None, None
+
+    sent: list[object] = []
+    monkeypatch.setattr(wiring.pvenotify, "sender", lambda shell, paths: sent.append)
+    sched = wiring.build_scheduler(tree)
+    assert sched.notify is not None
+    sched.notify(Bare(), "boom", 1)  # type: ignore[arg-type]
+    assert sent == [wiring.notify.Failure("101-0", "pve3", "*/15", 0, 1, "boom", HOST)]
+
+
+def test_the_schedulers_run_lock_gives_up_at_its_timeout(tree: Paths) -> None:
+    import threading
+
+    from pverep.errors import LockError
+    from pverep.locking import flock
+
+    tree.run_lock.parent.mkdir(parents=True, exist_ok=True)
+    sched = wiring.build_scheduler(tree)
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            with sched.run_lock(0.2):
+                pass
+        except LockError as err:
+            errors.append(err)
+
+    with flock(tree.run_lock, 1.0):
+        t = threading.Thread(target=other, daemon=True)
+        t.start()
+        t.join(10)
+    assert not t.is_alive() and len(errors) == 1
+
+
+def test_the_schedulers_after_run_records_the_pass_in_this_tree(tree: Paths) -> None:
+    from pverep.observe import collect
+
+    sched = wiring.build_scheduler(tree)
+    assert sched.after_run is not None
+    sched.after_run(12.5)
+    line = f'pverep_node_last_cycle_duration_seconds{{node="{HOST}"}} 12.5'
+    assert line in collect.metrics_text(tree, NOW).splitlines()
+
+
+def test_a_dry_run_by_id_keeps_the_removal_written_in_replication_cfg(tree: Paths) -> None:
+    gentree.atomic_write(tree.replication_cfg, "local: 100-0\n\ttarget pve2\n\tremove_job full\n")
+    failed, said = dry(tree, jobid="100-0")
+    assert failed == 0
+    assert said[-1] == "would remove job '100-0' from replication.cfg"
+    assert not any(line.startswith("would send") for line in said)
+
+
+def test_a_dry_run_of_a_failing_job_is_due_at_its_retry_exactly(tree: Paths) -> None:
+    # fail_count 1: retried 5 min after its last try, while the target is online
+    states = {
+        "100": {"local/pve2": {"fail_count": 1, "last_try": NOW - 300, "last_sync": 0}},
+        "101": {"local/pve3": {"last_iteration": NOW, "last_try": NOW, "last_sync": NOW}},
+    }
+    tree.state_file.parent.mkdir(parents=True, exist_ok=True)
+    tree.state_file.write_text(json.dumps(states))
+    assert [s for s in dry(tree)[1] if s.startswith("job ")] == ["job 100-0: guest 100 -> pve2"]
+    said: list[str] = []
+    wiring.dry_run(tree, said.append, now=NOW - 1)
+    assert said == ["no replication job is due"]
+
+
+def test_a_dry_run_plans_from_the_jobs_own_state(
+    tree: Paths, local: FakeZfsShell, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    last = NOW - 300
+    snap = f"__replicate_100-0_{last}__"
+    local.add(DS0, snap, kind="volume")
+
+    class Synced(TargetZfs):  # pve2 holds the last replicated snapshot
+        def __init__(self, target: SshTarget, *, multiplex: bool = True) -> None:
+            super().__init__(target, multiplex=multiplex)
+            self.add(DS0, snap, kind="volume")
+
+    monkeypatch.setattr(wiring, "SshShell", Synced)
+    states = {"100": {"local/pve2": {"last_sync": last, "storeid_list": ["local-zfs"]}}}
+    tree.state_file.parent.mkdir(parents=True, exist_ok=True)
+    tree.state_file.write_text(json.dumps(states))
+    failed, said = dry(tree, jobid="100-0")
+    assert failed == 0
+    sends = [line for line in said if line.startswith("would send")]
+    assert len(sends) == 1 and sends[0].startswith(f"would send {V0} to pve2: incremental from")
+    assert snap in sends[0]
