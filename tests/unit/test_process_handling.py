@@ -299,3 +299,68 @@ def test_settle_stderr_waits_for_the_last_words_and_leaves_the_child_alone() -> 
 def test_a_local_shell_is_named_localhost_unless_told() -> None:
     assert LocalShell().node == "localhost" and LocalShell("pve1").node == "pve1"
     assert LocalShell().command(("zfs", "list")) == ["zfs", "list"]
+
+
+# --- a grandchild that keeps our stderr pipe open --------------------------------------------
+
+GRANDCHILD = "import time; time.sleep(60)"
+
+
+def _with_grandchild(then: str) -> str:
+    """A child that starts a grandchild holding its stderr, names its pid there, then ``then``."""
+    return (
+        "import subprocess, sys, time\n"
+        f"g = subprocess.Popen([sys.executable, '-c', {GRANDCHILD!r}])\n"
+        "print(f'grandchild {g.pid}', file=sys.stderr, flush=True)\n" + then
+    )
+
+
+def _grandchild_pid(proc: object) -> int:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        lines = [s for s in proc.stderr_tail if s.startswith("grandchild ")]  # type: ignore[attr-defined]
+        if lines:
+            return int(lines[0].split()[1])
+        time.sleep(0.01)
+    raise AssertionError("the child never named its grandchild")
+
+
+def _end_grandchild(pid: int) -> None:
+    """Kill the grandchild by the pid it named, once /proc shows it is still that sleeper."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return
+    if GRANDCHILD.encode() in cmdline:
+        os.kill(pid, signal.SIGKILL)
+
+
+def _returns_soon(call: object) -> bool:
+    import threading
+
+    t = threading.Thread(target=call, daemon=True)  # type: ignore[arg-type]
+    t.start()
+    t.join(20)  # the grandchild sleeps 60 s: an unbounded drain would still be waiting
+    return not t.is_alive()
+
+
+def test_wait_does_not_hang_on_a_grandchild_holding_stderr() -> None:
+    proc = spawn_argv([PY, "-c", _with_grandchild("sys.exit(3)")], stdout=DEVNULL)
+    pid = _grandchild_pid(proc)
+    try:
+        codes: list[int] = []
+        assert _returns_soon(lambda: codes.append(proc.wait()))
+        assert codes == [3] and f"grandchild {pid}" in proc.stderr_tail
+    finally:
+        _end_grandchild(pid)
+
+
+def test_kill_does_not_hang_on_a_grandchild_holding_stderr() -> None:
+    proc = spawn_argv([PY, "-c", _with_grandchild("time.sleep(60)")], stdin=PIPE, stdout=DEVNULL)
+    pid = _grandchild_pid(proc)
+    try:
+        assert _returns_soon(proc.kill)
+        assert proc.returncode == -signal.SIGKILL
+        assert proc.stdin is not None and proc.stdin.closed
+    finally:
+        _end_grandchild(pid)

@@ -28,6 +28,10 @@ DEVNULL = subprocess.DEVNULL
 #: How many stderr lines a command keeps for its error message (zrepl/PVE keep "the last line";
 #: a few more help the job log without letting a chatty `zfs send -v` grow memory).
 STDERR_TAIL_LINES = 20
+#: How long wait() and kill() wait, once the child is gone, for its stderr to reach its end. A
+#: grandchild the child left running may hold that pipe open for as long as it lives; the
+#: child's own last words are in by then, and the drain thread ends whenever the pipe does.
+STDERR_DRAIN_TIMEOUT = 5.0
 
 LineSink = Callable[[str], None]
 
@@ -163,14 +167,14 @@ class Process:
         return list(self._tail.lines)
 
     def wait(self, timeout: float | None = None) -> int:
-        """Wait for exit (and for stderr to be drained). Raises CommandTimeout after killing."""
+        """Wait for exit (and for stderr to be drained, for at most ``STDERR_DRAIN_TIMEOUT``).
+        Raises CommandTimeout after killing."""
         try:
             rc = self._popen.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             raise CommandTimeout(self.argv, timeout or 0.0, self.stderr_tail) from None
-        if self._reader is not None:
-            self._reader.join()
+        self.settle_stderr(STDERR_DRAIN_TIMEOUT)
         return rc
 
     def settle_stderr(self, timeout: float) -> None:
@@ -189,8 +193,7 @@ class Process:
             else:
                 self._popen.kill()
         self._popen.wait()
-        if self._reader is not None:
-            self._reader.join()
+        self.settle_stderr(STDERR_DRAIN_TIMEOUT)
         self.close()
 
     def close(self) -> None:
