@@ -44,6 +44,10 @@ for line in sys.stdin:
     req = json.loads(line)
     if mode == "dies":
         print("serve: out of memory", file=sys.stderr, flush=True); sys.exit(1)
+    if mode == "dies-talking":
+        for word in ("first", "second", "third"):
+            print(f"serve: {word}", file=sys.stderr, flush=True)
+        sys.exit(1)
     if mode == "mute":
         continue
     rid = req["id"]
@@ -188,3 +192,43 @@ def test_requests_are_one_json_line_each() -> None:
     assert all(line.endswith(b"\n") and line.count(b"\n") == 1 for line in sent)
     popen.stdin = real
     s.close()
+
+
+def test_a_dying_session_reports_only_its_last_two_stderr_lines() -> None:
+    s = session("dies-talking")
+    assert s is not None
+    try:
+        with pytest.raises(SessionError) as err:
+            s.start("prepare-local-job", {}).answer(10)
+        assert (
+            str(err.value) == "session on 'pve2': the session ended - serve: second; serve: third"
+        )
+    finally:
+        s.close()
+
+
+def test_a_request_that_cannot_be_written_to_a_live_session() -> None:
+    class Broken:
+        closed = False
+
+        def write(self, data: bytes) -> int:
+            raise BrokenPipeError("broken pipe")
+
+        def flush(self) -> None:
+            pass
+
+    s = session("mute")
+    assert s is not None
+    real = s.proc._popen.stdin
+    try:
+        s.proc._popen.stdin = Broken()  # type: ignore[assignment]
+        with pytest.raises(SessionError) as err:
+            s.start("prepare-local-job", {})
+        assert str(err.value) == "session on 'pve2': the session ended"
+        assert s._pending == {} and not s.alive
+        with pytest.raises(SessionError) as again:
+            s.start("prepare-local-job", {})
+        assert str(again.value) == "session on 'pve2': the session ended"
+    finally:
+        s.proc._popen.stdin = real
+        s.close()
