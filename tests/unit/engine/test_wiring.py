@@ -609,3 +609,31 @@ def test_connect_reads_this_nodes_zfs_for_the_target(
     assert target.send_argv("local-zfs:vm-100-disk-0", "s2", None, form) != send_argv(
         "rpool/data/vm-100-disk-0", "s2", None
     )
+
+
+def test_state_recorder_writes_the_jobs_own_entry_through_a_run(tree: Paths) -> None:
+    import os
+
+    rec = wiring.StateRecorder(wiring.StateStore(tree), LOCAL)
+
+    def entries() -> Any:
+        return json.loads(tree.state_file.read_text())
+
+    job = _Job("pve2")
+    state = rec.read_job_state(job)  # type: ignore[arg-type]
+    rec.record_job_start(job, state, 1_700_000_900, 1_700_000_800)  # type: ignore[arg-type]
+    started = entries()["100"]["local/pve2"]
+    assert (started["last_iteration"], started["last_try"], started["last_node"]) == (
+        1_700_000_800, 1_700_000_900, LOCAL)  # fmt: skip
+    assert started["pid"] == os.getpid() and started["last_sync"] == 0
+    rec.record_sync_end(job, state, 1_700_000_900)  # type: ignore[arg-type]
+    assert entries()["100"]["local/pve2"]["last_sync"] == 1_700_000_900
+    rec.record_job_end(job, state, 1_700_000_900, 2.5, None)  # type: ignore[arg-type]
+    ended = entries()["100"]["local/pve2"]
+    assert ended["duration"] == 2.5 and "pid" not in ended and ended["fail_count"] == 0
+    removal = _Job("pve2")
+    removal.remove_job = "full"
+    state = rec.read_job_state(removal)  # type: ignore[arg-type]
+    rec.record_job_start(removal, state, 1_700_001_000, 1_700_001_000)  # type: ignore[arg-type]
+    rec.record_job_end(removal, state, 1_700_001_000, 1.0, None)  # type: ignore[arg-type]
+    assert entries() == {}  # a removal that succeeded leaves no state behind
