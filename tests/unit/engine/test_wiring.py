@@ -332,6 +332,11 @@ def test_migration_ip_from_mtunnel(tree: Paths) -> None:
     with pytest.raises(CommandError) as err:
         wiring.migration_ip(ssh, peer, "pve2", "10.99.0.0/24")  # type: ignore[arg-type]
     assert err.value.returncode == 2
+    assert err.value.stderr_tail == ["no quorum"]  # the target's own words
+    ssh.answers = [result([], 0, "some banner\n")]
+    with pytest.raises(PverepError) as none:
+        wiring.migration_ip(ssh, peer, "pve2", "10.99.0.0/24")  # type: ignore[arg-type]
+    assert str(none.value) == "failed to get ip for node 'pve2' in network '10.99.0.0/24'"
 
 
 def test_connect_without_network_or_sessions(tree: Paths) -> None:
@@ -637,3 +642,25 @@ def test_state_recorder_writes_the_jobs_own_entry_through_a_run(tree: Paths) -> 
     rec.record_job_start(removal, state, 1_700_001_000, 1_700_001_000)  # type: ignore[arg-type]
     rec.record_job_end(removal, state, 1_700_001_000, 1.0, None)  # type: ignore[arg-type]
     assert entries() == {}  # a removal that succeeded leaves no state behind
+
+
+def test_load_guest_asks_the_freezer_with_the_guests_agent_line(tree: Paths) -> None:
+    gentree.write_guest(
+        tree,
+        LOCAL,
+        "qemu",
+        106,
+        "agent: 1,fstrim_cloned_disks=1\nscsi0: local-zfs:vm-106-disk-0,size=1G\n",
+    )
+    asked: list[tuple[object, ...]] = []
+
+    class Freezer:
+        def needed(self, kind: str, vmid: int, running: int, agent: str | None) -> bool:
+            asked.append((kind, vmid, running, agent))
+            return True
+
+    n = node(tree)
+    n.__dict__["freezer"] = Freezer()  # the cached property, replaced by a recorder
+    assert n.load_guest(106, False).freezefs is True
+    assert n.load_guest(100, False).freezefs is True
+    assert asked == [("VM", 106, 0, "1,fstrim_cloned_disks=1"), ("VM", 100, 0, None)]
