@@ -418,13 +418,16 @@ def test_a_dry_run_of_a_failing_job_is_due_at_its_retry_exactly(tree: Paths) -> 
 def test_a_dry_run_plans_from_the_jobs_own_state(
     tree: Paths, local: FakeZfsShell, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # the state's last_sync names the base; an older replication snapshot is stale on both
     last = NOW - 300
-    snap = f"__replicate_100-0_{last}__"
+    snap, old = f"__replicate_100-0_{last}__", f"__replicate_100-0_{last - 300}__"
+    local.add(DS0, old, kind="volume")
     local.add(DS0, snap, kind="volume")
 
-    class Synced(TargetZfs):  # pve2 holds the last replicated snapshot
+    class Synced(TargetZfs):  # pve2 holds both
         def __init__(self, target: SshTarget, *, multiplex: bool = True) -> None:
             super().__init__(target, multiplex=multiplex)
+            self.add(DS0, old, kind="volume")
             self.add(DS0, snap, kind="volume")
 
     monkeypatch.setattr(wiring, "SshShell", Synced)
@@ -433,6 +436,13 @@ def test_a_dry_run_plans_from_the_jobs_own_state(
     tree.state_file.write_text(json.dumps(states))
     failed, said = dry(tree, jobid="100-0")
     assert failed == 0
-    sends = [line for line in said if line.startswith("would send")]
-    assert len(sends) == 1 and sends[0].startswith(f"would send {V0} to pve2: incremental from")
-    assert snap in sends[0]
+    assert said == [
+        "job 100-0: guest 100 -> pve2",
+        f"would delete snapshot '{old}' on {V0} ({HOST})",
+        f"would delete snapshot '{old}' on {V0} (pve2)",
+        f"would create snapshot '__replicate_100-0_{NOW}__' on {V0} ({HOST})",
+        f"would send {V0} to pve2: incremental from '{snap}', "
+        "estimated unknown (no estimate on this platform)",
+        f"would delete snapshot '{snap}' on {V0} ({HOST})",
+        f"would delete snapshot '{snap}' on {V0} (pve2)",
+    ]
