@@ -451,5 +451,5 @@ def test_a_dry_run_plans_from_the_jobs_own_state(
 def test_a_dry_run_without_an_id_plans_a_removal_marked_in_replication_cfg(tree: Paths) -> None:
     # a job marked for removal is due on every run (its next_sync is ALWAYS, 1)
     gentree.atomic_write(tree.replication_cfg, "local: 100-0\n\ttarget pve2\n\tremove_job full\n")
-    assert dry(tree) == (
-        0, ["job 100-0: guest 100 -> pve2", "would remove job '100-0' from replication.cfg"])  # fmt: skip
+    said = ["job 100-0: guest 100 -> pve2", "would remove job '100-0' from replication.cfg"]
+    assert dry(tree) == (0, said)
