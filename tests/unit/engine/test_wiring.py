@@ -354,7 +354,7 @@ def test_connect_without_network_or_sessions(tree: Paths) -> None:
     assert target.release is None and target.forward is None
     assert target.session() is None
     assert target.local_caps == CAPS
-    assert target.budget() is None
+    assert target.budget() is None and target.budget == n.budget.current
     assert target.dataset("local-zfs:vm-100-disk-0") == "rpool/data/vm-100-disk-0"
     assert target.send_argv("local-zfs:vm-100-disk-0", "s2", "s1", StreamForm()) == [
         "zfs", "send", "-Rpv", "-I", "s1", "--", "rpool/data/vm-100-disk-0@s2",
@@ -664,3 +664,15 @@ def test_load_guest_asks_the_freezer_with_the_guests_agent_line(tree: Paths) -> 
     assert n.load_guest(106, False).freezefs is True
     assert n.load_guest(100, False).freezefs is True
     assert asked == [("VM", 106, 0, "1,fstrim_cloned_disks=1"), ("VM", 100, 0, None)]
+
+
+def test_connect_without_multiplexing_when_switched_off(
+    tree: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(wiring.SSH_MULTIPLEX_ENV, "0")
+    n = node(tree)
+    n.peer_kinds["pve2"] = "pve"
+    n.connect("pve2", None)
+    monkeypatch.setenv(wiring.SSH_MULTIPLEX_ENV, "1")
+    n.connect("pve2", None)
+    assert [ssh.multiplex for ssh in FakeSsh.made] == [False, True]
