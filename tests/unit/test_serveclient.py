@@ -50,6 +50,11 @@ for line in sys.stdin:
         sys.exit(1)
     if mode == "mute":
         continue
+    if mode == "split":  # one answer line in two writes, apart in time: two reads on our side
+        line = json.dumps({"id": req["id"], "ok": True, "stdout": "x" * 1000}) + "\n"
+        sys.stdout.write(line[:500]); sys.stdout.flush(); time.sleep(0.3)
+        sys.stdout.write(line[500:]); sys.stdout.flush()
+        continue
     rid = req["id"]
     print("not protocol", flush=True)
     print(json.dumps({"id": "x"}), flush=True)
@@ -231,4 +236,14 @@ def test_a_request_that_cannot_be_written_to_a_live_session() -> None:
         assert str(again.value) == "session on 'pve2': the session ended"
     finally:
         s.proc._popen.stdin = real
+        s.close()
+
+
+def test_an_answer_line_that_arrives_in_two_pieces() -> None:
+    s = session("split")
+    assert s is not None
+    try:
+        assert s.start("prepare-local-job", {}).answer(10).stdout == "x" * 1000
+        assert s.alive
+    finally:
         s.close()
