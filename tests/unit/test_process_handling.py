@@ -21,6 +21,7 @@ from pverep.transport.base import (
     PIPE,
     CommandError,
     CommandTimeout,
+    Process,
     StderrTail,
     _lines,
     run_argv,
@@ -364,3 +365,87 @@ def test_kill_does_not_hang_on_a_grandchild_holding_stderr() -> None:
         assert proc.stdin is not None and proc.stdin.closed
     finally:
         _end_grandchild(pid)
+
+
+def test_a_script_that_leaves_a_grandchild_still_exits() -> None:
+    """The stderr drain is a daemon thread: an interpreter whose child left a grandchild holding
+    the pipe exits at once instead of waiting for that grandchild (a hook script would hang)."""
+    script = (
+        "import sys\n"
+        "from pverep.transport.base import spawn_argv, DEVNULL\n"
+        f"p = spawn_argv([sys.executable, '-c', {_with_grandchild('pass')!r}], stdout=DEVNULL)\n"
+        "p._popen.wait()\n"  # the child is gone; its grandchild still holds the pipe
+        "print(p.pid, flush=True)\n"
+    )
+    run = subprocess.Popen([PY, "-c", script], stdout=PIPE, stderr=PIPE)
+    try:
+        out, err = run.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        run.kill()
+        out, err = run.communicate()
+    pids = [int(w) for w in err.decode().split() if w.isdigit()]
+    for pid in pids:  # the grandchild named itself on the pipe the script never read
+        _end_grandchild(pid)
+    assert run.returncode == 0, err.decode()
+    assert out.decode().strip().isdigit()
+
+
+# --- defaults: a plain child, no stderr pipe, zero timeouts, stdin ---------------------------
+
+
+def test_a_process_made_without_leads_group_kills_only_its_own_pid() -> None:
+    popen = subprocess.Popen(
+        ["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!; wait"],
+        stdout=PIPE, process_group=0,
+    )  # fmt: skip
+    proc = Process(popen, ["sh"])
+    assert popen.stdout is not None
+    sleep_pid = int(popen.stdout.readline())
+    try:
+        proc.kill()
+        assert proc.returncode == -signal.SIGKILL
+        assert not gone(sleep_pid)  # the group's other member lives on
+    finally:
+        if b"sleep" in Path(f"/proc/{sleep_pid}/cmdline").read_bytes():
+            os.kill(sleep_pid, signal.SIGKILL)
+
+
+def test_a_process_whose_stderr_is_not_a_pipe_waits_and_kills() -> None:
+    popen = subprocess.Popen([PY, "-c", "import sys; sys.exit(4)"], stderr=DEVNULL)
+    assert Process(popen, ["x"]).wait() == 4
+    popen = subprocess.Popen([PY, "-c", "import time; time.sleep(60)"], stderr=DEVNULL)
+    proc = Process(popen, ["x"])
+    proc.kill()
+    assert proc.returncode == -signal.SIGKILL and proc.stderr_tail == []
+
+
+def test_a_zero_timeout_is_reported_as_zero() -> None:
+    proc = spawn_argv([PY, "-c", "import time; time.sleep(60)"], stdout=DEVNULL)
+    with pytest.raises(CommandTimeout) as waited:
+        proc.wait(0)
+    assert waited.value.timeout == 0.0 and proc.returncode == -signal.SIGKILL
+    with pytest.raises(CommandTimeout) as ran:
+        run_argv([PY, "-c", "import time; time.sleep(60)"], timeout=0)
+    assert ran.value.timeout == 0.0
+
+
+def test_a_stderr_line_keeps_what_it_ends_with_but_the_line_end() -> None:
+    tail = StderrTail()
+    for line in ("cannot open 'XX'\r\n", "ends in X\n", "X\n"):
+        tail.feed(line)
+    assert list(tail.lines) == ["cannot open 'XX'", "ends in X", "X"]
+
+
+def test_a_spawned_child_stays_in_our_group_unless_asked() -> None:
+    proc = LocalShell().spawn([PY, "-c", "import time; time.sleep(60)"], stdout=DEVNULL)
+    try:
+        assert os.getpgid(proc.pid) == os.getpgid(0) and proc.leads_group is False
+    finally:
+        proc.kill()
+
+
+def test_a_command_without_input_reads_dev_null() -> None:
+    """No input: stdin is /dev/null, not a pipe (an ssh then never waits on a terminal)."""
+    script = "import os; print(os.readlink('/proc/self/fd/0'))"
+    assert run_argv([PY, "-c", script]).stdout_text.strip() == "/dev/null"
+    assert run_argv([PY, "-c", script], input=b"").stdout_text.startswith("pipe:")

@@ -104,6 +104,24 @@ def test_a_master_that_died_is_replaced_on_the_next_open() -> None:
         shell.close()
 
 
+def test_the_master_reads_dev_null_whatever_our_own_stdin_is() -> None:
+    """Run from a terminal or a hook's pipe, the master must not inherit (and eat) our stdin:
+    the FAKE master exits 9 unless its stdin and stdout are /dev/null."""
+    read_end, write_end = os.pipe()
+    saved = os.dup(0)
+    os.dup2(read_end, 0)  # our stdin is now a pipe, as under a hook script
+    shell = FakeMasterShell()
+    try:
+        shell.open()
+        master = shell._master
+        assert master is not None and master.returncode is None
+    finally:
+        os.dup2(saved, 0)
+        for fd in (saved, read_end, write_end):
+            os.close(fd)
+        shell.close()
+
+
 def test_a_master_that_fails_to_start_raises_with_its_exit_and_message() -> None:
     shell = FakeMasterShell("die")
     with pytest.raises(CommandError) as err:
