@@ -51,8 +51,10 @@ def test_good_node_names(name: str) -> None:
 @pytest.mark.parametrize("name", ["", "-a", "a-", "a.b", "a b", "pve1;rm", "ä"])
 def test_bad_node_names(name: str) -> None:
     assert not validate.is_valid_node_name(name)
-    with pytest.raises(ValidationError, match="does not look like a valid node name"):
+    with pytest.raises(ValidationError) as err:
         validate.check_node_name(name)
+    # PVE's format error, whole: `pvesr create-local-job` callers see the same line
+    assert str(err.value) == "invalid format - value does not look like a valid node name"
 
 
 def test_vmid() -> None:
@@ -147,3 +149,25 @@ def test_range_and_texts_of_ids() -> None:
         validate.check_job_id_param("0100-1")  # normalisable, but not the API's pattern
     with pytest.raises(ValidationError, match=r"^invalid format - invalid replication job id"):
         validate.check_job_id_param("x-1")
+
+
+@pytest.mark.parametrize("name", ["pre.sh", "a", "Hook_1-x.py", "a" * 128])
+def test_good_snippet_names(name: str) -> None:
+    assert validate.check_snippet_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", ".hidden", "-x", "a/b", "a b", "a" * 129, "x\n"])
+def test_bad_snippet_names(name: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        validate.check_snippet_name(name)
+    assert str(err.value) == f"invalid snippet name '{name}'"
+
+
+def test_resume_tokens() -> None:
+    # the shape `zfs get receive_resume_token` prints: version-hex-hex-hex (the packed nvlist)
+    token = "1-e604ea4bf-e0-789c636064000310a500c4ec50360710e72765a52697303030"
+    assert validate.check_resume_token(token) == token
+    for bad in ("", "-", token + " -o x", "1-e604ea4bf-e0-7", "x-e6-e0-78", "1-E6-e0-78"):
+        with pytest.raises(ValidationError) as err:
+            validate.check_resume_token(bad)
+        assert str(err.value) == "invalid receive resume token"
