@@ -377,7 +377,9 @@ def test_a_script_that_leaves_a_grandchild_still_exits() -> None:
         "p._popen.wait()\n"  # the child is gone; its grandchild still holds the pipe
         "print(p.pid, flush=True)\n"
     )
-    run = subprocess.Popen([PY, "-c", script], stdout=PIPE, stderr=PIPE)
+    # our sys.path, so that the script imports the very pverep under test (mutmut's copy too)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    run = subprocess.Popen([PY, "-c", script], stdout=PIPE, stderr=PIPE, env=env)
     try:
         out, err = run.communicate(timeout=20)
     except subprocess.TimeoutExpired:
