@@ -392,6 +392,16 @@ def test_a_script_that_leaves_a_grandchild_still_exits() -> None:
     assert out.decode().strip().isdigit()
 
 
+def test_the_stderr_drain_of_a_process_made_here_is_a_daemon() -> None:
+    """The same property in this process: mutmut only runs tests that reached the mutated code in
+    its own process, and the script above reaches Process only in a child interpreter."""
+    proc = spawn_argv([PY, "-c", "pass"], stdout=DEVNULL)
+    try:
+        assert proc._reader is not None and proc._reader.daemon is True
+    finally:
+        assert proc.wait(timeout=10) == 0
+
+
 # --- defaults: a plain child, no stderr pipe, zero timeouts, stdin ---------------------------
 
 
