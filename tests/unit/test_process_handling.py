@@ -73,6 +73,12 @@ def test_stderr_lines_keep_their_spaces_and_survive_bad_bytes() -> None:
     assert seen == ["x\ufffd", "y"]
 
 
+def test_a_command_shell_hands_its_input_to_the_command() -> None:
+    argv = [PY, "-c", "import sys; print(sys.stdin.read()[::-1])"]
+    res = LocalShell().run(argv, input=b"abc")
+    assert (res.argv, res.returncode, res.stdout) == (argv, 0, b"cba\n")
+
+
 def test_run_argv_feeds_input_and_times_out_with_the_tail() -> None:
     res = run_argv([PY, "-c", "import sys; print(sys.stdin.read().upper())"], input=b"abc")
     assert (res.returncode, res.stdout) == (0, b"ABC\n")
